@@ -1,0 +1,2 @@
+import sys
+print("SYS.PATH", sys.path[:4])

@@ -1,0 +1,30 @@
+"""vivace: Python workflows whose orchestration costs almost nothing per task.
+
+Importing vivace is cheap: the database layer, pydantic validation, Dask and Ray are loaded only
+when a flow first runs or a runner is used.
+"""
+
+from __future__ import annotations
+
+from vivace.engine.futures import VivaceFuture, as_completed, unmapped, wait
+from vivace.engine.flows import Flow, flow
+from vivace.engine.run_logging import get_run_logger
+from vivace.engine.states import State, StateType
+from vivace.engine.tasks import Task, task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Flow",
+    "State",
+    "StateType",
+    "Task",
+    "VivaceFuture",
+    "__version__",
+    "as_completed",
+    "flow",
+    "get_run_logger",
+    "task",
+    "unmapped",
+    "wait",
+]

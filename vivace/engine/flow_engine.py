@@ -1,0 +1,270 @@
+"""What happens when a flow runs.
+
+A flow run moves PENDING ─► RUNNING ─► COMPLETED | FAILED (also [TimedOut]), with the same
+retry loop as a task (``SCHEDULED [AwaitingRetry]`` ─► ``RUNNING [Retrying]``), CRASHED on an
+interrupt or exit, and FAILED before it ever runs when its parameters do not validate.
+
+Around the user's function the engine: creates the flow run, validates parameters, starts a fresh
+copy of the flow's task runner, sets the run context so tasks know their flow run, waits for every
+still-unfinished task future when the function returns, records the final state and flushes the
+writer, so everything the run did is in the database when the call returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from vivace._ids import uuid7
+from vivace.engine.context import FlowRunScope, RunContext, current_context, run_context
+from vivace.engine.futures import VivaceFuture
+from vivace.engine.names import random_run_name
+from vivace.engine.parameters import bind_parameters, jsonable_parameters
+from vivace.engine.run_logging import install_print_capture, setup_logging
+from vivace.engine.runs import FlowRun, apply_state
+from vivace.engine.states import (
+    AWAITING_RETRY,
+    RETRYING,
+    TIMED_OUT,
+    Completed,
+    Crashed,
+    Failed,
+    State,
+    StateType,
+    describe_exception,
+)
+from vivace.engine.task_engine import retry_delay
+from vivace.engine.timeouts import call_with_timeout, timeout_error
+from vivace.exceptions import ParameterValidationError, TaskTimeoutError
+
+if TYPE_CHECKING:
+    from vivace.engine.flows import Flow
+    from vivace.runners.base import TaskRunner
+
+logger = logging.getLogger("vivace.flow_runs")
+
+
+class FlowRunEngine:
+    """The decisions of one flow run; ``run_flow_sync``/``run_flow_async`` drive it."""
+
+    def __init__(self, flow: Flow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
+        from vivace.store.writer import get_writer
+
+        self.flow = flow
+        self.args = args
+        self.kwargs = kwargs
+        parent = current_context()
+        setup_logging()
+        if flow.log_prints:
+            install_print_capture()
+        self.writer = parent.writer if parent is not None else get_writer()
+        parent_flow_run = None if parent is None else parent.flow_run
+        parent_task_run = None if parent is None else parent.task_run
+        self.writer.record_flow(flow.flow_id, flow.name, time.time())
+        self.run = FlowRun(
+            uuid7(),
+            flow.flow_id,
+            flow.name,
+            random_run_name(),
+            None if parent_flow_run is None else parent_flow_run.id,
+            None if parent_task_run is None else parent_task_run.id,
+            None,
+            None,
+            State(StateType.PENDING),
+        )
+        self.runner: TaskRunner | None = None
+        self.scope: FlowRunScope | None = None
+        self.timed_out = False
+        self._token: Any = None
+
+    def set_state(self, state: State) -> None:
+        apply_state(self.run, state)
+        self.writer.record_flow_run(self.run)
+
+    def begin(self) -> bool:
+        """Validate parameters, start the task runner, enter the run context.
+
+        Returns False (the run is then FAILED) when the parameters do not validate.
+        """
+        flow, run = self.flow, self.run
+        try:
+            self.args, self.kwargs, parameters = bind_parameters(flow, self.args, self.kwargs)
+            run.parameters = jsonable_parameters(parameters)
+        except ParameterValidationError as error:
+            run.parameters = jsonable_parameters(dict(self.kwargs))
+            self.writer.record_flow_run(run)
+            self.set_state(Failed(error))
+            self._log(logging.ERROR, str(error))
+            return False
+        self.writer.record_flow_run(run)
+        self.runner = flow.task_runner.duplicate()
+        self.runner.start()
+        self.scope = FlowRunScope(run, self.runner, self.writer, flow.log_prints)
+        self._token = run_context.set(RunContext(self.scope, None, self.writer, flow.log_prints))
+        self._log(logging.INFO, f"Beginning flow run {run.name!r} for flow {flow.name!r}")
+        return True
+
+    def start_attempt(self) -> None:
+        retry = self.run.run_count > 0
+        self.set_state(State(StateType.RUNNING, name=RETRYING if retry else None))
+
+    def succeeded(self, value: Any) -> None:
+        """The function returned: wait for its tasks, then settle the final state."""
+        self.wait_for_tasks()
+        if isinstance(value, VivaceFuture):
+            value = value.wait()
+        if isinstance(value, State):
+            if value.type is StateType.COMPLETED:
+                state = Completed(value.data)
+            else:
+                state = State(
+                    StateType.FAILED,
+                    message=f"the flow returned a run that ended {value.name}: {value.message}",
+                    data=value.result(raise_on_failure=False),
+                )
+        else:
+            state = Completed(value)
+        self.set_state(state)
+
+    def failed(self, error: Exception) -> float | None:
+        """Record the failure; return the delay before the next attempt, or None if final."""
+        flow, run = self.flow, self.run
+        self.timed_out = isinstance(error, TaskTimeoutError)
+        if not self.timed_out:
+            self.wait_for_tasks()
+        if run.run_count <= flow.retries:
+            delay = retry_delay(flow.retry_delay_seconds, run.run_count, None)
+            message = f"attempt {run.run_count} of {flow.retries + 1} failed: "
+            message += describe_exception(error)
+            self.set_state(State(StateType.SCHEDULED, name=AWAITING_RETRY, message=message))
+            self._log(logging.WARNING, f"{message[0].upper()}{message[1:]}; retrying in {delay:g} s")
+            return delay
+        self.set_state(Failed(error, name=TIMED_OUT if self.timed_out else None))
+        self._log(logging.ERROR, f"Finished in state {self.run.state!r}", error)
+        return None
+
+    def crashed(self, error: BaseException) -> None:
+        if isinstance(error, asyncio.CancelledError):
+            state = State(StateType.CANCELLED, message="the flow run was cancelled")
+        else:
+            state = Crashed(error, message=f"the flow run crashed: {describe_exception(error)}")
+        self.timed_out = True  # do not wait for tasks on the way out
+        self.set_state(state)
+        self._log(logging.ERROR, state.message or "crashed")
+
+    def wait_for_tasks(self) -> None:
+        scope = self.scope
+        if scope is not None:
+            while scope.pending:
+                for future in list(scope.pending):
+                    future.wait()
+
+    def finish(self) -> None:
+        """Stop the runner, leave the run context, flush every record of the run."""
+        try:
+            if self.runner is not None:
+                # A timed-out or crashed flow does not wait for tasks still running.
+                self.runner.stop(wait=not self.timed_out)
+        finally:
+            if self._token is not None:
+                run_context.reset(self._token)
+                self._token = None
+            state = self.run.state
+            if state.type is not StateType.CRASHED:
+                self._log(logging.INFO, f"Finished in state {state!r}")
+            self.writer.flush(timeout=self.writer.retry_seconds + 5)
+
+    def outcome(self, return_state: bool) -> Any:
+        state = self.run.state
+        return state if return_state else state.result()
+
+    def _log(self, level: int, message: str, error: BaseException | None = None) -> None:
+        logger.log(
+            level,
+            message,
+            exc_info=(type(error), error, error.__traceback__) if error is not None else None,
+            extra={
+                "flow_run_id": self.run.id,
+                "task_run_id": None,
+                "vivace_writer": self.writer,
+                "run_label": f"Flow run {self.run.name!r}",
+            },
+        )
+
+
+def run_flow_sync(
+    flow: Flow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool
+) -> Any:
+    engine = FlowRunEngine(flow, args, kwargs)
+    try:
+        if engine.begin():
+            while True:
+                engine.start_attempt()
+                try:
+                    if flow.timeout_seconds is None:
+                        value = flow.fn(*engine.args, **engine.kwargs)
+                    else:
+                        value = call_with_timeout(
+                            flow.fn,
+                            engine.args,
+                            engine.kwargs,
+                            flow.timeout_seconds,
+                            timeout_error("flow", engine.run.name, flow.timeout_seconds),
+                        )
+                except Exception as error:
+                    delay = engine.failed(error)
+                    if delay is None:
+                        break
+                    if delay > 0:
+                        time.sleep(delay)
+                else:
+                    engine.succeeded(value)
+                    break
+    except BaseException as error:
+        engine.crashed(error)
+        raise
+    finally:
+        engine.finish()
+    return engine.outcome(return_state)
+
+
+async def run_flow_async(
+    flow: Flow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool
+) -> Any:
+    engine = FlowRunEngine(flow, args, kwargs)
+    try:
+        if engine.begin():
+            while True:
+                engine.start_attempt()
+                try:
+                    value = await _await_flow(flow, engine)
+                except Exception as error:
+                    delay = engine.failed(error)
+                    if delay is None:
+                        break
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                else:
+                    engine.succeeded(value)
+                    break
+    except BaseException as error:
+        engine.crashed(error)
+        raise
+    finally:
+        engine.finish()
+    return engine.outcome(return_state)
+
+
+async def _await_flow(flow: Flow[Any, Any], engine: FlowRunEngine) -> Any:
+    seconds = flow.timeout_seconds
+    if seconds is None:
+        return await flow.fn(*engine.args, **engine.kwargs)
+    try:
+        async with asyncio.timeout(seconds) as scope:
+            return await flow.fn(*engine.args, **engine.kwargs)
+    except TimeoutError:
+        if scope.expired():
+            raise timeout_error("flow", engine.run.name, seconds) from None
+        raise

@@ -1,0 +1,163 @@
+"""``@flow``: the decorator, its options, and calling a flow."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import uuid
+from collections.abc import Callable
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+from vivace.engine.options import (
+    NOT_SET,
+    check_bool,
+    check_name,
+    check_retries,
+    check_retry_delay,
+    check_timeout,
+)
+from vivace.exceptions import ConfigurationError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# Flow ids are derived from the name, so every process agrees on a flow's id without a lookup.
+_FLOW_NAMESPACE = uuid.UUID("5c1d7a3e-93f4-4b0a-8f0e-2a6f1f3c9b10")
+
+
+class Flow(Generic[P, R]):
+    """A function whose every call is a recorded flow run with its own task runner."""
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        name: str | None = None,
+        task_runner: Any = None,
+        retries: int = 0,
+        retry_delay_seconds: float | list[float] | Callable[[int], float] = 0,
+        timeout_seconds: float | None = None,
+        validate_parameters: bool = True,
+        log_prints: bool = False,
+    ) -> None:
+        if not callable(fn):
+            raise ConfigurationError(
+                f"@flow expects a function, got {fn!r} ({type(fn).__name__})"
+            )
+        from vivace.runners.base import TaskRunner
+
+        self.fn = fn
+        self.name = check_name("flow", name, fn)
+        what = f"flow {self.name!r}"
+        if task_runner is None:
+            from vivace.runners.concurrent import ConcurrentTaskRunner
+
+            task_runner = ConcurrentTaskRunner()
+        elif isinstance(task_runner, type) and issubclass(task_runner, TaskRunner):
+            task_runner = task_runner()
+        if not isinstance(task_runner, TaskRunner):
+            raise ConfigurationError(
+                f"{what}: task_runner must be a task runner such as ConcurrentTaskRunner(), "
+                f"got {task_runner!r}"
+            )
+        self.task_runner = task_runner
+        self.retries = check_retries(what, retries)
+        self.retry_delay_seconds = check_retry_delay(what, retry_delay_seconds)
+        self.timeout_seconds = check_timeout(what, timeout_seconds)
+        self.validate_parameters = check_bool(what, "validate_parameters", validate_parameters)
+        self.log_prints = check_bool(what, "log_prints", log_prints)
+        self.flow_id = uuid.uuid5(_FLOW_NAMESPACE, self.name)
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.signature = inspect.signature(fn)
+        self._parameter_model: Any = NOT_SET
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def parameter_model(self) -> Any:
+        """The pydantic model that validates this flow's parameters, built on first use."""
+        if self._parameter_model is NOT_SET:
+            from vivace.engine.parameters import build_parameter_model
+
+            self._parameter_model = build_parameter_model(self.name, self.signature)
+        return self._parameter_model
+
+    def with_options(
+        self,
+        *,
+        name: Any = NOT_SET,
+        task_runner: Any = NOT_SET,
+        retries: Any = NOT_SET,
+        retry_delay_seconds: Any = NOT_SET,
+        timeout_seconds: Any = NOT_SET,
+        validate_parameters: Any = NOT_SET,
+        log_prints: Any = NOT_SET,
+    ) -> Flow[P, R]:
+        """A copy of this flow with the given options changed."""
+        given = {
+            "name": name,
+            "task_runner": task_runner,
+            "retries": retries,
+            "retry_delay_seconds": retry_delay_seconds,
+            "timeout_seconds": timeout_seconds,
+            "validate_parameters": validate_parameters,
+            "log_prints": log_prints,
+        }
+        options = {k: getattr(self, k) if v is NOT_SET else v for k, v in given.items()}
+        return type(self)(self.fn, **options)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Run the flow and return its value (raises if it fails).
+
+        ``return_state=True`` returns the final State instead. An async flow returns a coroutine.
+        """
+        from vivace.engine.flow_engine import run_flow_async, run_flow_sync
+
+        return_state = bool(kwargs.pop("return_state", False))
+        if self.is_async:
+            return run_flow_async(self, args, kwargs, return_state)  # type: ignore[return-value]
+        return run_flow_sync(self, args, kwargs, return_state)  # type: ignore[no-any-return]
+
+    def __repr__(self) -> str:
+        return f"Flow(name={self.name!r})"
+
+
+@overload
+def flow(fn: Callable[P, R], /) -> Flow[P, R]: ...
+
+
+@overload
+def flow(
+    *,
+    name: str | None = None,
+    task_runner: Any = None,
+    retries: int = 0,
+    retry_delay_seconds: float | list[float] | Callable[[int], float] = 0,
+    timeout_seconds: float | None = None,
+    validate_parameters: bool = True,
+    log_prints: bool = False,
+) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
+
+
+def flow(
+    fn: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    task_runner: Any = None,
+    retries: int = 0,
+    retry_delay_seconds: float | list[float] | Callable[[int], float] = 0,
+    timeout_seconds: float | None = None,
+    validate_parameters: bool = True,
+    log_prints: bool = False,
+) -> Any:
+    """Make a function a flow: ``@flow`` or ``@flow(task_runner=ConcurrentTaskRunner())``."""
+    options = dict(
+        name=name,
+        task_runner=task_runner,
+        retries=retries,
+        retry_delay_seconds=retry_delay_seconds,
+        timeout_seconds=timeout_seconds,
+        validate_parameters=validate_parameters,
+        log_prints=log_prints,
+    )
+    if fn is None:
+        return lambda f: Flow(f, **options)
+    return Flow(fn, **options)

@@ -1,0 +1,105 @@
+"""Checks for decorator options, run where the option is given (not deep inside a run).
+
+Each error names the flow or task, the option, the value given and what was expected.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from vivace.exceptions import ConfigurationError
+
+
+class _NotSet:
+    """Sentinel for "option not given", where None is a meaningful value."""
+
+    def __repr__(self) -> str:
+        return "NOT_SET"
+
+
+NOT_SET: Any = _NotSet()
+
+
+def check_name(kind: str, name: str | None, fn: Callable[..., Any]) -> str:
+    if name is None:
+        return str(getattr(fn, "__name__", type(fn).__name__))
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigurationError(f"@{kind} name must be a non-empty string, got {name!r}")
+    return name
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_retries(what: str, retries: Any) -> int:
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise ConfigurationError(
+            f"{what}: retries must be a whole number of 0 or more, got {retries!r}"
+        )
+    return retries
+
+
+def check_retry_delay(what: str, delay: Any) -> Any:
+    if callable(delay):
+        return delay
+    if isinstance(delay, (list, tuple)):
+        if not all(_is_number(d) and d >= 0 for d in delay):
+            raise ConfigurationError(
+                f"{what}: retry_delay_seconds list must hold numbers of 0 or more, got {delay!r}"
+            )
+        return list(delay)
+    if not _is_number(delay) or delay < 0:
+        raise ConfigurationError(
+            f"{what}: retry_delay_seconds must be seconds (0 or more), a list of them, or a "
+            f"function of the attempt number; got {delay!r}"
+        )
+    return delay
+
+
+def check_jitter(what: str, factor: Any) -> float | None:
+    if factor is None:
+        return None
+    if not _is_number(factor) or factor < 0:
+        raise ConfigurationError(
+            f"{what}: retry_jitter_factor must be a number of 0 or more, got {factor!r}"
+        )
+    return float(factor)
+
+
+def check_timeout(what: str, seconds: Any) -> float | None:
+    if seconds is None:
+        return None
+    if not _is_number(seconds) or seconds <= 0:
+        raise ConfigurationError(
+            f"{what}: timeout_seconds must be a positive number of seconds, got {seconds!r}"
+        )
+    return float(seconds)
+
+
+def check_callable_or_none(what: str, option: str, value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise ConfigurationError(f"{what}: {option} must be callable, got {value!r}")
+    return value
+
+
+def check_tags(what: str, tags: Iterable[str] | None) -> tuple[str, ...] | None:
+    if tags is None:
+        return None
+    if isinstance(tags, str):
+        raise ConfigurationError(
+            f"{what}: tags must be a list of strings, got the string {tags!r}; "
+            f"did you mean [{tags!r}]?"
+        )
+    values = tuple(tags)
+    if not all(isinstance(tag, str) for tag in values):
+        raise ConfigurationError(f"{what}: tags must all be strings, got {values!r}")
+    return values or None
+
+
+def check_bool(what: str, option: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{what}: {option} must be True or False, got {value!r}")
+    return value

@@ -1,0 +1,219 @@
+"""The records of flow runs and task runs that the engine mutates and the writer snapshots.
+
+A run object is the single place a run's current state lives in memory. :func:`apply_state` is the
+only function that changes it: a pure transition with no I/O, so it can be tested by comparing
+``snapshot()`` before and after. The writer reads ``snapshot()`` when it flushes, so several
+transitions of one run inside a flush window become one row write.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from vivace.engine.states import FINAL_TYPES, State, StateType
+
+
+class TaskRun:
+    """One execution of a task: identity, lineage, and current state."""
+
+    __slots__ = (
+        "created",
+        "end_time",
+        "flow_run_id",
+        "id",
+        "name",
+        "parent_task_run_id",
+        "run_count",
+        "start_time",
+        "state",
+        "state_seq",
+        "tags",
+        "task_inputs",
+        "task_key",
+    )
+
+    def __init__(
+        self,
+        id: uuid.UUID,
+        task_key: str,
+        name: str,
+        flow_run_id: uuid.UUID | None,
+        parent_task_run_id: uuid.UUID | None,
+        tags: tuple[str, ...] | None,
+        task_inputs: dict[str, list[str]] | None,
+        state: State,
+    ) -> None:
+        self.id = id
+        self.task_key = task_key
+        self.name = name
+        self.flow_run_id = flow_run_id
+        self.parent_task_run_id = parent_task_run_id
+        self.tags = tags
+        self.task_inputs = task_inputs
+        self.created = state.timestamp
+        self.state = state
+        state.run_id = id
+        self.state_seq = 1
+        self.start_time: float | None = None
+        self.end_time: float | None = None
+        self.run_count = 0
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """The run's row, in the column order of :data:`TASK_RUN_COLUMNS`."""
+        state = self.state
+        return (
+            self.id,
+            self.flow_run_id,
+            self.parent_task_run_id,
+            self.task_key,
+            self.name,
+            state.type.value,
+            state.name,
+            state.timestamp,
+            state.message,
+            self.state_seq,
+            self.start_time,
+            self.end_time,
+            self.run_count,
+            self.tags,
+            self.task_inputs,
+            self.created,
+        )
+
+    def __repr__(self) -> str:
+        return f"TaskRun(name={self.name!r}, id={self.id}, state={self.state!r})"
+
+
+TASK_RUN_COLUMNS = (
+    "id",
+    "flow_run_id",
+    "parent_task_run_id",
+    "task_key",
+    "name",
+    "state_type",
+    "state_name",
+    "state_timestamp",
+    "state_message",
+    "state_seq",
+    "start_time",
+    "end_time",
+    "run_count",
+    "tags",
+    "task_inputs",
+    "created",
+)
+
+
+class FlowRun:
+    """One execution of a flow: identity, lineage, parameters and current state."""
+
+    __slots__ = (
+        "created",
+        "end_time",
+        "flow_id",
+        "flow_name",
+        "id",
+        "name",
+        "parameters",
+        "parent_flow_run_id",
+        "parent_task_run_id",
+        "run_count",
+        "start_time",
+        "state",
+        "state_seq",
+        "tags",
+    )
+
+    def __init__(
+        self,
+        id: uuid.UUID,
+        flow_id: uuid.UUID,
+        flow_name: str,
+        name: str,
+        parent_flow_run_id: uuid.UUID | None,
+        parent_task_run_id: uuid.UUID | None,
+        tags: tuple[str, ...] | None,
+        parameters: dict[str, Any] | None,
+        state: State,
+    ) -> None:
+        self.id = id
+        self.flow_id = flow_id
+        self.flow_name = flow_name
+        self.name = name
+        self.parent_flow_run_id = parent_flow_run_id
+        self.parent_task_run_id = parent_task_run_id
+        self.tags = tags
+        self.parameters = parameters
+        self.created = state.timestamp
+        self.state = state
+        state.run_id = id
+        self.state_seq = 1
+        self.start_time: float | None = None
+        self.end_time: float | None = None
+        self.run_count = 0
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """The run's row, in the column order of :data:`FLOW_RUN_COLUMNS`."""
+        state = self.state
+        return (
+            self.id,
+            self.flow_id,
+            self.flow_name,
+            self.name,
+            self.parent_flow_run_id,
+            self.parent_task_run_id,
+            state.type.value,
+            state.name,
+            state.timestamp,
+            state.message,
+            self.state_seq,
+            self.start_time,
+            self.end_time,
+            self.run_count,
+            self.tags,
+            self.parameters,
+            self.created,
+        )
+
+    def __repr__(self) -> str:
+        return f"FlowRun(name={self.name!r}, id={self.id}, state={self.state!r})"
+
+
+FLOW_RUN_COLUMNS = (
+    "id",
+    "flow_id",
+    "flow_name",
+    "name",
+    "parent_flow_run_id",
+    "parent_task_run_id",
+    "state_type",
+    "state_name",
+    "state_timestamp",
+    "state_message",
+    "state_seq",
+    "start_time",
+    "end_time",
+    "run_count",
+    "tags",
+    "parameters",
+    "created",
+)
+
+
+def apply_state(run: TaskRun | FlowRun, state: State) -> None:
+    """Make ``state`` the run's current state and update its timing and attempt count.
+
+    Entering RUNNING starts an attempt (``run_count`` + 1; ``start_time`` is the first attempt's
+    start). Entering a final state sets ``end_time``. Every transition advances ``state_seq``.
+    """
+    run.state = state
+    state.run_id = run.id
+    run.state_seq += 1
+    kind = state.type
+    if kind is StateType.RUNNING:
+        run.run_count += 1
+        if run.start_time is None:
+            run.start_time = state.timestamp
+    elif kind in FINAL_TYPES:
+        run.end_time = state.timestamp

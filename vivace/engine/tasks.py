@@ -1,0 +1,356 @@
+"""``@task``: the decorator, its options, and calling, submitting and mapping a task."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import itertools
+from collections.abc import Callable, Iterable
+from typing import Any, Generic, ParamSpec, TypeVar, overload
+
+
+from vivace._ids import uuid7
+from vivace.engine.context import RunContext, current_context, run_context
+from vivace.engine.futures import VivaceFuture, unmapped
+from vivace.engine.inputs import find_upstreams, task_inputs_record
+from vivace.engine.options import (
+    NOT_SET,
+    check_callable_or_none,
+    check_jitter,
+    check_name,
+    check_retries,
+    check_retry_delay,
+    check_tags,
+    check_timeout,
+)
+from vivace.engine.runs import TaskRun
+from vivace.engine.states import State, StateType
+from vivace.engine.task_engine import (
+    TaskCall,
+    retry_delay,
+    run_task_async,
+    run_task_blocking,
+    run_task_sync,
+)
+from vivace.exceptions import ConfigurationError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_standalone_counter = itertools.count()
+
+
+class Task(Generic[P, R]):
+    """A function whose every call is a recorded task run with retries, timeouts and logs."""
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        name: str | None = None,
+        retries: int = 0,
+        retry_delay_seconds: float | list[float] | Callable[[int], float] = 0,
+        retry_jitter_factor: float | None = None,
+        retry_condition_fn: Callable[..., bool] | None = None,
+        timeout_seconds: float | None = None,
+        tags: Iterable[str] | None = None,
+        log_prints: bool | None = None,
+    ) -> None:
+        if not callable(fn):
+            raise ConfigurationError(
+                f"@task expects a function, got {fn!r} ({type(fn).__name__})"
+            )
+        self.fn = fn
+        self.name = check_name("task", name, fn)
+        what = f"task {self.name!r}"
+        self.retries = check_retries(what, retries)
+        self.retry_delay_seconds = check_retry_delay(what, retry_delay_seconds)
+        self.retry_jitter_factor = check_jitter(what, retry_jitter_factor)
+        self.retry_condition_fn = check_callable_or_none(
+            what, "retry_condition_fn", retry_condition_fn
+        )
+        self.timeout_seconds = check_timeout(what, timeout_seconds)
+        self.tags = check_tags(what, tags)
+        self.log_prints = log_prints
+        self.task_key = f"{getattr(fn, '__module__', None)}.{getattr(fn, '__qualname__', self.name)}"
+        self.is_async = inspect.iscoroutinefunction(fn)
+        self.parameter_names = _positional_names(fn)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+
+    def with_options(
+        self,
+        *,
+        name: Any = NOT_SET,
+        retries: Any = NOT_SET,
+        retry_delay_seconds: Any = NOT_SET,
+        retry_jitter_factor: Any = NOT_SET,
+        retry_condition_fn: Any = NOT_SET,
+        timeout_seconds: Any = NOT_SET,
+        tags: Any = NOT_SET,
+        log_prints: Any = NOT_SET,
+    ) -> Task[P, R]:
+        """A copy of this task with the given options changed."""
+        given = {
+            "name": name,
+            "retries": retries,
+            "retry_delay_seconds": retry_delay_seconds,
+            "retry_jitter_factor": retry_jitter_factor,
+            "retry_condition_fn": retry_condition_fn,
+            "timeout_seconds": timeout_seconds,
+            "tags": tags,
+            "log_prints": log_prints,
+        }
+        current = {
+            "name": self.name,
+            "retries": self.retries,
+            "retry_delay_seconds": self.retry_delay_seconds,
+            "retry_jitter_factor": self.retry_jitter_factor,
+            "retry_condition_fn": self.retry_condition_fn,
+            "timeout_seconds": self.timeout_seconds,
+            "tags": self.tags,
+            "log_prints": self.log_prints,
+        }
+        options = {k: current[k] if v is NOT_SET else v for k, v in given.items()}
+        return type(self)(self.fn, **options)
+
+    def retry_delay_for(self, attempt: int) -> float:
+        return retry_delay(self.retry_delay_seconds, attempt, self.retry_jitter_factor)
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def _prepare(
+        self,
+        ctx: RunContext,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        wait_for: Iterable[Any] | None,
+    ) -> TaskCall:
+        """Create the task run (PENDING) and everything needed to execute it."""
+        scope = ctx.flow
+        upstreams = (
+            find_upstreams(self.parameter_names, args, kwargs, wait_for)
+            if args or kwargs or wait_for
+            else None
+        )
+        parent = ctx.task_run
+        run = TaskRun(
+            uuid7(),
+            self.task_key,
+            scope.next_task_run_name(self.name)
+            if scope is not None
+            else f"{self.name}-{next(_standalone_counter)}",
+            None if scope is None else scope.flow_run.id,
+            None if parent is None else parent.id,
+            self.tags,
+            None if upstreams is None else task_inputs_record(upstreams) or None,
+            State(StateType.PENDING),
+        )
+        ctx.writer.record_task_run(run)
+        log_prints = ctx.log_prints if self.log_prints is None else self.log_prints
+        return TaskCall(self, run, args, kwargs, upstreams, scope, ctx.writer, log_prints)
+
+    def __call__(
+        self,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> R:
+        """Run the task now and return its value (a coroutine for async tasks in async code).
+
+        Keywords ``return_state=True`` (return the final State instead) and ``wait_for=[...]``
+        are taken by vivace, not passed to the function.
+        """
+        return_state = bool(kwargs.pop("return_state", False))
+        wait_for: Any = kwargs.pop("wait_for", None)
+        ctx = current_context()
+        if ctx is None:
+            return self._run_standalone(args, kwargs, return_state, wait_for)
+        call = self._prepare(ctx, args, kwargs, wait_for)
+        if self.is_async and _in_event_loop():
+            return _finish_async(run_task_async(call), return_state)  # type: ignore[return-value]
+        state = run_task_blocking(call)
+        return state if return_state else state.result()  # type: ignore[return-value]
+
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> VivaceFuture:
+        """Submit a run to the flow's task runner; returns a future at once."""
+        wait_for: Any = kwargs.pop("wait_for", None)
+        ctx = current_context()
+        if ctx is None or ctx.flow is None:
+            raise ConfigurationError(
+                f"task {self.name!r}: .submit() needs a flow run to submit to; call it inside a "
+                "function decorated with @flow, or call the task directly"
+            )
+        call = self._prepare(ctx, args, kwargs, wait_for)
+        return ctx.flow.task_runner.submit(call)
+
+    def map(self, *args: Any, **kwargs: Any) -> list[VivaceFuture]:
+        """Submit one run per element of the iterable arguments (zipped); returns the futures.
+
+        Wrap an iterable in ``unmapped(...)`` to pass it whole to every run; non-iterable
+        arguments are passed to every run as they are.
+        """
+        wait_for = kwargs.pop("wait_for", None)
+        calls = _mapped_calls(self.name, self.parameter_names, args, kwargs)
+        return [self.submit(*a, wait_for=wait_for, **kw) for a, kw in calls]  # type: ignore[arg-type]
+
+    def _run_standalone(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        return_state: bool,
+        wait_for: Any,
+    ) -> Any:
+        """A task called outside any flow: a recorded task run of its own."""
+        from vivace.engine.run_logging import install_print_capture, setup_logging
+        from vivace.store.writer import get_writer
+
+        setup_logging()
+        writer = get_writer()
+        ctx = RunContext(None, None, writer, bool(self.log_prints))
+        if self.log_prints:
+            install_print_capture()
+        token = run_context.set(ctx)
+        try:
+            call = self._prepare(ctx, args, kwargs, wait_for)
+        finally:
+            run_context.reset(token)
+        if self.is_async and _in_event_loop():
+
+            async def run_and_flush() -> Any:
+                state = await run_task_async(call)
+                await asyncio.to_thread(writer.flush)
+                return state if return_state else state.result()
+
+            return run_and_flush()
+        state = run_task_sync(call) if not self.is_async else run_task_blocking(call)
+        writer.flush()
+        return state if return_state else state.result()
+
+    def __repr__(self) -> str:
+        return f"Task(name={self.name!r})"
+
+
+async def _finish_async(coroutine: Any, return_state: bool) -> Any:
+    state: State = await coroutine
+    return state if return_state else state.result()
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _positional_names(fn: Callable[..., Any]) -> tuple[str, ...]:
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return ()
+    return tuple(
+        p.name
+        for p in parameters
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+    )
+
+
+def _is_mappable(value: Any) -> bool:
+    if isinstance(value, (str, bytes, bytearray, dict, unmapped)):
+        return False
+    return isinstance(value, Iterable)
+
+
+def _mapped_calls(
+    task_name: str,
+    parameter_names: tuple[str, ...],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """Split map arguments into one (args, kwargs) pair per run."""
+    args = tuple(a.result() if isinstance(a, VivaceFuture) else a for a in args)
+    kwargs = {k: v.result() if isinstance(v, VivaceFuture) else v for k, v in kwargs.items()}
+    mapped: dict[Any, list[Any]] = {}
+    for position, value in enumerate(args):
+        if _is_mappable(value):
+            mapped[position] = list(value)
+    for name, value in kwargs.items():
+        if _is_mappable(value):
+            mapped[name] = list(value)
+    if not mapped:
+        raise ConfigurationError(
+            f"task {task_name!r}: .map() needs at least one iterable argument to map over"
+        )
+    lengths = {_label(key, parameter_names): len(values) for key, values in mapped.items()}
+    if len(set(lengths.values())) > 1:
+        listed = ", ".join(f"{name} has {n}" for name, n in lengths.items())
+        raise ConfigurationError(
+            f"task {task_name!r}: .map() got iterables of different lengths ({listed}); "
+            "they must be equal, or wrap the ones to pass whole in unmapped()"
+        )
+    count = next(iter(lengths.values()))
+    static_args = [a.value if isinstance(a, unmapped) else a for a in args]
+    static_kwargs = {k: v.value if isinstance(v, unmapped) else v for k, v in kwargs.items()}
+    calls = []
+    for i in range(count):
+        run_args = tuple(
+            mapped[p][i] if p in mapped else static_args[p] for p in range(len(static_args))
+        )
+        run_kwargs = {k: mapped[k][i] if k in mapped else v for k, v in static_kwargs.items()}
+        calls.append((run_args, run_kwargs))
+    return calls
+
+
+def _label(key: Any, parameter_names: tuple[str, ...]) -> str:
+    if isinstance(key, int):
+        return parameter_names[key] if key < len(parameter_names) else f"argument {key}"
+    return str(key)
+
+
+@overload
+def task(fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@overload
+def task(
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    retry_delay_seconds: float | list[float] | Callable[[int], float] = 0,
+    retry_jitter_factor: float | None = None,
+    retry_condition_fn: Callable[..., bool] | None = None,
+    timeout_seconds: float | None = None,
+    tags: Iterable[str] | None = None,
+    log_prints: bool | None = None,
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(
+    fn: Any = None,
+    /,
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    retry_delay_seconds: float | list[float] | Callable[[int], float] = 0,
+    retry_jitter_factor: float | None = None,
+    retry_condition_fn: Callable[..., bool] | None = None,
+    timeout_seconds: float | None = None,
+    tags: Iterable[str] | None = None,
+    log_prints: bool | None = None,
+) -> Any:
+    """Make a function a task: ``@task`` or ``@task(retries=2, timeout_seconds=30)``.
+
+    ``log_prints=None`` (the default) follows the flow's setting.
+    """
+    options = dict(
+        name=name,
+        retries=retries,
+        retry_delay_seconds=retry_delay_seconds,
+        retry_jitter_factor=retry_jitter_factor,
+        retry_condition_fn=retry_condition_fn,
+        timeout_seconds=timeout_seconds,
+        tags=tags,
+        log_prints=log_prints,
+    )
+    if fn is None:
+        return lambda f: Task(f, **options)
+    return Task(fn, **options)

@@ -1,0 +1,60 @@
+"""The task runner interface: where submitted task runs execute.
+
+A runner is small: ``start()``/``stop()`` (also as a context manager), ``submit(call)`` returning a
+:class:`~vivace.engine.futures.VivaceFuture`, and ``duplicate()`` so each flow run gets a fresh
+runner with the same configuration. The state machine lives in the engine, not here.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+
+if TYPE_CHECKING:
+    from vivace.engine.futures import VivaceFuture
+    from vivace.engine.task_engine import TaskCall
+
+
+class TaskRunner(abc.ABC):
+    """Executes task runs submitted by a flow run."""
+
+    def duplicate(self) -> Self:
+        """A fresh, unstarted runner with the same configuration (one per flow run)."""
+        return copy.copy(self)
+
+    def start(self) -> None:
+        """Acquire what the runner needs (threads, a cluster); called when the flow run begins."""
+
+    def stop(self, wait: bool = True) -> None:
+        """Release it; with ``wait``, after every submitted run has finished."""
+
+    @abc.abstractmethod
+    def submit(self, call: TaskCall) -> VivaceFuture:
+        """Start ``call`` (now, or once its upstreams are done) and return its future."""
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop(wait=exc_type is None)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def track_pending(call: TaskCall, future: VivaceFuture) -> None:
+    """Let the flow run wait for ``future`` until it is done (and forget it then)."""
+    scope = call.scope
+    if scope is not None:
+        pending: Any = scope.pending
+        pending.add(future)
+        future.add_done_callback(pending.discard)

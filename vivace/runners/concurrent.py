@@ -1,0 +1,123 @@
+"""Runs submitted tasks on a bounded pool of threads; async tasks on one shared event loop.
+
+Dependency-aware: a task is handed to the pool only once every future it depends on is done, so
+no pool thread ever blocks waiting for another task and a bounded pool cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from vivace.engine.futures import VivaceFuture
+from vivace.engine.inputs import Upstream
+from vivace.engine.task_engine import run_task_async, run_task_sync
+from vivace.exceptions import ConfigurationError
+from vivace.runners.base import TaskRunner, track_pending
+
+if TYPE_CHECKING:
+    from vivace.engine.task_engine import TaskCall
+
+
+class ConcurrentTaskRunner(TaskRunner):
+    """Threads for sync tasks (``max_workers``, default ``min(32, CPUs + 4)``)."""
+
+    def __init__(self, max_workers: int | None = None) -> None:
+        if max_workers is not None and (
+            not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1
+        ):
+            raise ConfigurationError(
+                f"ConcurrentTaskRunner: max_workers must be a whole number of 1 or more, "
+                f"got {max_workers!r}"
+            )
+        self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def duplicate(self) -> ConcurrentTaskRunner:
+        return ConcurrentTaskRunner(self.max_workers)
+
+    def start(self) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="vivace-task")
+
+    def stop(self, wait: bool = True) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=wait, cancel_futures=not wait)
+
+    def submit(self, call: TaskCall) -> VivaceFuture:
+        future = VivaceFuture(call.run)
+        track_pending(call, future)
+        waiting = _unfinished_upstreams(call)
+        if not waiting:
+            self._dispatch(call, future)
+        else:
+            _WhenAllDone(waiting, lambda: self._dispatch(call, future))
+        return future
+
+    def _dispatch(self, call: TaskCall, future: VivaceFuture) -> None:
+        if call.task.is_async:
+            from vivace.engine.loop import background_loop
+
+            import asyncio
+
+            done = asyncio.run_coroutine_threadsafe(run_task_async(call), background_loop())
+            done.add_done_callback(lambda f: _finish_from(f, future))
+            return
+        pool = self._pool
+        if pool is None:
+            raise RuntimeError("ConcurrentTaskRunner.submit() called before start()")
+        pool.submit(_execute, call, future)
+
+    def __repr__(self) -> str:
+        return f"ConcurrentTaskRunner(max_workers={self.max_workers})"
+
+
+def _execute(call: TaskCall, future: VivaceFuture) -> None:
+    try:
+        state = run_task_sync(call)
+    except BaseException:
+        state = call.run.state  # CRASHED was recorded by the engine
+        future.set_final_state(state)
+        raise
+    future.set_final_state(state)
+
+
+def _finish_from(done: Any, future: VivaceFuture) -> None:
+    # The engine records CRASHED/CANCELLED itself; the future takes the run's last state.
+    future.set_final_state(done.result() if not done.cancelled() and not done.exception() else
+                           future.task_run.state)
+
+
+def _unfinished_upstreams(call: TaskCall) -> list[VivaceFuture]:
+    if call.upstreams is None:
+        return []
+    return [
+        upstream
+        for items in call.upstreams.values()
+        for upstream in items
+        if isinstance(upstream, VivaceFuture) and not upstream.done()
+    ]
+
+
+class _WhenAllDone:
+    """Calls ``action`` once, when the last of ``futures`` is done."""
+
+    __slots__ = ("_action", "_lock", "_remaining")
+
+    def __init__(self, futures: list[VivaceFuture], action: Any) -> None:
+        self._action = action
+        self._lock = threading.Lock()
+        self._remaining = len(futures)
+        for future in futures:
+            future.add_done_callback(self._one_done)
+
+    def _one_done(self, _: Upstream) -> None:
+        with self._lock:
+            self._remaining -= 1
+            ready = self._remaining == 0
+        if ready:
+            self._action()

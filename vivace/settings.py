@@ -1,0 +1,113 @@
+"""Settings: every one has an environment variable ``VIVACE_<NAME>``, a default and a description.
+
+Read once per process and cached; ``reset_settings()`` drops the cache (tests change the
+environment between runs).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path("~/.vivace").expanduser()
+
+
+class Settings(BaseSettings):
+    """vivace's settings, read from ``VIVACE_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="VIVACE_", extra="ignore", frozen=True)
+
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Folder for the embedded database, the write journal and local results.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the run-history database; default: SQLite at $VIVACE_HOME/vivace.db.",
+    )
+    recorder_flush_interval: float = Field(
+        default=0.1,
+        gt=0,
+        description="Seconds between the background writer's batched flushes.",
+    )
+    recorder_batch_size: int = Field(
+        default=1000,
+        gt=0,
+        description="Queued records that trigger a flush before the interval is up.",
+    )
+    recorder_max_queue: int = Field(
+        default=100_000,
+        gt=0,
+        description="Queued records at which producers wait for the writer (bounds memory).",
+    )
+    recorder_retry_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How long the writer retries an unreachable database before journaling to disk.",
+    )
+    sqlite_busy_timeout: float = Field(
+        default=30.0,
+        gt=0,
+        description="Seconds SQLite waits for a lock held by another process.",
+    )
+    logging_level: str = Field(
+        default="INFO",
+        description="Level of vivace's console logging and of run logs sent to the store.",
+    )
+    logging_console: bool = Field(
+        default=True,
+        description="Print run logs to the console (stderr) as well as storing them.",
+    )
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @field_validator("logging_level", mode="after")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(
+                f"VIVACE_LOGGING_LEVEL {value!r} is not a logging level; "
+                "expected DEBUG, INFO, WARNING, ERROR or CRITICAL"
+            )
+        return level
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL in force: the setting, or the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'vivace.db'}"
+
+
+_cached: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    global _cached
+    if _cached is None:
+        _cached = Settings()
+    return _cached
+
+
+def reset_settings() -> None:
+    """Forget the cached settings so the next ``get_settings()`` reads the environment again."""
+    global _cached
+    _cached = None
+
+
+def setting_sources() -> dict[str, str]:
+    """Where each setting's value comes from: 'env' or 'default'."""
+    return {
+        name: ("env" if f"VIVACE_{name.upper()}" in os.environ else "default")
+        for name in Settings.model_fields
+    }

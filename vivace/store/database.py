@@ -1,0 +1,341 @@
+"""Engines, schema migrations and the one transaction helper every write goes through.
+
+``get_engine(url)`` gives one engine per URL per process, tuned for the backend: SQLite in WAL mode
+with a busy timeout (several processes write to the same file), PostgreSQL with a small pool (writes
+are batched, so a handful of connections is enough). ``ensure_schema(engine)`` brings the database
+to the latest migration the first time the process uses it, under a lock shared with other
+processes starting at the same moment (Dask or Ray workers). ``transaction(engine)`` and
+``connect(engine)`` turn "the database cannot be reached or used" into ``StoreUnavailableError``,
+which the batched writer retries and then journals to disk.
+
+Example::
+
+    engine = get_engine(get_settings().resolved_database_url)
+    ensure_schema(engine)
+    with transaction(engine) as conn:
+        conn.execute(schema.flows.insert(), rows)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from vivace.exceptions import ConfigurationError, StoreError, StoreUnavailableError
+from vivace.settings import get_settings
+from vivace.store import schema
+
+HEAD_REVISION = "0001"
+"""The newest migration in ``migrations/versions``; a test pins it to Alembic's head."""
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+_EXPECTED_URLS = (
+    "sqlite:///path/to/vivace.db or postgresql+psycopg://user:password@host:5432/dbname"
+)
+_SQLITE_DRIVERS = {"sqlite", "sqlite+pysqlite"}
+_POSTGRES_DRIVERS = {"postgresql+psycopg"}
+# Key of the PostgreSQL advisory lock held while migrating ("vivace" in ASCII).
+_PG_MIGRATION_LOCK_KEY = 0x766976616365
+# Execution option telling the SQLite "begin" hook which BEGIN to emit.
+_SQLITE_BEGIN = "vivace_sqlite_begin"
+# sqlite3 OperationalError texts that mean "the file cannot be used now", not "bad SQL".
+_SQLITE_UNAVAILABLE = (
+    "database is locked",
+    "database is busy",
+    "unable to open database",
+    "disk i/o error",
+    "readonly database",
+    "database or disk is full",
+    "file is not a database",
+)
+
+_lock = threading.Lock()
+_engines: dict[str, sa.Engine] = {}
+_migrated: set[str] = set()
+
+
+def get_engine(url: str) -> sa.Engine:
+    """The process's engine for ``url``, created on first use (no connection is opened yet)."""
+    engine = _engines.get(url)
+    if engine is not None:
+        return engine
+    with _lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _create_engine(url)
+            _engines[url] = engine
+        return engine
+
+
+def ensure_schema(engine: sa.Engine) -> None:
+    """Migrate the database to the latest revision, once per process and URL.
+
+    Safe when several processes start at once: the upgrade runs under an exclusive lock (a lock
+    file next to a SQLite database, an advisory lock on PostgreSQL), and the revision is checked
+    again under it, so only the first process migrates. Alembic is imported only to upgrade.
+    """
+    key = _memo_key(engine)
+    if key in _migrated:
+        return
+    if _current_revision(engine) != HEAD_REVISION:
+        with _migration_lock(engine):
+            if _current_revision(engine) != HEAD_REVISION:
+                _upgrade(engine)
+    _migrated.add(key)
+
+
+def upgrade_database(url: str) -> str | None:
+    """Migrate the database at ``url`` to the latest revision; return the revision it was at.
+
+    ``None`` means the database had no vivace tables yet.
+    """
+    engine = get_engine(url)
+    _migrated.discard(_memo_key(engine))
+    before = _current_revision(engine)
+    ensure_schema(engine)
+    return before
+
+
+def reset_database(url: str) -> None:
+    """Drop every vivace table (all run history) and recreate them at the latest revision."""
+    engine = get_engine(url)
+    _migrated.discard(_memo_key(engine))
+    with _migration_lock(engine), transaction(engine) as conn:
+        schema.metadata.drop_all(conn)
+        conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+    ensure_schema(engine)
+
+
+def dispose_engines() -> None:
+    """Close every cached engine's connections and forget engines and migrated URLs."""
+    with _lock:
+        engines = list(_engines.values())
+        _engines.clear()
+        _migrated.clear()
+    for engine in engines:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A write transaction: commits on success, rolls back on error.
+
+    On SQLite it starts with ``BEGIN IMMEDIATE``, taking the write lock up front (waiting up to
+    the busy timeout) rather than failing with "database is locked" when a read in the same
+    transaction later turns into a write.
+    """
+    with _translate_errors(engine), engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execution_options(**{_SQLITE_BEGIN: "BEGIN IMMEDIATE"})
+        with conn.begin():
+            yield conn
+
+
+@contextlib.contextmanager
+def connect(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection for reads, with the same error translation as ``transaction``."""
+    with _translate_errors(engine), engine.connect() as conn:
+        yield conn
+
+
+def masked_url(url: str | sa.URL) -> str:
+    """The URL with its password replaced by ``***``, for messages and the CLI."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return str(url)
+
+
+# -- engines ------------------------------------------------------------------------------------
+
+
+def _create_engine(url: str) -> sa.Engine:
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ConfigurationError(
+            f"database URL {masked_url(url)!r} is not a valid SQLAlchemy URL; "
+            f"expected {_EXPECTED_URLS}"
+        ) from None
+    if parsed.drivername in _SQLITE_DRIVERS:
+        return _create_sqlite_engine(parsed)
+    if parsed.drivername in _POSTGRES_DRIVERS:
+        return _create_postgres_engine(parsed)
+    raise ConfigurationError(
+        f"database URL {masked_url(parsed)!r} uses the driver {parsed.drivername!r}, which vivace "
+        f"does not support; expected {_EXPECTED_URLS}"
+    )
+
+
+def _create_sqlite_engine(url: sa.URL) -> sa.Engine:
+    database = url.database or ""
+    if database in ("", ":memory:") or url.query.get("mode") == "memory":
+        raise ConfigurationError(
+            f"database URL {str(url)!r} is an in-memory SQLite database, which each connection "
+            f"sees separately; expected a file, such as sqlite:///path/to/vivace.db"
+        )
+    if not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    busy_timeout_ms = int(get_settings().sqlite_busy_timeout * 1000)
+    engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # sqlite3 would BEGIN only before DML; the "begin" hook below emits BEGIN itself so
+        # reads, DDL and savepoints are transactional too.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # The timeout first: switching to WAL needs a lock another process may hold.
+        cursor.execute(f"PRAGMA busy_timeout = {busy_timeout_ms}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql(conn.get_execution_options().get(_SQLITE_BEGIN, "BEGIN"))
+
+    return engine
+
+
+def _create_postgres_engine(url: sa.URL) -> sa.Engine:
+    connect_args: dict[str, Any] = {}
+    if "connect_timeout" not in url.query:
+        connect_args["connect_timeout"] = 10  # libpq waits forever by default
+    if "application_name" not in url.query:
+        connect_args["application_name"] = "vivace"
+    try:
+        return sa.create_engine(
+            url,
+            pool_size=2,
+            max_overflow=3,
+            pool_pre_ping=True,
+            connect_args=connect_args,
+        )
+    except ModuleNotFoundError as error:
+        raise ConfigurationError(
+            f"database URL {masked_url(url)!r} needs the {error.name!r} driver, which is not "
+            "installed; expected it to be installed with: pip install 'vivace[postgres]'"
+        ) from None
+
+
+def _memo_key(engine: sa.Engine) -> str:
+    return engine.url.render_as_string(hide_password=False)
+
+
+def _after_fork_in_child() -> None:
+    # A forked child must not reuse the parent's pooled connections (they share sockets and file
+    # descriptors); dispose(close=False) gives each engine a fresh pool and leaves the parent's
+    # connections alone. The memo of migrated URLs stays true in the child.
+    global _lock
+    _lock = threading.Lock()
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _translate_errors(engine: sa.Engine) -> Iterator[None]:
+    try:
+        yield
+    except sa.exc.DBAPIError as error:
+        if not _is_unavailable(engine, error):
+            raise
+        raise _unavailable(engine.url, error) from error
+
+
+def _is_unavailable(engine: sa.Engine, error: sa.exc.DBAPIError) -> bool:
+    if error.connection_invalidated:
+        return True
+    if not isinstance(error, sa.exc.OperationalError):
+        return False
+    if engine.dialect.name == "sqlite":
+        text = str(error.orig).lower()
+        return any(fragment in text for fragment in _SQLITE_UNAVAILABLE)
+    # On PostgreSQL every OperationalError is about the server or the connection, except
+    # serialization failures and deadlocks (SQLSTATE class 40), which the caller retries.
+    sqlstate = getattr(error.orig, "sqlstate", None) or ""
+    return not sqlstate.startswith("40")
+
+
+def _unavailable(url: sa.URL, error: sa.exc.DBAPIError) -> StoreUnavailableError:
+    reason = " ".join(str(error.orig).split())
+    return StoreUnavailableError(
+        f"cannot use the run-history database at {masked_url(url)}: {reason}; "
+        "check that the database is running and reachable, or set VIVACE_DATABASE_URL "
+        "to another database URL"
+    )
+
+
+# -- migrations ---------------------------------------------------------------------------------
+
+
+def _current_revision(engine: sa.Engine) -> str | None:
+    with connect(engine) as conn:
+        if not sa.inspect(conn).has_table("alembic_version"):
+            return None
+        return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: sa.Engine) -> Iterator[None]:
+    """Hold an exclusive lock shared by every process migrating the same database."""
+    if engine.dialect.name == "sqlite":
+        with _sqlite_file_lock(Path(engine.url.database or "")):
+            yield
+        return
+    with connect(engine) as conn:
+        conn.execute(sa.select(sa.func.pg_advisory_lock(_PG_MIGRATION_LOCK_KEY)))
+        conn.commit()
+        try:
+            yield
+        finally:
+            conn.execute(sa.select(sa.func.pg_advisory_unlock(_PG_MIGRATION_LOCK_KEY)))
+            conn.commit()
+
+
+@contextlib.contextmanager
+def _sqlite_file_lock(database: Path) -> Iterator[None]:
+    import fcntl
+
+    lock_path = database.expanduser().with_name(database.name + ".migrate.lock")
+    with open(lock_path, "a") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+def _upgrade(engine: sa.Engine) -> None:
+    from alembic import command
+    from alembic.config import Config
+    from alembic.util.exc import CommandError
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")
+    # One transaction for the whole upgrade: DDL is transactional on both backends, so a
+    # failed migration leaves the database as it was.
+    with transaction(engine) as conn:
+        config.attributes["connection"] = conn
+        try:
+            command.upgrade(config, "head")
+        except CommandError as error:
+            raise StoreError(
+                f"cannot migrate the run-history database at {masked_url(engine.url)}: {error}; "
+                "expected a database created by this or an older version of vivace"
+            ) from error

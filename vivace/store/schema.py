@@ -1,0 +1,117 @@
+"""The run-history tables.
+
+There are no foreign-key constraints on purpose: rows arrive in batches from many processes (the
+flow's own process and every Dask or Ray worker), so a task run may be committed a moment before the
+flow run it belongs to. Relations are kept by ids and indexes instead.
+
+State history tables are keyed by ``(run id, seq)``, where ``seq`` counts the run's transitions:
+compact, ordered by run, and idempotent when a journal is replayed twice.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from vivace.store.types import JSONType, Timestamp, UUIDType
+
+metadata = sa.MetaData()
+
+flows = sa.Table(
+    "flows",
+    metadata,
+    sa.Column("id", UUIDType, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("created", Timestamp, nullable=False),
+)
+
+flow_runs = sa.Table(
+    "flow_runs",
+    metadata,
+    sa.Column("id", UUIDType, primary_key=True),
+    sa.Column("flow_id", UUIDType, nullable=False),
+    sa.Column("flow_name", sa.String(255), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("parent_flow_run_id", UUIDType, nullable=True),
+    sa.Column("parent_task_run_id", UUIDType, nullable=True),
+    sa.Column("state_type", sa.String(16), nullable=False),
+    sa.Column("state_name", sa.String(64), nullable=False),
+    sa.Column("state_timestamp", Timestamp, nullable=False),
+    sa.Column("state_message", sa.Text, nullable=True),
+    # seq of the current state: an upsert carrying an older state never overwrites a newer one,
+    # whichever process's batch lands last.
+    sa.Column("state_seq", sa.Integer, nullable=False, default=0),
+    sa.Column("start_time", Timestamp, nullable=True),
+    sa.Column("end_time", Timestamp, nullable=True),
+    sa.Column("run_count", sa.Integer, nullable=False, default=0),
+    sa.Column("tags", JSONType, nullable=True),
+    sa.Column("parameters", JSONType, nullable=True),
+    sa.Column("created", Timestamp, nullable=False),
+    sa.Index("ix_flow_runs_flow_id_start_time", "flow_id", "start_time"),
+    sa.Index("ix_flow_runs_state_type_start_time", "state_type", "start_time"),
+    sa.Index("ix_flow_runs_start_time", "start_time"),
+    sa.Index("ix_flow_runs_created", "created"),
+    sa.Index("ix_flow_runs_parent_flow_run_id", "parent_flow_run_id"),
+)
+
+flow_run_states = sa.Table(
+    "flow_run_states",
+    metadata,
+    sa.Column("flow_run_id", UUIDType, primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("timestamp", Timestamp, nullable=False),
+    sa.Column("message", sa.Text, nullable=True),
+)
+
+task_runs = sa.Table(
+    "task_runs",
+    metadata,
+    sa.Column("id", UUIDType, primary_key=True),
+    sa.Column("flow_run_id", UUIDType, nullable=True),
+    sa.Column("parent_task_run_id", UUIDType, nullable=True),
+    sa.Column("task_key", sa.String(512), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("state_type", sa.String(16), nullable=False),
+    sa.Column("state_name", sa.String(64), nullable=False),
+    sa.Column("state_timestamp", Timestamp, nullable=False),
+    sa.Column("state_message", sa.Text, nullable=True),
+    # seq of the current state: an upsert carrying an older state never overwrites a newer one,
+    # whichever process's batch lands last.
+    sa.Column("state_seq", sa.Integer, nullable=False, default=0),
+    sa.Column("start_time", Timestamp, nullable=True),
+    sa.Column("end_time", Timestamp, nullable=True),
+    sa.Column("run_count", sa.Integer, nullable=False, default=0),
+    sa.Column("tags", JSONType, nullable=True),
+    # {"parameter name": ["<upstream task run id>", ...], "__wait_for__": [...]}
+    sa.Column("task_inputs", JSONType, nullable=True),
+    sa.Column("created", Timestamp, nullable=False),
+    sa.Index("ix_task_runs_flow_run_id", "flow_run_id"),
+    sa.Index("ix_task_runs_state_type_start_time", "state_type", "start_time"),
+    sa.Index("ix_task_runs_start_time", "start_time"),
+)
+
+task_run_states = sa.Table(
+    "task_run_states",
+    metadata,
+    sa.Column("task_run_id", UUIDType, primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("timestamp", Timestamp, nullable=False),
+    sa.Column("message", sa.Text, nullable=True),
+)
+
+logs = sa.Table(
+    "logs",
+    metadata,
+    sa.Column("id", UUIDType, primary_key=True),
+    sa.Column("flow_run_id", UUIDType, nullable=True),
+    sa.Column("task_run_id", UUIDType, nullable=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("level", sa.Integer, nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("timestamp", Timestamp, nullable=False),
+    sa.Index("ix_logs_flow_run_id_timestamp", "flow_run_id", "timestamp"),
+    sa.Index("ix_logs_task_run_id_timestamp", "task_run_id", "timestamp"),
+)

@@ -1,0 +1,485 @@
+"""The batched writer: the one path by which runs, states and logs reach the database.
+
+Each process has one writer per database URL. The engine appends small tuples to an in-memory
+queue (no I/O on the task's thread); a background thread drains the queue every
+``VIVACE_RECORDER_FLUSH_INTERVAL`` seconds, or sooner once ``VIVACE_RECORDER_BATCH_SIZE`` records are
+waiting, and writes each batch in one transaction with one multi-row statement per table.
+
+- Coalescing: a run that changed state several times inside one window gets one upsert of its
+  row (its state history rows are all kept).
+- Ordering across processes: run rows are upserted only when the incoming ``state_seq`` is newer,
+  so a late batch from another process never rolls a run back.
+- Back-pressure: when ``VIVACE_RECORDER_MAX_QUEUE`` records are waiting, producers wait for the
+  writer instead of letting memory grow.
+- Nothing lost: ``flush()`` returns once everything queued before it is committed (or journaled);
+  an unreachable database is retried with backoff for ``VIVACE_RECORDER_RETRY_SECONDS``, then the
+  batch is appended to a journal under ``$VIVACE_HOME/journal`` that is replayed, idempotently,
+  before the next write and when the next writer starts.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import pickle
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from vivace.engine.runs import FLOW_RUN_COLUMNS, TASK_RUN_COLUMNS, FlowRun, TaskRun
+from vivace.store import database, schema
+
+logger = logging.getLogger("vivace.store.writer")
+
+# Record kinds: the first element of every queued tuple.
+FLOW = 0  # (FLOW, flow_id, name, created)
+FLOW_RUN_STATE = 1  # (FLOW_RUN_STATE, run, seq, type, name, timestamp, message)
+TASK_RUN_STATE = 2  # (TASK_RUN_STATE, run, seq, type, name, timestamp, message)
+LOG = 3  # (LOG, id, flow_run_id, task_run_id, logger name, level, message, timestamp)
+BARRIER = 4  # (BARRIER, threading.Event): set once everything queued before it is written
+
+LOG_COLUMNS = ("id", "flow_run_id", "task_run_id", "name", "level", "message", "timestamp")
+STATE_COLUMNS = ("seq", "type", "name", "timestamp", "message")
+UTC = dt.timezone.utc
+
+
+def _upsert_sql(table: sa.Table, columns: Sequence[str], marker: str) -> str:
+    """INSERT ... ON CONFLICT (id) DO UPDATE, skipped when the stored state is as new or newer.
+
+    The same text is valid on SQLite (3.24+) and PostgreSQL.
+    """
+    names = ", ".join(columns)
+    values = ", ".join([marker] * len(columns))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in ("id", "created"))
+    return (
+        f"INSERT INTO {table.name} ({names}) VALUES ({values}) "
+        f"ON CONFLICT (id) DO UPDATE SET {updates} "
+        f"WHERE excluded.state_seq > {table.name}.state_seq"
+    )
+
+
+def _insert_ignore_sql(table: sa.Table, columns: Sequence[str], marker: str) -> str:
+    names = ", ".join(columns)
+    values = ", ".join([marker] * len(columns))
+    return f"INSERT INTO {table.name} ({names}) VALUES ({values}) ON CONFLICT DO NOTHING"
+
+
+class _Statements:
+    """The write statements and value converters for one database dialect."""
+
+    def __init__(self, dialect: str) -> None:
+        marker = "?" if dialect == "sqlite" else "%s"
+        self.flows = _insert_ignore_sql(schema.flows, ("id", "name", "created"), marker)
+        self.flow_runs = _upsert_sql(schema.flow_runs, FLOW_RUN_COLUMNS, marker)
+        self.task_runs = _upsert_sql(schema.task_runs, TASK_RUN_COLUMNS, marker)
+        self.flow_run_states = _insert_ignore_sql(
+            schema.flow_run_states, ("flow_run_id", *STATE_COLUMNS), marker
+        )
+        self.task_run_states = _insert_ignore_sql(
+            schema.task_run_states, ("task_run_id", *STATE_COLUMNS), marker
+        )
+        self.logs = _insert_ignore_sql(schema.logs, LOG_COLUMNS, marker)
+        # SQLite stores ids as 16 bytes and times as Unix seconds; PostgreSQL takes UUID and
+        # datetime objects as they are.
+        self.id: Callable[[uuid.UUID], Any]
+        self.ts: Callable[[float], Any]
+        if dialect == "sqlite":
+            self.id = _uuid_bytes
+            self.ts = _identity
+        else:
+            self.id = _identity
+            self.ts = _utc_datetime
+        # Where the ids, times and JSON values sit in each run snapshot.
+        self.flow_run_layout = _Layout(
+            FLOW_RUN_COLUMNS,
+            ids=("id", "flow_id", "parent_flow_run_id", "parent_task_run_id"),
+            times=("state_timestamp", "start_time", "end_time", "created"),
+            jsons=("tags", "parameters"),
+        )
+        self.task_run_layout = _Layout(
+            TASK_RUN_COLUMNS,
+            ids=("id", "flow_run_id", "parent_task_run_id"),
+            times=("state_timestamp", "start_time", "end_time", "created"),
+            jsons=("tags", "task_inputs"),
+        )
+
+    def run_row(self, row: tuple[Any, ...], layout: _Layout) -> tuple[Any, ...]:
+        values = list(row)
+        to_id, to_ts = self.id, self.ts
+        for i in layout.ids:
+            if values[i] is not None:
+                values[i] = to_id(values[i])
+        for i in layout.times:
+            if values[i] is not None:
+                values[i] = to_ts(values[i])
+        for i in layout.jsons:
+            if values[i] is not None:
+                values[i] = json.dumps(values[i], default=str)
+        return tuple(values)
+
+
+class _Layout:
+    """Positions of the values in a run snapshot that need converting for the database."""
+
+    __slots__ = ("ids", "jsons", "times")
+
+    def __init__(
+        self,
+        columns: Sequence[str],
+        ids: Iterable[str],
+        times: Iterable[str],
+        jsons: Iterable[str],
+    ) -> None:
+        self.ids = tuple(columns.index(name) for name in ids)
+        self.times = tuple(columns.index(name) for name in times)
+        self.jsons = tuple(columns.index(name) for name in jsons)
+
+
+def _uuid_bytes(value: uuid.UUID) -> bytes:
+    return value.bytes
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _utc_datetime(value: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(value, UTC)
+
+
+# A batch ready for the database: (statement attribute name, rows), in a fixed table order.
+Batch = list[tuple[str, list[tuple[Any, ...]]]]
+
+
+class BatchWriter:
+    """Queues records from any thread and writes them in batches from one background thread."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        flush_interval: float,
+        batch_size: int,
+        max_queue: int,
+        retry_seconds: float,
+        journal_dir: Path,
+    ) -> None:
+        self.url = url
+        self.flush_interval = flush_interval
+        self.batch_size = batch_size
+        self.max_queue = max_queue
+        self.retry_seconds = retry_seconds
+        self.journal_dir = journal_dir
+        self.pid = os.getpid()
+        self._queue: deque[tuple[Any, ...]] = deque()
+        self._wake = threading.Event()
+        self._room = threading.Event()
+        self._stopping = False
+        self._engine = database.get_engine(url)
+        self._sql = _Statements(self._engine.dialect.name)
+        self._known_flows: set[uuid.UUID] = set()
+        self._journal_pending = True  # look for a journal left by an earlier process
+        self._thread: threading.Thread | None = None
+        # Figures for metrics and benchmarks.
+        self.batches_written = 0
+        self.rows_written = 0
+        self.last_flush_seconds = 0.0
+
+    # -- producer side: called on the engine's hot path, no I/O ---------------------------------
+
+    def record_flow(self, flow_id: uuid.UUID, name: str, created: float) -> None:
+        if flow_id not in self._known_flows:
+            self._known_flows.add(flow_id)
+            self._put((FLOW, flow_id, name, created))
+
+    def record_flow_run(self, run: FlowRun) -> None:
+        state = run.state
+        self._put(
+            (
+                FLOW_RUN_STATE,
+                run,
+                run.state_seq,
+                state.type.value,
+                state.name,
+                state.timestamp,
+                state.message,
+            )
+        )
+
+    def record_task_run(self, run: TaskRun) -> None:
+        state = run.state
+        self._put(
+            (
+                TASK_RUN_STATE,
+                run,
+                run.state_seq,
+                state.type.value,
+                state.name,
+                state.timestamp,
+                state.message,
+            )
+        )
+
+    def record_log(
+        self,
+        flow_run_id: uuid.UUID | None,
+        task_run_id: uuid.UUID | None,
+        name: str,
+        level: int,
+        message: str,
+        timestamp: float,
+    ) -> None:
+        from vivace._ids import uuid7
+
+        self._put((LOG, uuid7(), flow_run_id, task_run_id, name, level, message, timestamp))
+
+    def _put(self, item: tuple[Any, ...]) -> None:
+        queue = self._queue
+        queue.append(item)
+        waiting = len(queue)
+        if waiting >= self.batch_size and not self._wake.is_set():
+            self._wake.set()
+            if waiting >= self.max_queue and threading.current_thread() is not self._thread:
+                self._wait_for_room()
+
+    def _wait_for_room(self) -> None:
+        # The database is slower than the flow: hold the producer until the writer catches up.
+        while len(self._queue) >= self.max_queue and not self._stopping:
+            self._room.clear()
+            self._wake.set()
+            self._room.wait(0.05)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until every record queued before this call is committed or journaled."""
+        if self._thread is None or not self._thread.is_alive():
+            self._drain()
+            return True
+        done = threading.Event()
+        self._queue.append((BARRIER, done))
+        self._wake.set()
+        return done.wait(timeout)
+
+    # -- writer side ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        database.ensure_schema(self._engine)
+        self._replay_journal()
+        self._thread = threading.Thread(target=self._loop, name="vivace-writer", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Flush what is queued and stop the background thread."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        self._drain()
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            try:
+                self._drain()
+            except Exception:  # the writer must outlive any one bad batch
+                logger.exception("vivace writer: unexpected error while writing a batch")
+
+    def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            items: list[tuple[Any, ...]] = []
+            popleft = queue.popleft
+            try:
+                for _ in range(self.batch_size):
+                    items.append(popleft())
+            except IndexError:
+                pass
+            barriers = [item[1] for item in items if item[0] == BARRIER]
+            self._write(self._batch(items))
+            self._room.set()
+            for event in barriers:
+                event.set()
+
+    def _batch(self, items: list[tuple[Any, ...]]) -> Batch:
+        """Turn queued records into rows, one upsert per run however many states it went through."""
+        sql = self._sql
+        to_id, to_ts = sql.id, sql.ts
+        flows: list[tuple[Any, ...]] = []
+        flow_runs: dict[uuid.UUID, FlowRun] = {}
+        task_runs: dict[uuid.UUID, TaskRun] = {}
+        flow_run_states: list[tuple[Any, ...]] = []
+        task_run_states: list[tuple[Any, ...]] = []
+        logs: list[tuple[Any, ...]] = []
+        for item in items:
+            kind = item[0]
+            if kind == TASK_RUN_STATE:
+                _, run, seq, type_, name, ts, message = item
+                task_runs[run.id] = run
+                task_run_states.append((to_id(run.id), seq, type_, name, to_ts(ts), message))
+            elif kind == LOG:
+                _, id_, flow_run_id, task_run_id, name, level, message, ts = item
+                logs.append(
+                    (
+                        to_id(id_),
+                        None if flow_run_id is None else to_id(flow_run_id),
+                        None if task_run_id is None else to_id(task_run_id),
+                        name,
+                        level,
+                        message,
+                        to_ts(ts),
+                    )
+                )
+            elif kind == FLOW_RUN_STATE:
+                _, run, seq, type_, name, ts, message = item
+                flow_runs[run.id] = run
+                flow_run_states.append((to_id(run.id), seq, type_, name, to_ts(ts), message))
+            elif kind == FLOW:
+                _, flow_id, name, created = item
+                flows.append((to_id(flow_id), name, to_ts(created)))
+        batch: Batch = []
+        if flows:
+            batch.append(("flows", flows))
+        if flow_runs:
+            rows = [
+                sql.run_row(flow_runs[key].snapshot(), sql.flow_run_layout)
+                for key in sorted(flow_runs)  # one key order everywhere: no deadlocks on PG
+            ]
+            batch.append(("flow_runs", rows))
+        if task_runs:
+            rows = [
+                sql.run_row(task_runs[key].snapshot(), sql.task_run_layout)
+                for key in sorted(task_runs)
+            ]
+            batch.append(("task_runs", rows))
+        if flow_run_states:
+            batch.append(("flow_run_states", flow_run_states))
+        if task_run_states:
+            batch.append(("task_run_states", task_run_states))
+        if logs:
+            batch.append(("logs", logs))
+        return batch
+
+    def _write(self, batch: Batch) -> None:
+        if not batch and not self._journal_pending:
+            return
+        started = time.perf_counter()
+        delay = 0.05
+        deadline = time.monotonic() + self.retry_seconds
+        while True:
+            try:
+                if self._journal_pending:
+                    self._replay_journal()
+                if batch:
+                    self._execute(batch)
+                break
+            except Exception as error:
+                if time.monotonic() + delay > deadline or self._stopping:
+                    if batch:
+                        self._append_journal(batch, error)
+                    break
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        self.last_flush_seconds = time.perf_counter() - started
+
+    def _execute(self, batch: Batch) -> None:
+        with database.transaction(self._engine) as connection:
+            for statement, rows in batch:
+                connection.exec_driver_sql(getattr(self._sql, statement), rows)
+        self.batches_written += 1
+        self.rows_written += sum(len(rows) for _, rows in batch)
+
+    # -- the journal: batches the database could not take ---------------------------------------
+
+    def _journal_folder(self) -> Path:
+        key = hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        return self.journal_dir / key
+
+    def _append_journal(self, batch: Batch, error: Exception) -> None:
+        folder = self._journal_folder()
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{time.time_ns():020d}-{os.getpid()}"
+        partial = folder / f"{name}.partial"
+        with open(partial, "wb") as file:
+            pickle.dump({"url": self.url, "batch": batch}, file)
+            file.flush()
+            os.fsync(file.fileno())
+        # Renamed only once complete, so a crash mid-write never leaves a half batch to replay.
+        partial.rename(folder / f"{name}.batch")
+        self._journal_pending = True
+        rows = sum(len(rows) for _, rows in batch)
+        logger.warning(
+            "vivace writer: database %s unreachable (%s); %d records journaled to %s and will be "
+            "replayed when it is back",
+            database.masked_url(self.url),
+            error,
+            rows,
+            folder,
+        )
+
+    def _replay_journal(self) -> None:
+        folder = self._journal_folder()
+        files = sorted(folder.glob("*.batch")) if folder.is_dir() else []
+        for path in files:
+            with open(path, "rb") as file:
+                batch: Batch = pickle.load(file)["batch"]
+            # Upserts and insert-or-ignore make a second replay of the same file harmless.
+            self._execute(batch)
+            path.unlink()
+        self._journal_pending = False
+
+
+_writers: dict[str, BatchWriter] = {}
+_writers_lock = threading.Lock()
+_atexit_registered = False
+
+
+def get_writer() -> BatchWriter:
+    """This process's writer for the configured database, started on first use."""
+    from vivace.settings import get_settings
+
+    settings = get_settings()
+    url = settings.resolved_database_url
+    writer = _writers.get(url)
+    if writer is not None and writer.pid == os.getpid():
+        return writer
+    with _writers_lock:
+        writer = _writers.get(url)
+        if writer is None or writer.pid != os.getpid():  # a forked child starts its own writer
+            writer = BatchWriter(
+                url,
+                flush_interval=settings.recorder_flush_interval,
+                batch_size=settings.recorder_batch_size,
+                max_queue=settings.recorder_max_queue,
+                retry_seconds=settings.recorder_retry_seconds,
+                journal_dir=settings.home / "journal",
+            )
+            writer.start()
+            _writers[url] = writer
+            _register_atexit()
+    return writer
+
+
+def shutdown_writers() -> None:
+    """Flush and stop every writer of this process (at exit, and between tests)."""
+    with _writers_lock:
+        writers = [w for w in _writers.values() if w.pid == os.getpid()]
+        _writers.clear()
+    for writer in writers:
+        writer.close()
+
+
+def _register_atexit() -> None:
+    global _atexit_registered
+    if not _atexit_registered:
+        atexit.register(shutdown_writers)
+        _atexit_registered = True
