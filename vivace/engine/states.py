@@ -42,6 +42,7 @@ TIMED_OUT = "TimedOut"
 UPSTREAM_FAILED = "UpstreamFailed"
 
 _NO_DATA: Any = object()
+_TITLES = {member: member.value.title() for member in StateType}
 
 
 class State:
@@ -58,7 +59,7 @@ class State:
         timestamp: float | None = None,
     ) -> None:
         self.type = type
-        self.name = name if name is not None else type.value.title()
+        self.name = name if name is not None else _TITLES[type]
         self.message = message
         self.timestamp = time.time() if timestamp is None else timestamp
         self._data = data

@@ -275,6 +275,12 @@ async def _await_with_timeout(
         raise
 
 
+def cancel_task_run(call: TaskCall, reason: str) -> State:
+    """End a run that never started as CANCELLED (its flow run ended or timed out first)."""
+    TaskRunEngine(call).set_state(State(StateType.CANCELLED, message=reason))
+    return call.run.state
+
+
 def run_task_blocking(call: TaskCall) -> State:
     """Run any task to its final state, blocking this thread (async ones on the shared loop)."""
     if call.task.is_async:

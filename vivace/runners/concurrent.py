@@ -7,13 +7,13 @@ no pool thread ever blocks waiting for another task and a bounded pool cannot de
 from __future__ import annotations
 
 import os
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from vivace.engine.futures import VivaceFuture
 from vivace.engine.inputs import Upstream
-from vivace.engine.task_engine import run_task_async, run_task_sync
+from vivace.engine.task_engine import cancel_task_run, run_task_async, run_task_sync
 from vivace.exceptions import ConfigurationError
 from vivace.runners.base import TaskRunner, track_pending
 
@@ -33,20 +33,19 @@ class ConcurrentTaskRunner(TaskRunner):
                 f"got {max_workers!r}"
             )
         self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
-        self._pool: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
+        self._pool: _WorkerThreads | None = None
 
     def duplicate(self) -> ConcurrentTaskRunner:
         return ConcurrentTaskRunner(self.max_workers)
 
     def start(self) -> None:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="vivace-task")
+            self._pool = _WorkerThreads(self.max_workers)
 
     def stop(self, wait: bool = True) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            pool.shutdown(wait=wait, cancel_futures=not wait)
+            pool.shutdown(wait=wait)
 
     def submit(self, call: TaskCall) -> VivaceFuture:
         future = VivaceFuture(call.run)
@@ -70,7 +69,7 @@ class ConcurrentTaskRunner(TaskRunner):
         pool = self._pool
         if pool is None:
             raise RuntimeError("ConcurrentTaskRunner.submit() called before start()")
-        pool.submit(_execute, call, future)
+        pool.submit(call, future)
 
     def __repr__(self) -> str:
         return f"ConcurrentTaskRunner(max_workers={self.max_workers})"
@@ -88,8 +87,67 @@ def _execute(call: TaskCall, future: VivaceFuture) -> None:
 
 def _finish_from(done: Any, future: VivaceFuture) -> None:
     # The engine records CRASHED/CANCELLED itself; the future takes the run's last state.
-    future.set_final_state(done.result() if not done.cancelled() and not done.exception() else
-                           future.task_run.state)
+    if done.cancelled() or done.exception() is not None:
+        future.set_final_state(future.task_run.state)
+    else:
+        future.set_final_state(done.result())
+
+
+class _WorkerThreads:
+    """A bounded pool of threads fed by one C-level queue; threads start as work arrives.
+
+    Lighter than ThreadPoolExecutor (no inner future or work item per task): the task's own
+    VivaceFuture is the only completion object.
+    """
+
+    def __init__(self, max_workers: int) -> None:
+        self.max_workers = max_workers
+        self._queue: queue.SimpleQueue[tuple[TaskCall, VivaceFuture] | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, call: TaskCall, future: VivaceFuture) -> None:
+        self._queue.put((call, future))
+        if self._idle == 0 and len(self._threads) < self.max_workers:
+            with self._lock:
+                if len(self._threads) < self.max_workers:
+                    thread = threading.Thread(
+                        target=self._work,
+                        name=f"vivace-task-{len(self._threads)}",
+                        daemon=True,
+                    )
+                    self._threads.append(thread)
+                    thread.start()
+
+    def _work(self) -> None:
+        get, lock = self._queue.get, self._lock
+        while True:
+            with lock:
+                self._idle += 1
+            item = get()
+            with lock:
+                self._idle -= 1
+            if item is None:
+                return
+            _execute(*item)
+
+    def shutdown(self, wait: bool) -> None:
+        """Stop the threads; ``wait`` lets queued runs finish, otherwise they are cancelled."""
+        if not wait:
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    call, future = item
+                    future.set_final_state(cancel_task_run(call, "the flow run ended first"))
+        for _ in self._threads:
+            self._queue.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
 
 
 def _unfinished_upstreams(call: TaskCall) -> list[VivaceFuture]:

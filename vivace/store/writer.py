@@ -113,19 +113,31 @@ class _Statements:
             jsons=("tags", "task_inputs"),
         )
 
-    def run_row(self, row: tuple[Any, ...], layout: _Layout) -> tuple[Any, ...]:
-        values = list(row)
-        to_id, to_ts = self.id, self.ts
-        for i in layout.ids:
-            if values[i] is not None:
-                values[i] = to_id(values[i])
-        for i in layout.times:
-            if values[i] is not None:
-                values[i] = to_ts(values[i])
-        for i in layout.jsons:
-            if values[i] is not None:
-                values[i] = json.dumps(values[i], default=str)
-        return tuple(values)
+    def run_rows(self, runs: Iterable[FlowRun | TaskRun], layout: _Layout) -> list[tuple[Any, ...]]:
+        """Database rows of the runs' current snapshots, sorted by id.
+
+        One key order in every batch keeps concurrent writers from deadlocking on PostgreSQL.
+        """
+        to_id, to_ts, dumps = self.id, self.ts, json.dumps
+        ids, times, jsons = layout.ids, layout.times, layout.jsons
+        rows = []
+        for run in sorted(runs, key=_id_int):
+            values = list(run.snapshot())
+            for i in ids:
+                if values[i] is not None:
+                    values[i] = to_id(values[i])
+            for i in times:
+                if values[i] is not None:
+                    values[i] = to_ts(values[i])
+            for i in jsons:
+                if values[i] is not None:
+                    values[i] = dumps(values[i], default=str)
+            rows.append(tuple(values))
+        return rows
+
+
+def _id_int(run: FlowRun | TaskRun) -> int:
+    return run.id.int
 
 
 class _Layout:
@@ -209,7 +221,7 @@ class BatchWriter:
                 FLOW_RUN_STATE,
                 run,
                 run.state_seq,
-                state.type.value,
+                state.type,  # a str enum: both drivers bind it as its text
                 state.name,
                 state.timestamp,
                 state.message,
@@ -223,7 +235,7 @@ class BatchWriter:
                 TASK_RUN_STATE,
                 run,
                 run.state_seq,
-                state.type.value,
+                state.type,  # a str enum: both drivers bind it as its text
                 state.name,
                 state.timestamp,
                 state.message,
@@ -296,12 +308,15 @@ class BatchWriter:
 
     def _drain(self) -> None:
         queue = self._queue
+        # When the writer has fallen behind, bigger transactions catch up faster: one commit
+        # per up to 8 batches' worth of records.
+        limit = self.batch_size * 8
         while queue:
             items: list[tuple[Any, ...]] = []
-            popleft = queue.popleft
+            append, popleft = items.append, queue.popleft
             try:
-                for _ in range(self.batch_size):
-                    items.append(popleft())
+                for _ in range(limit):
+                    append(popleft())
             except IndexError:
                 pass
             barriers = [item[1] for item in items if item[0] == BARRIER]
@@ -315,8 +330,10 @@ class BatchWriter:
         sql = self._sql
         to_id, to_ts = sql.id, sql.ts
         flows: list[tuple[Any, ...]] = []
-        flow_runs: dict[uuid.UUID, FlowRun] = {}
-        task_runs: dict[uuid.UUID, TaskRun] = {}
+        # Keyed by id(run): the same run object, found with a C-level hash.
+        flow_runs: dict[int, FlowRun] = {}
+        task_runs: dict[int, TaskRun] = {}
+        db_ids: dict[int, Any] = {}
         flow_run_states: list[tuple[Any, ...]] = []
         task_run_states: list[tuple[Any, ...]] = []
         logs: list[tuple[Any, ...]] = []
@@ -324,8 +341,12 @@ class BatchWriter:
             kind = item[0]
             if kind == TASK_RUN_STATE:
                 _, run, seq, type_, name, ts, message = item
-                task_runs[run.id] = run
-                task_run_states.append((to_id(run.id), seq, type_, name, to_ts(ts), message))
+                key = id(run)
+                db_id = db_ids.get(key)
+                if db_id is None:
+                    db_id = db_ids[key] = to_id(run.id)
+                    task_runs[key] = run
+                task_run_states.append((db_id, seq, type_, name, to_ts(ts), message))
             elif kind == LOG:
                 _, id_, flow_run_id, task_run_id, name, level, message, ts = item
                 logs.append(
@@ -341,7 +362,7 @@ class BatchWriter:
                 )
             elif kind == FLOW_RUN_STATE:
                 _, run, seq, type_, name, ts, message = item
-                flow_runs[run.id] = run
+                flow_runs[id(run)] = run
                 flow_run_states.append((to_id(run.id), seq, type_, name, to_ts(ts), message))
             elif kind == FLOW:
                 _, flow_id, name, created = item
@@ -350,17 +371,9 @@ class BatchWriter:
         if flows:
             batch.append(("flows", flows))
         if flow_runs:
-            rows = [
-                sql.run_row(flow_runs[key].snapshot(), sql.flow_run_layout)
-                for key in sorted(flow_runs)  # one key order everywhere: no deadlocks on PG
-            ]
-            batch.append(("flow_runs", rows))
+            batch.append(("flow_runs", sql.run_rows(flow_runs.values(), sql.flow_run_layout)))
         if task_runs:
-            rows = [
-                sql.run_row(task_runs[key].snapshot(), sql.task_run_layout)
-                for key in sorted(task_runs)
-            ]
-            batch.append(("task_runs", rows))
+            batch.append(("task_runs", sql.run_rows(task_runs.values(), sql.task_run_layout)))
         if flow_run_states:
             batch.append(("flow_run_states", flow_run_states))
         if task_run_states:

@@ -1,0 +1,274 @@
+"""vivace's benchmark suite: orchestration cost per task against raw baselines, in one run.
+
+Each case runs in its own Python process (so its peak RSS is its own), measures its raw baseline in
+that same process, alternates baseline and vivace rounds, and reports medians. Figures, not tests:
+see benchmarks/README.md.
+
+    python benchmarks/run.py                 # every case, N=10,000
+    python benchmarks/run.py --case direct   # one case
+    python benchmarks/run.py --tasks 2000 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+CASES = ("direct", "sequential", "concurrent", "memory", "import")
+
+
+def noop(x: int) -> int:
+    return x
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _current_rss_mb() -> float:
+    with open("/proc/self/statm") as statm:
+        pages = int(statm.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _count_task_runs(flow_run_ids: list[Any]) -> int:
+    import sqlalchemy as sa
+
+    from vivace.settings import get_settings
+    from vivace.store import database, schema
+
+    engine = database.get_engine(get_settings().resolved_database_url)
+    with engine.connect() as connection:
+        query = sa.select(sa.func.count()).where(schema.task_runs.c.flow_run_id.in_(flow_run_ids))
+        return int(connection.execute(query).scalar_one())
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def _rounds(baseline: Callable[[], Any], measured: Callable[[], Any], rounds: int) -> tuple[float, float]:
+    base, vivace_times = [], []
+    for _ in range(rounds):
+        base.append(_timed(baseline))
+        vivace_times.append(_timed(measured))
+    return statistics.median(base), statistics.median(vivace_times)
+
+
+def case_direct(n: int, rounds: int) -> dict[str, Any]:
+    """Tasks called directly in a flow, recorded in SQLite, against plain function calls."""
+    from vivace import flow, task
+    from vivace.engine.context import current_flow_run_id
+
+    noop_task = task(noop)
+    run_ids: list[Any] = []
+
+    @flow
+    def direct_calls(count: int) -> None:
+        run_ids.append(current_flow_run_id())
+        for i in range(count):
+            noop_task(i)
+
+    def plain() -> None:
+        for i in range(n):
+            noop(i)
+
+    direct_calls(10)  # warm up: database created and migrated, writer started
+    run_ids.clear()
+    base, measured = _rounds(plain, lambda: direct_calls(n), rounds)
+    return _report("task called directly in a flow", "plain function call", n, rounds, base, measured, run_ids)
+
+
+def case_sequential(n: int, rounds: int) -> dict[str, Any]:
+    """``.submit()`` + ``.result()`` on SequentialTaskRunner, against plain function calls."""
+    from vivace import flow, task
+    from vivace.engine.context import current_flow_run_id
+    from vivace.runners import SequentialTaskRunner
+
+    noop_task = task(noop)
+    run_ids: list[Any] = []
+
+    @flow(task_runner=SequentialTaskRunner())
+    def submitted(count: int) -> None:
+        run_ids.append(current_flow_run_id())
+        futures = [noop_task.submit(i) for i in range(count)]
+        for future in futures:
+            future.result()
+
+    def plain() -> None:
+        for i in range(n):
+            noop(i)
+
+    submitted(10)
+    run_ids.clear()
+    base, measured = _rounds(plain, lambda: submitted(n), rounds)
+    return _report("SequentialTaskRunner submit+result", "plain function call", n, rounds, base, measured, run_ids)
+
+
+def case_concurrent(n: int, rounds: int) -> dict[str, Any]:
+    """``.submit()`` + ``.result()`` on ConcurrentTaskRunner, against raw ThreadPoolExecutor."""
+    from vivace import flow, task
+    from vivace.engine.context import current_flow_run_id
+    from vivace.runners import ConcurrentTaskRunner
+
+    noop_task = task(noop)
+    run_ids: list[Any] = []
+    workers = min(32, (os.cpu_count() or 1) + 4)
+
+    @flow(task_runner=ConcurrentTaskRunner(max_workers=workers))
+    def submitted(count: int) -> None:
+        run_ids.append(current_flow_run_id())
+        futures = [noop_task.submit(i) for i in range(count)]
+        for future in futures:
+            future.result()
+
+    def raw_pool() -> None:
+        with ThreadPoolExecutor(workers) as pool:
+            futures = [pool.submit(noop, i) for i in range(n)]
+            for future in futures:
+                future.result()
+
+    submitted(10)
+    run_ids.clear()
+    base, measured = _rounds(raw_pool, lambda: submitted(n), rounds)
+    return _report(
+        "ConcurrentTaskRunner submit+result", "ThreadPoolExecutor submit+result", n, rounds, base, measured, run_ids
+    )
+
+
+def case_memory(n: int, rounds: int) -> dict[str, Any]:
+    """100,000 no-op tasks in one flow: RSS growth, and every run recorded."""
+    from vivace import flow, task
+    from vivace.engine.context import current_flow_run_id
+
+    n = max(n, 100_000)
+    noop_task = task(noop)
+    run_ids: list[Any] = []
+
+    @flow
+    def warm() -> None:
+        noop_task(0)
+
+    @flow
+    def many(count: int) -> None:
+        run_ids.append(current_flow_run_id())
+        for i in range(count):
+            noop_task(i)
+
+    warm()
+    before = _current_rss_mb()
+    peak_before = _peak_rss_mb()
+    elapsed = _timed(lambda: many(n))
+    growth = max(_peak_rss_mb(), _current_rss_mb()) - max(before, 0.0)
+    recorded = _count_task_runs(run_ids)
+    return {
+        "case": "100,000 tasks in one flow (memory)",
+        "tasks": n,
+        "us_per_task": elapsed / n * 1e6,
+        "rss_before_mb": round(before, 1),
+        "peak_rss_before_mb": round(peak_before, 1),
+        "peak_rss_growth_mb": round(growth, 1),
+        "recorded": recorded,
+        "all_recorded": recorded == n,
+    }
+
+
+def case_import(n: int, rounds: int) -> dict[str, Any]:
+    """Wall time of ``python -c 'import vivace'`` minus a bare interpreter start, median of runs."""
+    def run(code: str) -> float:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        return time.perf_counter() - started
+
+    samples = max(rounds, 7)
+    bare = statistics.median(run("pass") for _ in range(samples))
+    with_vivace = statistics.median(run("import vivace") for _ in range(samples))
+    return {"case": "import vivace", "import_ms": round((with_vivace - bare) * 1000, 1), "samples": samples}
+
+
+def _report(
+    case: str, baseline: str, n: int, rounds: int, base: float, measured: float, run_ids: list[Any]
+) -> dict[str, Any]:
+    recorded = _count_task_runs(run_ids[-1:]) if run_ids else 0
+    return {
+        "case": case,
+        "baseline": baseline,
+        "tasks": n,
+        "rounds": rounds,
+        "baseline_us_per_task": round(base / n * 1e6, 2),
+        "us_per_task": round(measured / n * 1e6, 2),
+        "overhead_us_per_task": round((measured - base) / n * 1e6, 2),
+        "ratio": round(measured / base, 2),
+        "recorded": recorded,
+        "all_recorded": recorded == n,
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+    }
+
+
+def run_case(name: str, n: int, rounds: int) -> dict[str, Any]:
+    return globals()[f"case_{name}"](n, rounds)  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--case", choices=CASES, action="append")
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--output", type=Path, default=HERE / "results" / "latest.json")
+    args = parser.parse_args()
+    if args.child:
+        (name,) = args.case
+        print(json.dumps(run_case(name, args.tasks, args.rounds)))
+        return
+    results = []
+    for name in args.case or CASES:
+        with tempfile.TemporaryDirectory(prefix="vivace-bench-") as home:
+            env = {**os.environ, "VIVACE_HOME": home, "VIVACE_LOGGING_CONSOLE": "false"}
+            env.pop("VIVACE_DATABASE_URL", None)
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", "--case", name, "--tasks", str(args.tasks), "--rounds", str(args.rounds)],
+                env=env, check=True, capture_output=True, text=True,
+            )
+            result = json.loads(out.stdout.strip().splitlines()[-1])
+            results.append(result)
+            print(_format(result), flush=True)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv)}
+    args.output.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    print(f"\nwritten: {args.output}")
+
+
+def _format(result: dict[str, Any]) -> str:
+    if "ratio" in result:
+        return (
+            f"{result['case']:<38} {result['us_per_task']:>8.2f} us/task  baseline "
+            f"{result['baseline_us_per_task']:>6.2f} us ({result['baseline']})  ratio {result['ratio']:>6.2f}x  "
+            f"recorded {result['recorded']}/{result['tasks']}  peak RSS {result['peak_rss_mb']} MB"
+        )
+    if "import_ms" in result:
+        return f"{result['case']:<38} {result['import_ms']:>8.1f} ms"
+    return (
+        f"{result['case']:<38} {result['us_per_task']:>8.2f} us/task  peak RSS growth "
+        f"{result['peak_rss_growth_mb']} MB  recorded {result['recorded']}/{result['tasks']}"
+    )
+
+
+if __name__ == "__main__":
+    main()
