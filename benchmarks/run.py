@@ -62,7 +62,9 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
-def _rounds(baseline: Callable[[], Any], measured: Callable[[], Any], rounds: int) -> tuple[float, float]:
+def _rounds(
+    baseline: Callable[[], Any], measured: Callable[[], Any], rounds: int
+) -> tuple[float, float]:
     base, vivace_times = [], []
     for _ in range(rounds):
         base.append(_timed(baseline))
@@ -91,7 +93,9 @@ def case_direct(n: int, rounds: int) -> dict[str, Any]:
     direct_calls(10)  # warm up: database created and migrated, writer started
     run_ids.clear()
     base, measured = _rounds(plain, lambda: direct_calls(n), rounds)
-    return _report("task called directly in a flow", "plain function call", n, rounds, base, measured, run_ids)
+    return _report(
+        "task called directly in a flow", "plain function call", n, rounds, base, measured, run_ids
+    )
 
 
 def case_sequential(n: int, rounds: int) -> dict[str, Any]:
@@ -117,7 +121,15 @@ def case_sequential(n: int, rounds: int) -> dict[str, Any]:
     submitted(10)
     run_ids.clear()
     base, measured = _rounds(plain, lambda: submitted(n), rounds)
-    return _report("SequentialTaskRunner submit+result", "plain function call", n, rounds, base, measured, run_ids)
+    return _report(
+        "SequentialTaskRunner submit+result",
+        "plain function call",
+        n,
+        rounds,
+        base,
+        measured,
+        run_ids,
+    )
 
 
 def case_concurrent(n: int, rounds: int) -> dict[str, Any]:
@@ -147,7 +159,13 @@ def case_concurrent(n: int, rounds: int) -> dict[str, Any]:
     run_ids.clear()
     base, measured = _rounds(raw_pool, lambda: submitted(n), rounds)
     return _report(
-        "ConcurrentTaskRunner submit+result", "ThreadPoolExecutor submit+result", n, rounds, base, measured, run_ids
+        "ConcurrentTaskRunner submit+result",
+        "ThreadPoolExecutor submit+result",
+        n,
+        rounds,
+        base,
+        measured,
+        run_ids,
     )
 
 
@@ -190,6 +208,7 @@ def case_memory(n: int, rounds: int) -> dict[str, Any]:
 
 def case_import(n: int, rounds: int) -> dict[str, Any]:
     """Wall time of ``python -c 'import vivace'`` minus a bare interpreter start, median of runs."""
+
     def run(code: str) -> float:
         started = time.perf_counter()
         subprocess.run([sys.executable, "-c", code], check=True)
@@ -198,7 +217,11 @@ def case_import(n: int, rounds: int) -> dict[str, Any]:
     samples = max(rounds, 7)
     bare = statistics.median(run("pass") for _ in range(samples))
     with_vivace = statistics.median(run("import vivace") for _ in range(samples))
-    return {"case": "import vivace", "import_ms": round((with_vivace - bare) * 1000, 1), "samples": samples}
+    return {
+        "case": "import vivace",
+        "import_ms": round((with_vivace - bare) * 1000, 1),
+        "samples": samples,
+    }
 
 
 def _report(
@@ -225,7 +248,9 @@ def run_case(name: str, n: int, rounds: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--case", choices=CASES, action="append")
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=5)
@@ -242,15 +267,33 @@ def main() -> None:
             env = {**os.environ, "VIVACE_HOME": home, "VIVACE_LOGGING_CONSOLE": "false"}
             env.pop("VIVACE_DATABASE_URL", None)
             out = subprocess.run(
-                [sys.executable, __file__, "--child", "--case", name, "--tasks", str(args.tasks), "--rounds", str(args.rounds)],
-                env=env, check=True, capture_output=True, text=True,
+                [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "--case",
+                    name,
+                    "--tasks",
+                    str(args.tasks),
+                    "--rounds",
+                    str(args.rounds),
+                ],
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
             )
             result = json.loads(out.stdout.strip().splitlines()[-1])
             results.append(result)
             print(_format(result), flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv)}
+    meta = {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": " ".join(sys.argv),
+    }
     args.output.write_text(json.dumps({"meta": meta, "results": results}, indent=2))
     print(f"\nwritten: {args.output}")
 
@@ -259,7 +302,8 @@ def _format(result: dict[str, Any]) -> str:
     if "ratio" in result:
         return (
             f"{result['case']:<38} {result['us_per_task']:>8.2f} us/task  baseline "
-            f"{result['baseline_us_per_task']:>6.2f} us ({result['baseline']})  ratio {result['ratio']:>6.2f}x  "
+            f"{result['baseline_us_per_task']:>6.2f} us ({result['baseline']})  "
+            f"ratio {result['ratio']:>6.2f}x  "
             f"recorded {result['recorded']}/{result['tasks']}  peak RSS {result['peak_rss_mb']} MB"
         )
     if "import_ms" in result:

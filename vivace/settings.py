@@ -28,7 +28,9 @@ class Settings(BaseSettings):
     )
     database_url: str | None = Field(
         default=None,
-        description="SQLAlchemy URL of the run-history database; default: SQLite at $VIVACE_HOME/vivace.db.",
+        description=(
+            "SQLAlchemy URL of the run-history database; default: SQLite at $VIVACE_HOME/vivace.db."
+        ),
     )
     recorder_flush_interval: float = Field(
         default=0.1,
@@ -48,7 +50,7 @@ class Settings(BaseSettings):
     recorder_retry_seconds: float = Field(
         default=5.0,
         ge=0,
-        description="How long the writer retries an unreachable database before journaling to disk.",
+        description="Seconds the writer retries an unreachable database before journaling.",
     )
     sqlite_busy_timeout: float = Field(
         default=30.0,

@@ -139,7 +139,7 @@ class FlowRunEngine:
             message = f"attempt {run.run_count} of {flow.retries + 1} failed: "
             message += describe_exception(error)
             self.set_state(State(StateType.SCHEDULED, name=AWAITING_RETRY, message=message))
-            self._log(logging.WARNING, f"{message[0].upper()}{message[1:]}; retrying in {delay:g} s")
+            self._log(logging.WARNING, f"{message.capitalize()}; retrying in {delay:g} s")
             return delay
         self.set_state(Failed(error, name=TIMED_OUT if self.timed_out else None))
         self._log(logging.ERROR, f"Finished in state {self.run.state!r}", error)

@@ -40,9 +40,7 @@ class Flow(Generic[P, R]):
         log_prints: bool = False,
     ) -> None:
         if not callable(fn):
-            raise ConfigurationError(
-                f"@flow expects a function, got {fn!r} ({type(fn).__name__})"
-            )
+            raise ConfigurationError(f"@flow expects a function, got {fn!r} ({type(fn).__name__})")
         from vivace.runners.base import TaskRunner
 
         self.fn = fn
@@ -69,7 +67,7 @@ class Flow(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         self._parameter_model: Any = NOT_SET
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def parameter_model(self) -> Any:
         """The pydantic model that validates this flow's parameters, built on first use."""
@@ -149,7 +147,7 @@ def flow(
     log_prints: bool = False,
 ) -> Any:
     """Make a function a flow: ``@flow`` or ``@flow(task_runner=ConcurrentTaskRunner())``."""
-    options = dict(
+    options: dict[str, Any] = dict(
         name=name,
         task_runner=task_runner,
         retries=retries,

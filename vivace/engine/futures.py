@@ -155,7 +155,7 @@ def as_completed(
             ) from None
 
 
-class unmapped:  # noqa: N801 - lower case like the function it stands in for in user code
+class unmapped:
     """Pass a value whole to every run of ``task.map`` instead of iterating over it."""
 
     __slots__ = ("value",)

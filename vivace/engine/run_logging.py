@@ -82,7 +82,7 @@ class StoreHandler(logging.Handler):
         except Exception:
             self.handleError(record)
 
-    def formatException(self, ei: Any) -> str:  # noqa: N802 - logging's name
+    def formatException(self, ei: Any) -> str:
         return logging.Formatter().formatException(ei)
 
 
@@ -94,7 +94,7 @@ class ConsoleFormatter(logging.Formatter):
         self.default_time_format = "%H:%M:%S"
         self.default_msec_format = ""
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         import time
 
         return time.strftime("%H:%M:%S", time.localtime(record.created))

@@ -1,7 +1,7 @@
 """Run states: what a flow run or task run is doing, and the result it ended with.
 
-A state is an immutable value: ``type`` (a :class:`StateType`), ``name`` (the type's title unless the
-state is a named variant such as ``Retrying`` or ``TimedOut``), ``timestamp`` (Unix seconds),
+A state is an immutable value: ``type`` (a :class:`StateType`), ``name`` (the type's title unless
+the state is a named variant such as ``Retrying`` or ``TimedOut``), ``timestamp`` (Unix seconds),
 ``message`` and, for final states, the run's return value or exception.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 from vivace.exceptions import CrashedRunError
 
 
-class StateType(str, enum.Enum):
+class StateType(enum.StrEnum):
     """The kind of a state; every named state is one of these."""
 
     SCHEDULED = "SCHEDULED"  # created to run at a later time

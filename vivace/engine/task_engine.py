@@ -10,7 +10,8 @@ Every task run moves through these states (named variants in brackets)::
        │
        └─ an upstream did not complete ──────────► FAILED [UpstreamFailed]   (never runs)
 
-    any state ── KeyboardInterrupt, SystemExit, other BaseException ─► CRASHED (written, then re-raised)
+    any state ── KeyboardInterrupt, SystemExit, other BaseException ─► CRASHED
+                 (the record is flushed to the database, then the exception goes on)
     any state ── asyncio cancellation ─────────────────────────────► CANCELLED
 
 :class:`TaskRunEngine` makes every decision (which state comes next, whether and when to retry) and
@@ -167,9 +168,7 @@ class TaskRunEngine:
             return False
 
     def _log_failure(self, state: State, error: BaseException | None) -> None:
-        self._log(
-            logging.ERROR, f"Finished in state {state!r}", error
-        )
+        self._log(logging.ERROR, f"Finished in state {state!r}", error)
 
     def _log(self, level: int, message: str, error: BaseException | None) -> None:
         call, run = self.call, self.run

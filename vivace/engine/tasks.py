@@ -9,7 +9,6 @@ import itertools
 from collections.abc import Callable, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-
 from vivace._ids import uuid7
 from vivace.engine.context import RunContext, current_context, run_context
 from vivace.engine.futures import VivaceFuture, unmapped
@@ -57,9 +56,7 @@ class Task(Generic[P, R]):
         log_prints: bool | None = None,
     ) -> None:
         if not callable(fn):
-            raise ConfigurationError(
-                f"@task expects a function, got {fn!r} ({type(fn).__name__})"
-            )
+            raise ConfigurationError(f"@task expects a function, got {fn!r} ({type(fn).__name__})")
         self.fn = fn
         self.name = check_name("task", name, fn)
         what = f"task {self.name!r}"
@@ -72,10 +69,11 @@ class Task(Generic[P, R]):
         self.timeout_seconds = check_timeout(what, timeout_seconds)
         self.tags = check_tags(what, tags)
         self.log_prints = log_prints
-        self.task_key = f"{getattr(fn, '__module__', None)}.{getattr(fn, '__qualname__', self.name)}"
+        qualname = getattr(fn, "__qualname__", self.name)
+        self.task_key = f"{getattr(fn, '__module__', None)}.{qualname}"
         self.is_async = inspect.iscoroutinefunction(fn)
         self.parameter_names = _positional_names(fn)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def with_options(
         self,
@@ -163,7 +161,7 @@ class Task(Generic[P, R]):
         wait_for: Any = kwargs.pop("wait_for", None)
         ctx = current_context()
         if ctx is None:
-            return self._run_standalone(args, kwargs, return_state, wait_for)
+            return self._run_standalone(args, kwargs, return_state, wait_for)  # type: ignore[no-any-return]
         call = self._prepare(ctx, args, kwargs, wait_for)
         if self.is_async and _in_event_loop():
             return _finish_async(run_task_async(call), return_state)  # type: ignore[return-value]
@@ -190,7 +188,7 @@ class Task(Generic[P, R]):
         """
         wait_for = kwargs.pop("wait_for", None)
         calls = _mapped_calls(self.name, self.parameter_names, args, kwargs)
-        return [self.submit(*a, wait_for=wait_for, **kw) for a, kw in calls]  # type: ignore[arg-type]
+        return [self.submit(*a, wait_for=wait_for, **kw) for a, kw in calls]
 
     def _run_standalone(
         self,
@@ -341,7 +339,7 @@ def task(
 
     ``log_prints=None`` (the default) follows the flow's setting.
     """
-    options = dict(
+    options: dict[str, Any] = dict(
         name=name,
         retries=retries,
         retry_delay_seconds=retry_delay_seconds,

@@ -12,7 +12,6 @@ import copy
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-
 if TYPE_CHECKING:
     from vivace.engine.futures import VivaceFuture
     from vivace.engine.task_engine import TaskCall

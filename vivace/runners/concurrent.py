@@ -59,9 +59,9 @@ class ConcurrentTaskRunner(TaskRunner):
 
     def _dispatch(self, call: TaskCall, future: VivaceFuture) -> None:
         if call.task.is_async:
-            from vivace.engine.loop import background_loop
-
             import asyncio
+
+            from vivace.engine.loop import background_loop
 
             done = asyncio.run_coroutine_threadsafe(run_task_async(call), background_loop())
             done.add_done_callback(lambda f: _finish_from(f, future))

@@ -2,8 +2,8 @@
 
 Each process has one writer per database URL. The engine appends small tuples to an in-memory
 queue (no I/O on the task's thread); a background thread drains the queue every
-``VIVACE_RECORDER_FLUSH_INTERVAL`` seconds, or sooner once ``VIVACE_RECORDER_BATCH_SIZE`` records are
-waiting, and writes each batch in one transaction with one multi-row statement per table.
+``VIVACE_RECORDER_FLUSH_INTERVAL`` seconds, or sooner once ``VIVACE_RECORDER_BATCH_SIZE`` records
+are waiting, and writes each batch in one transaction with one bulk write per table.
 
 - Coalescing: a run that changed state several times inside one window gets one upsert of its
   row (its state history rows are all kept).
@@ -50,45 +50,78 @@ BARRIER = 4  # (BARRIER, threading.Event): set once everything queued before it 
 
 LOG_COLUMNS = ("id", "flow_run_id", "task_run_id", "name", "level", "message", "timestamp")
 STATE_COLUMNS = ("seq", "type", "name", "timestamp", "message")
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
-def _upsert_sql(table: sa.Table, columns: Sequence[str], marker: str) -> str:
-    """INSERT ... ON CONFLICT (id) DO UPDATE, skipped when the stored state is as new or newer.
+class _Statement:
+    """One write: ``INSERT INTO table (columns) VALUES ... <tail>``, done the fast way per backend.
 
-    The same text is valid on SQLite (3.24+) and PostgreSQL.
+    SQLite: executemany, which re-steps one prepared statement per row (its fastest path).
+    PostgreSQL: COPY the rows into a temporary staging table, then one ``INSERT ... SELECT`` with
+    the same conflict clause (about five times faster than executemany here, and still
+    idempotent, which a plain COPY into the table would not be).
     """
-    names = ", ".join(columns)
-    values = ", ".join([marker] * len(columns))
+
+    __slots__ = ("_copy", "_merge", "_sql", "_stage", "postgres")
+
+    def __init__(self, table: sa.Table, columns: Sequence[str], tail: str, dialect: str) -> None:
+        names = ", ".join(columns)
+        self.postgres = dialect == "postgresql"
+        marker = "%s" if self.postgres else "?"
+        self._sql = (
+            f"INSERT INTO {table.name} ({names}) VALUES ({', '.join([marker] * len(columns))}) "
+            f"{tail}"
+        )
+        staging = f"vivace_staging_{table.name}"
+        self._stage = (
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} "
+            f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        self._copy = f"COPY {staging} ({names}) FROM STDIN"
+        self._merge = f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {staging} {tail}"
+
+    def execute(self, connection: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+        if not self.postgres:
+            connection.exec_driver_sql(self._sql, rows)
+            return
+        driver_connection: Any = connection.connection.driver_connection
+        with driver_connection.cursor() as cursor:
+            cursor.execute(self._stage)
+            with cursor.copy(self._copy) as copy:
+                write_row = copy.write_row
+                for row in rows:
+                    write_row(row)
+            cursor.execute(self._merge)
+
+
+def _upsert(table: sa.Table, columns: Sequence[str], dialect: str) -> _Statement:
+    """Insert, or update the row when the incoming state is newer, whichever process sent it."""
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in ("id", "created"))
-    return (
-        f"INSERT INTO {table.name} ({names}) VALUES ({values}) "
+    tail = (
         f"ON CONFLICT (id) DO UPDATE SET {updates} "
         f"WHERE excluded.state_seq > {table.name}.state_seq"
     )
+    return _Statement(table, columns, tail, dialect)
 
 
-def _insert_ignore_sql(table: sa.Table, columns: Sequence[str], marker: str) -> str:
-    names = ", ".join(columns)
-    values = ", ".join([marker] * len(columns))
-    return f"INSERT INTO {table.name} ({names}) VALUES ({values}) ON CONFLICT DO NOTHING"
+def _insert_ignore(table: sa.Table, columns: Sequence[str], dialect: str) -> _Statement:
+    return _Statement(table, columns, "ON CONFLICT DO NOTHING", dialect)
 
 
 class _Statements:
     """The write statements and value converters for one database dialect."""
 
     def __init__(self, dialect: str) -> None:
-        marker = "?" if dialect == "sqlite" else "%s"
-        self.flows = _insert_ignore_sql(schema.flows, ("id", "name", "created"), marker)
-        self.flow_runs = _upsert_sql(schema.flow_runs, FLOW_RUN_COLUMNS, marker)
-        self.task_runs = _upsert_sql(schema.task_runs, TASK_RUN_COLUMNS, marker)
-        self.flow_run_states = _insert_ignore_sql(
-            schema.flow_run_states, ("flow_run_id", *STATE_COLUMNS), marker
+        self.flows = _insert_ignore(schema.flows, ("id", "name", "created"), dialect)
+        self.flow_runs = _upsert(schema.flow_runs, FLOW_RUN_COLUMNS, dialect)
+        self.task_runs = _upsert(schema.task_runs, TASK_RUN_COLUMNS, dialect)
+        self.flow_run_states = _insert_ignore(
+            schema.flow_run_states, ("flow_run_id", *STATE_COLUMNS), dialect
         )
-        self.task_run_states = _insert_ignore_sql(
-            schema.task_run_states, ("task_run_id", *STATE_COLUMNS), marker
+        self.task_run_states = _insert_ignore(
+            schema.task_run_states, ("task_run_id", *STATE_COLUMNS), dialect
         )
-        self.logs = _insert_ignore_sql(schema.logs, LOG_COLUMNS, marker)
+        self.logs = _insert_ignore(schema.logs, LOG_COLUMNS, dialect)
         # SQLite stores ids as 16 bytes and times as Unix seconds; PostgreSQL takes UUID and
         # datetime objects as they are.
         self.id: Callable[[uuid.UUID], Any]
@@ -205,7 +238,10 @@ class BatchWriter:
         # Figures for metrics and benchmarks.
         self.batches_written = 0
         self.rows_written = 0
+        self.rows_journaled = 0
+        self.rows_replayed = 0
         self.last_flush_seconds = 0.0
+        self._unreachable_until = 0.0
 
     # -- producer side: called on the engine's hot path, no I/O ---------------------------------
 
@@ -383,31 +419,36 @@ class BatchWriter:
         return batch
 
     def _write(self, batch: Batch) -> None:
+        """Commit the batch; if the database stays unreachable, journal it instead."""
         if not batch and not self._journal_pending:
             return
         started = time.perf_counter()
-        delay = 0.05
-        deadline = time.monotonic() + self.retry_seconds
-        while True:
-            try:
-                if self._journal_pending:
-                    self._replay_journal()
-                if batch:
-                    self._execute(batch)
-                break
-            except Exception as error:
-                if time.monotonic() + delay > deadline or self._stopping:
+        if time.monotonic() < self._unreachable_until:
+            # Known to be down: do not make every batch wait out the retries again.
+            self._append_journal(batch, None)
+        else:
+            delay = 0.05
+            deadline = time.monotonic() + self.retry_seconds
+            while True:
+                try:
+                    if self._journal_pending:
+                        self._replay_journal()
                     if batch:
-                        self._append_journal(batch, error)
+                        self._execute(batch)
                     break
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                except Exception as error:
+                    if time.monotonic() + delay > deadline or self._stopping:
+                        self._unreachable_until = time.monotonic() + self.retry_seconds
+                        self._append_journal(batch, error)
+                        break
+                    time.sleep(delay)
+                    delay = min(delay * 2, 1.0)
         self.last_flush_seconds = time.perf_counter() - started
 
     def _execute(self, batch: Batch) -> None:
         with database.transaction(self._engine) as connection:
             for statement, rows in batch:
-                connection.exec_driver_sql(getattr(self._sql, statement), rows)
+                getattr(self._sql, statement).execute(connection, rows)
         self.batches_written += 1
         self.rows_written += sum(len(rows) for _, rows in batch)
 
@@ -417,38 +458,80 @@ class BatchWriter:
         key = hashlib.sha256(self.url.encode()).hexdigest()[:16]
         return self.journal_dir / key
 
-    def _append_journal(self, batch: Batch, error: Exception) -> None:
+    def _append_journal(self, batch: Batch, error: Exception | None) -> None:
+        if not batch:
+            return
         folder = self._journal_folder()
         folder.mkdir(parents=True, exist_ok=True)
-        name = f"{time.time_ns():020d}-{os.getpid()}"
+        name = f"{time.time_ns():020d}-{os.getpid()}-{threading.get_ident()}"
         partial = folder / f"{name}.partial"
         with open(partial, "wb") as file:
             pickle.dump({"url": self.url, "batch": batch}, file)
             file.flush()
             os.fsync(file.fileno())
         # Renamed only once complete, so a crash mid-write never leaves a half batch to replay.
-        partial.rename(folder / f"{name}.batch")
+        partial.rename(folder / f"{name}{_JOURNAL_SUFFIX}")
         self._journal_pending = True
-        rows = sum(len(rows) for _, rows in batch)
-        logger.warning(
-            "vivace writer: database %s unreachable (%s); %d records journaled to %s and will be "
-            "replayed when it is back",
-            database.masked_url(self.url),
-            error,
-            rows,
-            folder,
-        )
+        self.rows_journaled += sum(len(rows) for _, rows in batch)
+        if error is not None:
+            logger.warning(
+                "vivace writer: database %s unreachable (%s); records are journaled to %s and "
+                "will be written when it is back",
+                database.masked_url(self.url),
+                error,
+                folder,
+            )
 
     def _replay_journal(self) -> None:
+        """Write journaled batches, oldest first, and delete each once committed.
+
+        A process claims a file by renaming it before replaying, so two writers starting at once
+        do not both replay it; a claim whose process died is taken over. Replaying the same batch
+        twice is harmless anyway: runs are upserts and the rest insert-or-ignore.
+        """
         folder = self._journal_folder()
-        files = sorted(folder.glob("*.batch")) if folder.is_dir() else []
-        for path in files:
-            with open(path, "rb") as file:
-                batch: Batch = pickle.load(file)["batch"]
-            # Upserts and insert-or-ignore make a second replay of the same file harmless.
-            self._execute(batch)
-            path.unlink()
+        if not folder.is_dir():
+            self._journal_pending = False
+            return
+        claim_suffix = f".replaying-{os.getpid()}"
+        candidates = sorted(folder.glob(f"*{_JOURNAL_SUFFIX}"))
+        candidates += sorted(p for p in folder.glob("*.replaying-*") if _claim_is_orphaned(p))
+        for path in candidates:
+            claimed = path.with_name(path.name.split(".", 1)[0] + claim_suffix)
+            try:
+                path.rename(claimed)
+            except FileNotFoundError:
+                continue  # another writer claimed it first
+            try:
+                with open(claimed, "rb") as file:
+                    batch: Batch = pickle.load(file)["batch"]
+                self._execute(batch)
+            except BaseException:
+                claimed.rename(path)  # give it back for the next attempt
+                raise
+            claimed.unlink()
+            self.rows_replayed += sum(len(rows) for _, rows in batch)
         self._journal_pending = False
+
+
+_JOURNAL_SUFFIX = ".batch"
+
+
+def _claim_is_orphaned(path: Path) -> bool:
+    """A ``.replaying-<pid>`` file whose process is gone."""
+    try:
+        pid = int(path.suffix.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 _writers: dict[str, BatchWriter] = {}
