@@ -1,2 +1,204 @@
+"""Fixtures shared by the whole suite.
+
+- ``vivace_home`` (autouse): every test runs with its own empty ``VIVACE_HOME`` (a temporary
+  folder, so its own SQLite file and journal), no other ``VIVACE_*`` variable from the developer's
+  shell, and fresh settings. Afterwards the process's writers are flushed and stopped and its
+  database engines closed, so nothing leaks into the next test.
+- ``database_url``: a test that asks for it runs twice, ``[sqlite]`` and ``[postgres]``, each time
+  on an empty database (no tables) that ``VIVACE_DATABASE_URL`` points at. PostgreSQL is the server
+  at ``VIVACE_TEST_POSTGRES_URL`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/test``);
+  the session creates a database of its own there, empties it before each test and drops it at the
+  end. If the server cannot be used the postgres cases error out rather than skip: CI must
+  exercise PostgreSQL for real.
+- ``postgres_url``: that same database, for the few tests of PostgreSQL alone.
+- ``history``: reads what runs recorded, through plain SQLAlchemy Core on the store's tables.
+"""
+
+from __future__ import annotations
+
+import os
 import sys
-print("SYS.PATH", sys.path[:4])
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from vivace.settings import Settings, reset_settings
+
+POSTGRES_SERVER_URL = os.environ.get(
+    "VIVACE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(autouse=True)
+def vivace_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A temporary ``VIVACE_HOME`` for the test; the process's store is shut down afterwards."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(f"VIVACE_{name.upper()}", raising=False)
+    home = tmp_path / "vivace-home"
+    monkeypatch.setenv("VIVACE_HOME", str(home))
+    reset_settings()
+    yield home
+    _shut_down_store()
+    reset_settings()
+
+
+def _shut_down_store() -> None:
+    # Only modules the test imported can hold writers or engines. Looking them up in sys.modules
+    # (rather than importing them) keeps tests that never touch the store free of it.
+    writer = sys.modules.get("vivace.store.writer")
+    if writer is not None:
+        writer.shutdown_writers()
+    database = sys.modules.get("vivace.store.database")
+    if database is not None:
+        database.dispose_engines()
+
+
+@pytest.fixture(
+    params=[pytest.param("sqlite", id="sqlite"), pytest.param("postgres", id="postgres")]
+)
+def database_url(
+    request: pytest.FixtureRequest, vivace_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """The URL of an empty database, set as ``VIVACE_DATABASE_URL``; one case per backend."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{vivace_home / 'vivace.db'}"
+    else:
+        database: _PostgresDatabase = request.getfixturevalue("_postgres_database")
+        database.drop_tables()
+        url = database.url
+    monkeypatch.setenv("VIVACE_DATABASE_URL", url)
+    reset_settings()
+    return url
+
+
+@pytest.fixture(scope="session")
+def postgres_url(_postgres_database: _PostgresDatabase) -> str:
+    """The session's PostgreSQL database, for tests of PostgreSQL alone (it is not emptied)."""
+    return _postgres_database.url
+
+
+@pytest.fixture(scope="session")
+def _postgres_database() -> Iterator[_PostgresDatabase]:
+    """A database of this test session on the PostgreSQL server, dropped at the end."""
+    server = sa.make_url(POSTGRES_SERVER_URL)
+    # Unique even across CI containers that share one server and reuse pids.
+    name = f"vivace_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    problem = None
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    except sa.exc.OperationalError as error:
+        problem = " ".join(str(error.orig).split())
+    if problem is not None:  # failed outside the except block: one message, no chained trace
+        pytest.fail(
+            f"the postgres test cases need the PostgreSQL server at "
+            f"{server.render_as_string(hide_password=True)}, which cannot be used ({problem}). "
+            "Start it, or point VIVACE_TEST_POSTGRES_URL at another server.",
+            pytrace=False,
+        )
+    database = _PostgresDatabase(server.set(database=name).render_as_string(hide_password=False))
+    yield database
+    _shut_down_store()  # no connection may stay open on the database about to be dropped
+    database.engine.dispose()
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class _PostgresDatabase:
+    """The session's PostgreSQL database, and one connection to empty it between tests."""
+
+    def __init__(self, url: str) -> None:
+        from vivace.store import schema
+
+        self.url = url
+        self.engine = sa.create_engine(url, pool_size=1)
+        tables = ["alembic_version", *schema.metadata.tables]
+        self._drop_sql = f"DROP TABLE IF EXISTS {', '.join(tables)}"
+
+    def drop_tables(self) -> None:
+        with self.engine.begin() as conn:
+            conn.exec_driver_sql(self._drop_sql)
+
+
+class History:
+    """Reads of the run-history tables, decoded by the store's column types."""
+
+    def _rows(self, query: Any) -> list[Any]:
+        from vivace.settings import get_settings
+        from vivace.store.database import connect, ensure_schema, get_engine
+
+        engine = get_engine(get_settings().resolved_database_url)
+        ensure_schema(engine)
+        with connect(engine) as conn:
+            return list(conn.execute(query))
+
+    def flow_runs(self, flow_name: str | None = None) -> list[Any]:
+        from vivace.store import schema
+
+        query = sa.select(schema.flow_runs).order_by(schema.flow_runs.c.created)
+        if flow_name is not None:
+            query = query.where(schema.flow_runs.c.flow_name == flow_name)
+        return self._rows(query)
+
+    def flow_run(self, flow_run_id: uuid.UUID) -> Any:
+        from vivace.store import schema
+
+        rows = self._rows(sa.select(schema.flow_runs).where(schema.flow_runs.c.id == flow_run_id))
+        assert len(rows) == 1, f"flow run {flow_run_id} is not in the store"
+        return rows[0]
+
+    def task_runs(self, flow_run_id: uuid.UUID | None = None) -> list[Any]:
+        from vivace.store import schema
+
+        table = schema.task_runs
+        query = sa.select(table).order_by(table.c.created, table.c.id)
+        if flow_run_id is not None:
+            query = query.where(table.c.flow_run_id == flow_run_id)
+        return self._rows(query)
+
+    def task_run(self, task_run_id: uuid.UUID) -> Any:
+        from vivace.store import schema
+
+        rows = self._rows(sa.select(schema.task_runs).where(schema.task_runs.c.id == task_run_id))
+        assert len(rows) == 1, f"task run {task_run_id} is not in the store"
+        return rows[0]
+
+    def task_run_states(self, task_run_id: uuid.UUID) -> list[Any]:
+        from vivace.store import schema
+
+        table = schema.task_run_states
+        return self._rows(
+            sa.select(table).where(table.c.task_run_id == task_run_id).order_by(table.c.seq)
+        )
+
+    def flow_run_states(self, flow_run_id: uuid.UUID) -> list[Any]:
+        from vivace.store import schema
+
+        table = schema.flow_run_states
+        return self._rows(
+            sa.select(table).where(table.c.flow_run_id == flow_run_id).order_by(table.c.seq)
+        )
+
+    def logs(
+        self, flow_run_id: uuid.UUID | None = None, task_run_id: uuid.UUID | None = None
+    ) -> list[Any]:
+        from vivace.store import schema
+
+        table = schema.logs
+        query = sa.select(table).order_by(table.c.timestamp, table.c.id)
+        if flow_run_id is not None:
+            query = query.where(table.c.flow_run_id == flow_run_id)
+        if task_run_id is not None:
+            query = query.where(table.c.task_run_id == task_run_id)
+        return self._rows(query)
+
+
+@pytest.fixture
+def history() -> History:
+    """Read what runs recorded in the database the test's settings point at."""
+    return History()

@@ -21,9 +21,10 @@ from vivace._ids import uuid7
 from vivace.engine.context import FlowRunScope, RunContext, current_context, run_context
 from vivace.engine.futures import VivaceFuture
 from vivace.engine.names import random_run_name
-from vivace.engine.parameters import bind_parameters, jsonable_parameters
+from vivace.engine.parameters import bind_parameters, given_parameters, jsonable_parameters
 from vivace.engine.run_logging import install_print_capture, setup_logging
 from vivace.engine.runs import FlowRun, apply_state
+from vivace.engine.signals import install_sigterm_handler, restore_sigterm_handler
 from vivace.engine.states import (
     AWAITING_RETRY,
     RETRYING,
@@ -78,6 +79,9 @@ class FlowRunEngine:
         self.scope: FlowRunScope | None = None
         self.timed_out = False
         self._token: Any = None
+        self._previous_sigterm: Any = None
+        if parent is None:
+            self._previous_sigterm = install_sigterm_handler()
 
     def set_state(self, state: State) -> None:
         apply_state(self.run, state)
@@ -93,7 +97,7 @@ class FlowRunEngine:
             self.args, self.kwargs, parameters = bind_parameters(flow, self.args, self.kwargs)
             run.parameters = jsonable_parameters(parameters)
         except ParameterValidationError as error:
-            run.parameters = jsonable_parameters(dict(self.kwargs))
+            run.parameters = jsonable_parameters(given_parameters(flow, self.args, self.kwargs))
             self.writer.record_flow_run(run)
             self.set_state(Failed(error))
             self._log(logging.ERROR, str(error))
@@ -171,6 +175,7 @@ class FlowRunEngine:
             if self._token is not None:
                 run_context.reset(self._token)
                 self._token = None
+            restore_sigterm_handler(self._previous_sigterm)
             state = self.run.state
             if state.type is not StateType.CRASHED:
                 self._log(logging.INFO, f"Finished in state {state!r}")
@@ -241,12 +246,16 @@ async def run_flow_async(
                 try:
                     value = await _await_flow(flow, engine)
                 except Exception as error:
+                    if not isinstance(error, TaskTimeoutError):
+                        # Wait off the loop: the flow's own async tasks may need this loop.
+                        await asyncio.to_thread(engine.wait_for_tasks)
                     delay = engine.failed(error)
                     if delay is None:
                         break
                     if delay > 0:
                         await asyncio.sleep(delay)
                 else:
+                    await asyncio.to_thread(engine.wait_for_tasks)
                     engine.succeeded(value)
                     break
     except BaseException as error:

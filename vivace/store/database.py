@@ -23,13 +23,16 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from vivace.exceptions import ConfigurationError, StoreError, StoreUnavailableError
 from vivace.settings import get_settings
 from vivace.store import schema
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
 
 HEAD_REVISION = "0001"
 """The newest migration in ``migrations/versions``; a test pins it to Alembic's head."""
@@ -182,7 +185,15 @@ def _create_sqlite_engine(url: sa.URL) -> sa.Engine:
             f"sees separately; expected a file, such as sqlite:///path/to/vivace.db"
         )
     if not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(database).expanduser().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreUnavailableError(
+                f"cannot create the folder {str(folder)!r} for the SQLite database at "
+                f"{masked_url(url)}: {error}; set VIVACE_HOME or VIVACE_DATABASE_URL to a "
+                "writable place"
+            ) from error
     busy_timeout_ms = int(get_settings().sqlite_busy_timeout * 1000)
     engine = sa.create_engine(url, connect_args={"check_same_thread": False})
 
@@ -211,6 +222,9 @@ def _create_postgres_engine(url: sa.URL) -> sa.Engine:
         connect_args["connect_timeout"] = 10  # libpq waits forever by default
     if "application_name" not in url.query:
         connect_args["application_name"] = "vivace"
+    if "options" not in url.query:
+        # Times read back in UTC whatever the server's zone, as they are on SQLite.
+        connect_args["options"] = "-c timezone=UTC"
     try:
         return sa.create_engine(
             url,
@@ -320,18 +334,29 @@ def _sqlite_file_lock(database: Path) -> Iterator[None]:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
 
 
-def _upgrade(engine: sa.Engine) -> None:
-    from alembic import command
+def alembic_config(connection: sa.Connection | None = None) -> AlembicConfig:
+    """An Alembic config for vivace's migrations, found next to this module (no alembic.ini).
+
+    Given a connection, the migrations run on it, inside its transaction.
+    """
     from alembic.config import Config
-    from alembic.util.exc import CommandError
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.set_main_option("path_separator", "os")
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade(engine: sa.Engine) -> None:
+    from alembic import command
+    from alembic.util.exc import CommandError
+
     # One transaction for the whole upgrade: DDL is transactional on both backends, so a
     # failed migration leaves the database as it was.
     with transaction(engine) as conn:
-        config.attributes["connection"] = conn
+        config = alembic_config(conn)
         try:
             command.upgrade(config, "head")
         except CommandError as error:

@@ -51,6 +51,12 @@ flow_runs = sa.Table(
     sa.Index("ix_flow_runs_start_time", "start_time"),
     sa.Index("ix_flow_runs_created", "created"),
     sa.Index("ix_flow_runs_parent_flow_run_id", "parent_flow_run_id"),
+    sa.Index(
+        "ix_flow_runs_tags",
+        "tags",
+        postgresql_using="gin",
+        postgresql_ops={"tags": "jsonb_path_ops"},
+    ).ddl_if(dialect="postgresql"),
 )
 
 flow_run_states = sa.Table(
@@ -62,6 +68,8 @@ flow_run_states = sa.Table(
     sa.Column("name", sa.String(64), nullable=False),
     sa.Column("timestamp", Timestamp, nullable=False),
     sa.Column("message", sa.Text, nullable=True),
+    # Small rows under a composite key: on SQLite one B-tree instead of a table plus an index.
+    sqlite_with_rowid=False,
 )
 
 task_runs = sa.Table(
@@ -86,8 +94,8 @@ task_runs = sa.Table(
     # {"parameter name": ["<upstream task run id>", ...], "__wait_for__": [...]}
     sa.Column("task_inputs", JSONType, nullable=True),
     sa.Column("created", Timestamp, nullable=False),
-    sa.Index("ix_task_runs_flow_run_id", "flow_run_id"),
-    sa.Index("ix_task_runs_state_type_start_time", "state_type", "start_time"),
+    # Few indexes on the table written once per task: a run's tasks in order, and time ranges.
+    sa.Index("ix_task_runs_flow_run_id_start_time", "flow_run_id", "start_time"),
     sa.Index("ix_task_runs_start_time", "start_time"),
 )
 
@@ -100,6 +108,8 @@ task_run_states = sa.Table(
     sa.Column("name", sa.String(64), nullable=False),
     sa.Column("timestamp", Timestamp, nullable=False),
     sa.Column("message", sa.Text, nullable=True),
+    # Small rows under a composite key: on SQLite one B-tree instead of a table plus an index.
+    sqlite_with_rowid=False,
 )
 
 logs = sa.Table(

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 class UUIDType(sa.types.TypeDecorator[uuid.UUID]):
