@@ -6,8 +6,8 @@ when a flow first runs or a runner is used.
 
 from __future__ import annotations
 
-from vivace.engine.futures import VivaceFuture, as_completed, unmapped, wait
 from vivace.engine.flows import Flow, flow
+from vivace.engine.futures import VivaceFuture, as_completed, unmapped, wait
 from vivace.engine.run_logging import get_run_logger
 from vivace.engine.states import State, StateType
 from vivace.engine.tasks import Task, task

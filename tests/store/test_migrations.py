@@ -83,9 +83,7 @@ def test_migrated_schema_matches_the_table_definitions(database_url: str) -> Non
             condition = getattr(obj, "_ddl_if", None)
             return condition is None or condition.dialect in (None, dialect)
 
-        context = MigrationContext.configure(
-            conn, opts={"include_object": built_on_this_backend}
-        )
+        context = MigrationContext.configure(conn, opts={"include_object": built_on_this_backend})
         diffs = compare_metadata(context, schema.metadata)
 
     assert diffs == []

@@ -15,6 +15,7 @@ from vivace.engine.options import (
     check_retries,
     check_retry_delay,
     check_timeout,
+    reject_unknown,
 )
 from vivace.exceptions import ConfigurationError
 
@@ -23,6 +24,16 @@ R = TypeVar("R")
 
 # Flow ids are derived from the name, so every process agrees on a flow's id without a lookup.
 _FLOW_NAMESPACE = uuid.UUID("5c1d7a3e-93f4-4b0a-8f0e-2a6f1f3c9b10")
+
+FLOW_OPTIONS = (
+    "name",
+    "task_runner",
+    "retries",
+    "retry_delay_seconds",
+    "timeout_seconds",
+    "validate_parameters",
+    "log_prints",
+)
 
 
 class Flow(Generic[P, R]):
@@ -74,7 +85,9 @@ class Flow(Generic[P, R]):
         if self._parameter_model is NOT_SET:
             from vivace.engine.parameters import build_parameter_model
 
-            self._parameter_model = build_parameter_model(self.name, self.signature)
+            self._parameter_model = build_parameter_model(
+                self.name, self.signature, getattr(self.fn, "__globals__", None)
+            )
         return self._parameter_model
 
     def with_options(
@@ -87,8 +100,10 @@ class Flow(Generic[P, R]):
         timeout_seconds: Any = NOT_SET,
         validate_parameters: Any = NOT_SET,
         log_prints: Any = NOT_SET,
+        **unknown: Any,
     ) -> Flow[P, R]:
         """A copy of this flow with the given options changed."""
+        reject_unknown(f"flow {self.name!r}: with_options()", unknown, FLOW_OPTIONS)
         given = {
             "name": name,
             "task_runner": task_runner,
@@ -145,8 +160,10 @@ def flow(
     timeout_seconds: float | None = None,
     validate_parameters: bool = True,
     log_prints: bool = False,
+    **unknown: Any,
 ) -> Any:
     """Make a function a flow: ``@flow`` or ``@flow(task_runner=ConcurrentTaskRunner())``."""
+    reject_unknown("@flow", unknown, FLOW_OPTIONS)
     options: dict[str, Any] = dict(
         name=name,
         task_runner=task_runner,

@@ -10,7 +10,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from vivace.engine.futures import VivaceFuture
-from vivace.engine.states import UPSTREAM_FAILED, State, StateType
+from vivace.engine.states import UPSTREAM_FAILED, Failed, State, StateType
+from vivace.exceptions import UpstreamTaskError
 
 Upstream = VivaceFuture | State
 
@@ -97,14 +98,10 @@ def upstream_failure(upstreams: dict[str, list[Upstream]]) -> State | None:
                     else f"run {state.run_id}"
                 )
                 run_id = _run_id(upstream)
-                return State(
-                    StateType.FAILED,
-                    name=UPSTREAM_FAILED,
-                    message=(
-                        f"upstream task run {name!r} ({run_id}) ended {state.name}"
-                        + (f": {state.message}" if state.message else "")
-                    ),
+                message = f"upstream task run {name!r} ({run_id}) ended {state.name}" + (
+                    f": {state.message}" if state.message else ""
                 )
+                return Failed(UpstreamTaskError(message), name=UPSTREAM_FAILED, message=message)
     return None
 
 

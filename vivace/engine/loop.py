@@ -8,6 +8,7 @@ connections per loop keep working across tasks.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import threading
 from collections.abc import Coroutine
@@ -38,13 +39,40 @@ def background_loop() -> asyncio.AbstractEventLoop:
     return _loop
 
 
+class Interrupted:
+    """A KeyboardInterrupt or SystemExit raised by a coroutine on the shared loop, as a value."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+async def _contain(coroutine: Coroutine[Any, Any, T]) -> T | Interrupted:
+    # asyncio re-raises these two out of run_forever(), which would end the shared loop's thread
+    # and leave every later async task of the process waiting forever. They leave as a value
+    # instead, and the thread waiting for the result raises them.
+    try:
+        return await coroutine
+    except (KeyboardInterrupt, SystemExit) as error:
+        return Interrupted(error)
+
+
+def submit(coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T | Interrupted]:
+    """Schedule ``coroutine`` on the shared loop; an interrupt comes back as ``Interrupted``."""
+    return asyncio.run_coroutine_threadsafe(_contain(coroutine), background_loop())
+
+
 def run_blocking(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run ``coroutine`` on the shared loop and block the calling thread until it returns."""
-    loop = background_loop()
+    background_loop()
     if threading.current_thread() is _thread:
         # Blocking the shared loop on itself would deadlock: run this one on a private loop.
         return _run_on_private_loop(coroutine)
-    return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+    value = submit(coroutine).result()
+    if isinstance(value, Interrupted):
+        raise value.error
+    return value
 
 
 def _run_on_private_loop(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -22,6 +22,23 @@ class _NotSet:
 NOT_SET: Any = _NotSet()
 
 
+def reject_unknown(what: str, unknown: dict[str, Any], known: Iterable[str]) -> None:
+    """Raise for keyword options that do not exist, naming them and the ones that do."""
+    if not unknown:
+        return
+    import difflib
+
+    options = list(known)
+    named = []
+    for option in unknown:
+        close = difflib.get_close_matches(option, options, n=1)
+        named.append(f"{option!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise ConfigurationError(
+        f"{what} got unknown option{'s' if len(named) > 1 else ''} {', '.join(named)}; "
+        f"expected one of: {', '.join(options)}"
+    )
+
+
 def check_name(kind: str, name: str | None, fn: Callable[..., Any]) -> str:
     if name is None:
         return str(getattr(fn, "__name__", type(fn).__name__))

@@ -34,18 +34,29 @@ def bind_parameters(
     return bound.args, bound.kwargs, dict(bound.arguments)
 
 
+def given_parameters(
+    flow: Flow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """What the caller passed, by parameter name: the record of a run whose parameters failed."""
+    try:
+        return dict(flow.signature.bind_partial(*args, **kwargs).arguments)
+    except TypeError:
+        return {**({"args": list(args)} if args else {}), **kwargs}
+
+
 def _validate(flow: Flow[Any, Any], bound: inspect.BoundArguments) -> None:
     import pydantic
 
-    model = flow.parameter_model()
-    if model is None:
-        return
-    values = {
-        name: value
-        for name, value in bound.arguments.items()
-        if name in model.model_fields  # *args and **kwargs are passed through unchecked
-    }
     try:
+        model = flow.parameter_model()
+        if model is None:
+            return
+        fields = {info.alias: field for field, info in model.model_fields.items()}
+        values = {
+            name: value
+            for name, value in bound.arguments.items()
+            if name in fields  # *args and **kwargs are passed through unchecked
+        }
         validated = model.model_validate(values)
     except pydantic.ValidationError as error:
         problems = []
@@ -56,21 +67,40 @@ def _validate(flow: Flow[Any, Any], bound: inspect.BoundArguments) -> None:
         raise ParameterValidationError(
             f"flow {flow.name!r} got bad parameters: " + "; ".join(problems)
         ) from None
+    except Exception as error:  # a type hint pydantic cannot build a validator for
+        raise ParameterValidationError(
+            f"flow {flow.name!r}: cannot validate its parameters against their type hints "
+            f"({type(error).__name__}: {error}); fix the hints, or pass "
+            "validate_parameters=False to @flow"
+        ) from error
     for name in values:
-        bound.arguments[name] = getattr(validated, name)
+        bound.arguments[name] = getattr(validated, fields[name])
 
 
-def build_parameter_model(name: str, signature: inspect.Signature) -> Any:
-    """A pydantic model with one field per named parameter (None if there are none)."""
+def build_parameter_model(
+    name: str, signature: inspect.Signature, namespace: dict[str, Any] | None = None
+) -> Any:
+    """A pydantic model with one field per named parameter (None if there are none).
+
+    Fields are named by position and aliased to the parameter's name: pydantic refuses field
+    names that start with ``_`` or shadow its own attributes (``json``, ``copy``, ``schema``).
+    String annotations (``from __future__ import annotations``) are resolved in ``namespace``, the
+    flow function's globals; a hint that cannot be resolved there is not checked.
+    """
     import pydantic
 
     fields: dict[str, Any] = {}
-    for parameter in signature.parameters.values():
+    for index, parameter in enumerate(signature.parameters.values()):
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
         annotation = Any if parameter.annotation is parameter.empty else parameter.annotation
+        if isinstance(annotation, str):
+            try:
+                annotation = eval(annotation, dict(namespace or {}))  # as typing.get_type_hints
+            except Exception:
+                annotation = Any
         default = ... if parameter.default is parameter.empty else parameter.default
-        fields[parameter.name] = (annotation, default)
+        fields[f"p{index}"] = (annotation, pydantic.Field(default, alias=parameter.name))
     if not fields:
         return None
     config = pydantic.ConfigDict(arbitrary_types_allowed=True)

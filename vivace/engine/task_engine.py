@@ -139,6 +139,21 @@ class TaskRunEngine:
         self._log_failure(final, error)
         return None
 
+    def release(self) -> State:
+        """Return the final state, leaving the run a copy of it without the result.
+
+        The writer's queue holds the run until its next flush (longer while the database is slow),
+        so the run must not keep the result alive: only the returned state — the caller's, or the
+        future's — does.
+        """
+        run = self.run
+        state = run.state
+        if state.data is not None:
+            bare = State(state.type, state.name, state.message, timestamp=state.timestamp)
+            bare.run_id = state.run_id
+            run.state = bare
+        return state
+
     def retrying(self) -> None:
         self.set_state(State(StateType.RUNNING, name=RETRYING))
 
@@ -225,7 +240,7 @@ def run_task_sync(call: TaskCall) -> State:
         raise
     finally:
         run_context.reset(token)
-    return call.run.state
+    return engine.release()
 
 
 async def run_task_async(call: TaskCall) -> State:
@@ -257,7 +272,7 @@ async def run_task_async(call: TaskCall) -> State:
         raise
     finally:
         run_context.reset(token)
-    return call.run.state
+    return engine.release()
 
 
 async def _await_with_timeout(

@@ -22,7 +22,9 @@ from vivace.engine.options import (
     check_retry_delay,
     check_tags,
     check_timeout,
+    reject_unknown,
 )
+from vivace.engine.run_logging import install_print_capture
 from vivace.engine.runs import TaskRun
 from vivace.engine.states import State, StateType
 from vivace.engine.task_engine import (
@@ -38,6 +40,17 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 _standalone_counter = itertools.count()
+
+TASK_OPTIONS = (
+    "name",
+    "retries",
+    "retry_delay_seconds",
+    "retry_jitter_factor",
+    "retry_condition_fn",
+    "timeout_seconds",
+    "tags",
+    "log_prints",
+)
 
 
 class Task(Generic[P, R]):
@@ -86,8 +99,10 @@ class Task(Generic[P, R]):
         timeout_seconds: Any = NOT_SET,
         tags: Any = NOT_SET,
         log_prints: Any = NOT_SET,
+        **unknown: Any,
     ) -> Task[P, R]:
         """A copy of this task with the given options changed."""
+        reject_unknown(f"task {self.name!r}: with_options()", unknown, TASK_OPTIONS)
         given = {
             "name": name,
             "retries": retries,
@@ -145,6 +160,8 @@ class Task(Generic[P, R]):
         )
         ctx.writer.record_task_run(run)
         log_prints = ctx.log_prints if self.log_prints is None else self.log_prints
+        if self.log_prints:  # the flow installs print capture only when it captures prints
+            install_print_capture()
         return TaskCall(self, run, args, kwargs, upstreams, scope, ctx.writer, log_prints)
 
     def __call__(
@@ -187,6 +204,11 @@ class Task(Generic[P, R]):
         arguments are passed to every run as they are.
         """
         wait_for = kwargs.pop("wait_for", None)
+        # Futures given to map are resolved here (their values decide what is iterated): each
+        # run still records them as upstreams, so the dependency graph keeps the edges.
+        resolved = [v for v in (*args, *kwargs.values()) if isinstance(v, VivaceFuture)]
+        if resolved:
+            wait_for = [*resolved, *(wait_for or ())]
         calls = _mapped_calls(self.name, self.parameter_names, args, kwargs)
         return [self.submit(*a, wait_for=wait_for, **kw) for a, kw in calls]
 
@@ -334,11 +356,13 @@ def task(
     timeout_seconds: float | None = None,
     tags: Iterable[str] | None = None,
     log_prints: bool | None = None,
+    **unknown: Any,
 ) -> Any:
     """Make a function a task: ``@task`` or ``@task(retries=2, timeout_seconds=30)``.
 
     ``log_prints=None`` (the default) follows the flow's setting.
     """
+    reject_unknown("@task", unknown, TASK_OPTIONS)
     options: dict[str, Any] = dict(
         name=name,
         retries=retries,

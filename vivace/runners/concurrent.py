@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from vivace.engine.futures import VivaceFuture
 from vivace.engine.inputs import Upstream
+from vivace.engine.states import State
 from vivace.engine.task_engine import cancel_task_run, run_task_async, run_task_sync
 from vivace.exceptions import ConfigurationError
 from vivace.runners.base import TaskRunner, track_pending
@@ -54,16 +55,22 @@ class ConcurrentTaskRunner(TaskRunner):
         if not waiting:
             self._dispatch(call, future)
         else:
-            _WhenAllDone(waiting, lambda: self._dispatch(call, future))
+            _WhenAllDone(waiting, lambda: self._dispatch_waiting(call, future))
         return future
+
+    def _dispatch_waiting(self, call: TaskCall, future: VivaceFuture) -> None:
+        """Dispatch a run whose upstreams just finished, unless its flow run ended meanwhile."""
+        pool = self._pool
+        if pool is None or pool.closed:  # the flow run timed out or crashed: stopped early
+            future.set_final_state(cancel_task_run(call, "the flow run ended first"))
+            return
+        self._dispatch(call, future)
 
     def _dispatch(self, call: TaskCall, future: VivaceFuture) -> None:
         if call.task.is_async:
-            import asyncio
+            from vivace.engine.loop import submit
 
-            from vivace.engine.loop import background_loop
-
-            done = asyncio.run_coroutine_threadsafe(run_task_async(call), background_loop())
+            done = submit(run_task_async(call))
             done.add_done_callback(lambda f: _finish_from(f, future))
             return
         pool = self._pool
@@ -79,18 +86,16 @@ def _execute(call: TaskCall, future: VivaceFuture) -> None:
     try:
         state = run_task_sync(call)
     except BaseException:
-        state = call.run.state  # CRASHED was recorded by the engine
-        future.set_final_state(state)
-        raise
+        # The engine recorded CRASHED; the interrupt reaches the flow through the future's
+        # state, and this worker thread lives on to run the next task.
+        state = call.run.state
     future.set_final_state(state)
 
 
 def _finish_from(done: Any, future: VivaceFuture) -> None:
     # The engine records CRASHED/CANCELLED itself; the future takes the run's last state.
-    if done.cancelled() or done.exception() is not None:
-        future.set_final_state(future.task_run.state)
-    else:
-        future.set_final_state(done.result())
+    value = None if done.cancelled() or done.exception() is not None else done.result()
+    future.set_final_state(value if isinstance(value, State) else future.task_run.state)
 
 
 class _WorkerThreads:
@@ -106,34 +111,45 @@ class _WorkerThreads:
         self._threads: list[threading.Thread] = []
         self._idle = 0
         self._lock = threading.Lock()
+        self.closed = False
 
     def submit(self, call: TaskCall, future: VivaceFuture) -> None:
         self._queue.put((call, future))
-        if self._idle == 0 and len(self._threads) < self.max_workers:
-            with self._lock:
-                if len(self._threads) < self.max_workers:
-                    thread = threading.Thread(
-                        target=self._work,
-                        name=f"vivace-task-{len(self._threads)}",
-                        daemon=True,
-                    )
-                    self._threads.append(thread)
-                    thread.start()
+        with self._lock:
+            # Each queued run claims one idle thread, or starts a new one: an idle count that
+            # is only read, not claimed, lets two submits count the same idle thread and leave
+            # a run queued behind a busy one while the pool is below max_workers.
+            if self._idle:
+                self._idle -= 1
+                return
+            # A run's done-callbacks may submit its downstream after the flow has already seen
+            # it finish and shut the pool down: no thread may start after shutdown counted the
+            # threads it stops.
+            if not self.closed and len(self._threads) < self.max_workers:
+                thread = threading.Thread(
+                    target=self._work,
+                    name=f"vivace-task-{len(self._threads)}",
+                    daemon=True,
+                )
+                self._threads.append(thread)
+                thread.start()
 
     def _work(self) -> None:
         get, lock = self._queue.get, self._lock
         while True:
-            with lock:
-                self._idle += 1
             item = get()
-            with lock:
-                self._idle -= 1
             if item is None:
                 return
             _execute(*item)
+            del item  # an idle worker must not keep its last run's future, and result, alive
+            with lock:
+                self._idle += 1
 
     def shutdown(self, wait: bool) -> None:
         """Stop the threads; ``wait`` lets queued runs finish, otherwise they are cancelled."""
+        with self._lock:
+            self.closed = True
+            threads = list(self._threads)
         if not wait:
             while True:
                 try:
@@ -143,10 +159,10 @@ class _WorkerThreads:
                 if item is not None:
                     call, future = item
                     future.set_final_state(cancel_task_run(call, "the flow run ended first"))
-        for _ in self._threads:
+        for _ in threads:
             self._queue.put(None)
         if wait:
-            for thread in self._threads:
+            for thread in threads:
                 thread.join()
 
 
