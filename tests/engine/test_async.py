@@ -181,8 +181,31 @@ def test_a_standalone_async_task_is_awaited_and_recorded(history: Any) -> None:
     )
 
 
-def test_a_standalone_async_task_from_sync_code_returns_its_value() -> None:
-    assert double(4) == 8
+def test_a_standalone_async_task_is_a_coroutine_to_await_like_any_async_function(
+    history: Any,
+) -> None:
+    call = double(4)
+
+    assert asyncio.iscoroutine(call)
+    assert asyncio.run(call) == 8
+    (run,) = history.task_runs()
+    assert run.name.startswith("double")
+    assert run.flow_run_id is None
+    assert run.state_type == "COMPLETED"
+
+
+def test_async_tasks_and_subflows_called_from_sync_code_run_to_the_end(history: Any) -> None:
+    @flow
+    async def child(x: int) -> int:
+        return x + 100
+
+    @flow
+    def parent() -> tuple[int, int]:
+        return double(4), child(1)
+
+    assert parent() == (8, 101)
+    (child_run,) = history.flow_runs("child")
+    assert child_run.state_type == "COMPLETED"
 
 
 def test_an_async_subflow_awaited_in_an_async_flow(history: Any) -> None:

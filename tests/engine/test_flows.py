@@ -349,3 +349,46 @@ def test_the_flow_run_state_type_is_a_state_type() -> None:
         pass
 
     assert pipeline(return_state=True).type is StateType.COMPLETED
+
+
+def test_futures_given_to_a_subflow_are_waited_for_and_passed_as_values(history: Any) -> None:
+    @task
+    def seven() -> int:
+        return 7
+
+    @flow
+    def times_ten(x: int) -> int:
+        return x * 10
+
+    @flow
+    def parent() -> int:
+        return times_ten(seven.submit())
+
+    assert parent() == 70
+    (child_run,) = history.flow_runs("times_ten")
+    assert child_run.parameters == {"x": 7}
+
+
+def test_a_subflow_given_a_failed_future_fails_without_running(history: Any) -> None:
+    ran = []
+
+    @task
+    def broken() -> int:
+        raise ValueError("no value")
+
+    @flow
+    def child(x: int) -> int:
+        ran.append(x)
+        return x
+
+    @flow
+    def parent() -> tuple[str, str]:
+        state = child(broken.submit(), return_state=True)
+        return state.name, state.message or ""
+
+    name, message = parent()
+    assert name == "UpstreamFailed"
+    assert "broken" in message
+    assert ran == []
+    (child_run,) = history.flow_runs("child")
+    assert child_run.state_name == "UpstreamFailed"

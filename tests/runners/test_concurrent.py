@@ -203,3 +203,23 @@ def test_runs_left_when_a_flow_times_out_are_cancelled_not_left_pending(history:
     get_writer().flush()
     records = {run.name: run.state_type for run in history.task_runs(state.run_id)}
     assert records == {"hold-0": "COMPLETED", "hold-1": "CANCELLED", "downstream-0": "CANCELLED"}
+
+
+@task
+def child(value: int) -> int:
+    return value + 1
+
+
+@task
+def waits_on_its_child(value: int) -> int:
+    # Blocks a pool thread on a future it submitted itself.
+    return int(child.submit(value).result(timeout=TIMEOUT))
+
+
+def test_a_task_waiting_on_a_task_it_submitted_does_not_deadlock_a_full_pool() -> None:
+    @flow(task_runner=ConcurrentTaskRunner(max_workers=1))
+    def nested() -> list[int]:
+        futures = [waits_on_its_child.submit(i) for i in range(3)]
+        return [f.result(timeout=TIMEOUT) for f in futures]
+
+    assert nested() == [1, 2, 3]

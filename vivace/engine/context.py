@@ -45,7 +45,7 @@ class FlowRunScope:
 class RunContext:
     """The flow run (if any) and task run (if any) that code is running in."""
 
-    __slots__ = ("flow", "log_prints", "task_run", "writer")
+    __slots__ = ("flow", "is_async", "log_prints", "task_run", "writer")
 
     def __init__(
         self,
@@ -53,11 +53,15 @@ class RunContext:
         task_run: TaskRun | None,
         writer: BatchWriter,
         log_prints: bool,
+        is_async: bool = False,
     ) -> None:
         self.flow = flow
         self.task_run = task_run
         self.writer = writer
         self.log_prints = log_prints
+        # Whether the function running in this context is a coroutine function: only async code
+        # gets coroutines back from async tasks and flows; sync code gets them run to the end.
+        self.is_async = is_async
 
     @property
     def flow_run(self) -> FlowRun | None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from vivace._ids import uuid7
 from vivace.engine.context import FlowRunScope, RunContext, current_context, run_context
 from vivace.engine.futures import VivaceFuture
+from vivace.engine.inputs import find_upstreams, resolve_arguments, upstream_failure
 from vivace.engine.names import random_run_name
 from vivace.engine.parameters import bind_parameters, given_parameters, jsonable_parameters
 from vivace.engine.run_logging import install_print_capture, setup_logging
@@ -93,6 +94,16 @@ class FlowRunEngine:
         Returns False (the run is then FAILED) when the parameters do not validate.
         """
         flow, run = self.flow, self.run
+        upstreams = find_upstreams((), self.args, self.kwargs, None)
+        if upstreams is not None:
+            # Futures and states given to a subflow: wait for them, pass on their values.
+            failure = upstream_failure(upstreams)
+            if failure is not None:
+                self.writer.record_flow_run(run)
+                self.set_state(failure)
+                self._log(logging.ERROR, failure.message or "an upstream run did not complete")
+                return False
+            self.args, self.kwargs = resolve_arguments(self.args, self.kwargs)
         try:
             self.args, self.kwargs, parameters = bind_parameters(flow, self.args, self.kwargs)
             run.parameters = jsonable_parameters(parameters)
@@ -106,7 +117,9 @@ class FlowRunEngine:
         self.runner = flow.task_runner.duplicate()
         self.runner.start()
         self.scope = FlowRunScope(run, self.runner, self.writer, flow.log_prints)
-        self._token = run_context.set(RunContext(self.scope, None, self.writer, flow.log_prints))
+        self._token = run_context.set(
+            RunContext(self.scope, None, self.writer, flow.log_prints, flow.is_async)
+        )
         self._log(logging.INFO, f"Beginning flow run {run.name!r} for flow {flow.name!r}")
         return True
 

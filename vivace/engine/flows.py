@@ -121,11 +121,18 @@ class Flow(Generic[P, R]):
 
         ``return_state=True`` returns the final State instead. An async flow returns a coroutine.
         """
+        from vivace.engine.context import current_context
         from vivace.engine.flow_engine import run_flow_async, run_flow_sync
+        from vivace.engine.loop import run_blocking
 
         return_state = bool(kwargs.pop("return_state", False))
         if self.is_async:
-            return run_flow_async(self, args, kwargs, return_state)  # type: ignore[return-value]
+            coroutine = run_flow_async(self, args, kwargs, return_state)
+            parent = current_context()
+            if parent is not None and not parent.is_async:
+                # An async subflow of sync code runs to the end, like an async task there.
+                return run_blocking(coroutine)  # type: ignore[no-any-return]
+            return coroutine  # type: ignore[return-value]
         return run_flow_sync(self, args, kwargs, return_state)  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:

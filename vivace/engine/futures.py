@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 DoneCallback = Callable[["VivaceFuture"], None]
 
+# A pool thread registers its pool here, so that a task which blocks on another task's future can
+# tell the pool to lend it a thread: a bounded pool never deadlocks on tasks waiting for tasks.
+blocking_handler = threading.local()
+
 
 class VivaceFuture:
     """The eventual final state of a submitted task run."""
@@ -60,7 +64,15 @@ class VivaceFuture:
             if self._event is None:
                 self._event = threading.Event()
             event = self._event
-        event.wait(timeout)
+        pool = getattr(blocking_handler, "pool", None)
+        if pool is None:
+            event.wait(timeout)
+        else:
+            pool.enter_blocking()
+            try:
+                event.wait(timeout)
+            finally:
+                pool.exit_blocking()
         return self.state
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:

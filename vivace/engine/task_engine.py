@@ -202,7 +202,7 @@ class TaskRunEngine:
 
 
 def _context_for(call: TaskCall) -> RunContext:
-    return RunContext(call.scope, call.run, call.writer, call.log_prints)
+    return RunContext(call.scope, call.run, call.writer, call.log_prints, call.task.is_async)
 
 
 def run_task_sync(call: TaskCall) -> State:

@@ -180,7 +180,7 @@ class Task(Generic[P, R]):
         if ctx is None:
             return self._run_standalone(args, kwargs, return_state, wait_for)  # type: ignore[no-any-return]
         call = self._prepare(ctx, args, kwargs, wait_for)
-        if self.is_async and _in_event_loop():
+        if self.is_async and ctx.is_async and _in_event_loop():
             return _finish_async(run_task_async(call), return_state)  # type: ignore[return-value]
         state = run_task_blocking(call)
         return state if return_state else state.result()  # type: ignore[return-value]
@@ -233,7 +233,7 @@ class Task(Generic[P, R]):
             call = self._prepare(ctx, args, kwargs, wait_for)
         finally:
             run_context.reset(token)
-        if self.is_async and _in_event_loop():
+        if self.is_async:  # at top level, like any coroutine function: the caller awaits it
 
             async def run_and_flush() -> Any:
                 state = await run_task_async(call)
@@ -241,7 +241,7 @@ class Task(Generic[P, R]):
                 return state if return_state else state.result()
 
             return run_and_flush()
-        state = run_task_sync(call) if not self.is_async else run_task_blocking(call)
+        state = run_task_sync(call)
         writer.flush()
         return state if return_state else state.result()
 

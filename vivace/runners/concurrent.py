@@ -11,7 +11,7 @@ import queue
 import threading
 from typing import TYPE_CHECKING, Any
 
-from vivace.engine.futures import VivaceFuture
+from vivace.engine.futures import VivaceFuture, blocking_handler
 from vivace.engine.inputs import Upstream
 from vivace.engine.states import State
 from vivace.engine.task_engine import cancel_task_run, run_task_async, run_task_sync
@@ -110,6 +110,7 @@ class _WorkerThreads:
         self._queue: queue.SimpleQueue[tuple[TaskCall, VivaceFuture] | None] = queue.SimpleQueue()
         self._threads: list[threading.Thread] = []
         self._idle = 0
+        self._blocked = 0  # pool threads waiting on another task's future
         self._lock = threading.Lock()
         self.closed = False
 
@@ -125,16 +126,32 @@ class _WorkerThreads:
             # A run's done-callbacks may submit its downstream after the flow has already seen
             # it finish and shut the pool down: no thread may start after shutdown counted the
             # threads it stops.
-            if not self.closed and len(self._threads) < self.max_workers:
-                thread = threading.Thread(
-                    target=self._work,
-                    name=f"vivace-task-{len(self._threads)}",
-                    daemon=True,
-                )
-                self._threads.append(thread)
-                thread.start()
+            if not self.closed and len(self._threads) < self.max_workers + self._blocked:
+                self._start_thread()
+
+    def _start_thread(self) -> None:
+        thread = threading.Thread(
+            target=self._work, name=f"vivace-task-{len(self._threads)}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def enter_blocking(self) -> None:
+        """A pool thread is about to wait for another task: lend the pool one more thread.
+
+        Without this, tasks that wait on tasks they submitted fill a bounded pool and deadlock.
+        """
+        with self._lock:
+            self._blocked += 1
+            if not self.closed and not self._idle and not self._queue.empty():
+                self._start_thread()
+
+    def exit_blocking(self) -> None:
+        with self._lock:
+            self._blocked -= 1
 
     def _work(self) -> None:
+        blocking_handler.pool = self
         get, lock = self._queue.get, self._lock
         while True:
             item = get()
