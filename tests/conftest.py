@@ -116,7 +116,7 @@ class _PostgresDatabase:
         from vivace.store import schema
 
         self.url = url
-        self.engine = sa.create_engine(url, pool_size=1)
+        self.engine = sa.create_engine(url, pool_size=1, pool_pre_ping=True)
         tables = ["alembic_version", *schema.metadata.tables]
         self._drop_sql = f"DROP TABLE IF EXISTS {', '.join(tables)}"
 

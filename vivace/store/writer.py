@@ -295,8 +295,9 @@ class BatchWriter:
         queue = self._queue
         queue.append(item)
         waiting = len(queue)
-        if waiting >= self.batch_size and not self._wake.is_set():
-            self._wake.set()
+        if waiting >= self.batch_size:
+            if not self._wake.is_set():
+                self._wake.set()
             if waiting >= self.max_queue and threading.current_thread() is not self._thread:
                 self._wait_for_room()
 
