@@ -235,3 +235,37 @@ def test_arguments_without_futures_are_passed_as_they_are() -> None:
         return [same(payload), same.submit(payload).result(), same(value=payload)]
 
     assert pipeline() == [True, True, True]
+
+
+def test_map_over_a_failed_future_ends_each_run_upstream_failed(history: Any) -> None:
+    @task
+    def broken() -> int:
+        raise ValueError("no value")
+
+    @task
+    def add(x: int, y: int) -> int:
+        return x + y
+
+    @flow
+    def mapping() -> list[str]:
+        failed = broken.submit()
+        futures = add.map([1, 2], y=failed)
+        return [f.wait().name for f in futures]
+
+    assert mapping() == ["UpstreamFailed", "UpstreamFailed"]
+
+
+def test_map_over_a_future_holding_a_list_maps_its_items() -> None:
+    @task
+    def numbers() -> list[int]:
+        return [1, 2, 3]
+
+    @task
+    def double(x: int) -> int:
+        return 2 * x
+
+    @flow
+    def mapping() -> list[int]:
+        return [f.result() for f in double.map(numbers.submit())]
+
+    assert mapping() == [2, 4, 6]

@@ -239,3 +239,34 @@ def test_a_postgres_outage_is_journaled_and_replayed(
 def test_the_writer_is_one_per_process_and_url(database_url: str) -> None:
     assert get_writer() is get_writer()
     assert writer_module._writers[database_url] is get_writer()
+
+
+def test_a_row_the_database_refuses_is_repaired_and_never_blocks_later_writes(
+    database_url: str, history: Any
+) -> None:
+    writer = get_writer()
+    run = _task_run()
+    writer.record_task_run(run)
+    # A log line with a NUL (PostgreSQL text cannot hold it) and a lone surrogate (an
+    # undecodable file name), and a run name longer than its column.
+    writer.record_log(
+        None,
+        run.id,
+        "tests",
+        20,
+        "bad\x00byte " + b"f\xff".decode("utf-8", "surrogateescape"),
+        time.time(),
+    )
+    long_name = _task_run()
+    long_name.name = "x" * 400
+    writer.record_task_run(long_name)
+    assert writer.flush(TIMEOUT)
+    later = _task_run()
+    writer.record_task_run(later)
+    assert writer.flush(TIMEOUT)
+
+    assert {row.id for row in history.task_runs()} == {run.id, long_name.id, later.id}
+    (log,) = history.logs(task_run_id=run.id)
+    assert log.message.startswith("bad\\x00byte f")
+    assert _journal_files() == []
+    assert writer.rows_rejected == 0

@@ -6,6 +6,7 @@ drops its own reference when the run ends, so memory follows the futures the use
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from vivace.engine.runs import TaskRun
 
 DoneCallback = Callable[["VivaceFuture"], None]
+logger = logging.getLogger("vivace.engine.futures")
 
 # A pool thread registers its pool here, so that a task which blocks on another task's future can
 # tell the pool to lend it a thread: a bounded pool never deadlocks on tasks waiting for tasks.
@@ -108,22 +110,31 @@ class VivaceFuture:
             event.set()
         if callbacks:
             for callback in callbacks:
-                callback(self)
+                try:
+                    callback(self)
+                except Exception:  # one bad callback must not stop the others, or the pool
+                    logger.exception("a done-callback of %r raised", self)
 
-    def __await__(self) -> Generator[Any, None, Any]:
-        """``await future`` in async code: the result, without blocking the event loop."""
-        import asyncio
-
+    async def wait_async(self) -> State:
+        """Like :meth:`wait`, for async code: waits without blocking the event loop."""
         if self._final is None:
+            import asyncio
+
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[None] = loop.create_future()
 
             def wake(_: VivaceFuture) -> None:
-                loop.call_soon_threadsafe(_set_if_pending, waiter)
+                if not loop.is_closed():
+                    loop.call_soon_threadsafe(_set_if_pending, waiter)
 
             self.add_done_callback(wake)
-            yield from waiter.__await__()
-        return self.result()
+            await waiter
+        return self.state
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        """``await future`` in async code: the result, without blocking the event loop."""
+        state = yield from self.wait_async().__await__()
+        return state.result()
 
     def __repr__(self) -> str:
         return f"VivaceFuture(task_run={self.task_run.name!r}, state={self.state!r})"
@@ -157,10 +168,19 @@ def as_completed(
     for future in pending:
         future.add_done_callback(finished.put)
     deadline = None if timeout is None else time.monotonic() + timeout
+    pool = getattr(blocking_handler, "pool", None)
     for _ in range(len(pending)):
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
         try:
-            yield finished.get(timeout=remaining)
+            if pool is None:
+                yield finished.get(timeout=remaining)
+                continue
+            pool.enter_blocking()  # a pool thread waiting on tasks: see VivaceFuture.wait
+            try:
+                ready = finished.get(timeout=remaining)
+            finally:
+                pool.exit_blocking()
+            yield ready
         except queue.Empty:
             raise TimeoutError(
                 f"{len(pending) - _} of {len(pending)} futures did not finish within {timeout} s"

@@ -105,6 +105,15 @@ def upstream_failure(upstreams: dict[str, list[Upstream]]) -> State | None:
     return None
 
 
+async def await_upstreams(upstreams: dict[str, list[Upstream]] | None) -> None:
+    """Wait for the upstream futures without blocking the event loop (async runs only)."""
+    if upstreams:
+        for items in upstreams.values():
+            for upstream in items:
+                if isinstance(upstream, VivaceFuture) and not upstream.done():
+                    await upstream.wait_async()
+
+
 def resolve(value: Any) -> Any:
     """``value`` with every future and state inside it replaced by its result."""
     if isinstance(value, VivaceFuture):

@@ -61,6 +61,7 @@ class TaskRun:
 
     def snapshot(self) -> tuple[Any, ...]:
         """The run's row, in the column order of :data:`TASK_RUN_COLUMNS`."""
+        seq = self.state_seq  # first: see apply_state
         state = self.state
         return (
             self.id,
@@ -72,7 +73,7 @@ class TaskRun:
             state.name,
             state.timestamp,
             state.message,
-            self.state_seq,
+            seq,
             self.start_time,
             self.end_time,
             self.run_count,
@@ -155,6 +156,7 @@ class FlowRun:
 
     def snapshot(self) -> tuple[Any, ...]:
         """The run's row, in the column order of :data:`FLOW_RUN_COLUMNS`."""
+        seq = self.state_seq  # first: see apply_state
         state = self.state
         return (
             self.id,
@@ -167,7 +169,7 @@ class FlowRun:
             state.name,
             state.timestamp,
             state.message,
-            self.state_seq,
+            seq,
             self.start_time,
             self.end_time,
             self.run_count,
@@ -206,10 +208,11 @@ def apply_state(run: TaskRun | FlowRun, state: State) -> None:
 
     Entering RUNNING starts an attempt (``run_count`` + 1; ``start_time`` is the first attempt's
     start). Entering a final state sets ``end_time``. Every transition advances ``state_seq``.
+
+    ``state_seq`` is written last, and ``snapshot()`` reads it first: the writer thread may take a
+    snapshot in the middle of a transition, and this order guarantees the seq it records is never
+    ahead of the fields beside it, so the next upsert (with a higher seq) always lands.
     """
-    run.state = state
-    state.run_id = run.id
-    run.state_seq += 1
     kind = state.type
     if kind is StateType.RUNNING:
         run.run_count += 1
@@ -217,3 +220,6 @@ def apply_state(run: TaskRun | FlowRun, state: State) -> None:
             run.start_time = state.timestamp
     elif kind in FINAL_TYPES:
         run.end_time = state.timestamp
+    state.run_id = run.id
+    run.state = state
+    run.state_seq += 1

@@ -33,7 +33,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from vivace.engine.context import FlowRunScope, RunContext, run_context
-from vivace.engine.inputs import Upstream, resolve_arguments, upstream_failure
+from vivace.engine.inputs import Upstream, await_upstreams, resolve_arguments, upstream_failure
 from vivace.engine.runs import TaskRun, apply_state
 from vivace.engine.states import (
     AWAITING_RETRY,
@@ -46,7 +46,7 @@ from vivace.engine.states import (
     StateType,
     describe_exception,
 )
-from vivace.engine.timeouts import call_with_timeout, timeout_error
+from vivace.engine.timeouts import TimeoutInterrupt, call_with_timeout, timeout_error
 from vivace.exceptions import TaskTimeoutError
 
 if TYPE_CHECKING:
@@ -161,6 +161,8 @@ class TaskRunEngine:
         """An interrupt or exit: record CRASHED and flush it before the exception goes on."""
         if isinstance(error, asyncio.CancelledError):
             state = State(StateType.CANCELLED, message="the task run was cancelled")
+        elif isinstance(error, TimeoutInterrupt):
+            state = State(StateType.CANCELLED, message="stopped: the run it ran in timed out")
         else:
             state = Crashed(error, message=f"the task run crashed: {describe_exception(error)}")
         self.set_state(state)
@@ -245,6 +247,7 @@ def run_task_sync(call: TaskCall) -> State:
 
 async def run_task_async(call: TaskCall) -> State:
     """Run an async task to its final state on the running event loop."""
+    await await_upstreams(call.upstreams)  # so that begin() finds them done: no blocking wait
     engine = TaskRunEngine(call)
     task = call.task
     token = run_context.set(_context_for(call))

@@ -4,10 +4,12 @@ Python cannot kill a thread. A sync task or flow with ``timeout_seconds`` theref
 function on a helper thread while the caller waits at most ``timeout_seconds``. At the deadline:
 
 1. the run ends FAILED, named ``TimedOut``, and the flow goes on;
-2. ``TaskTimeoutError`` is raised *inside* the helper thread (``PyThreadState_SetAsyncExc``), which
-   stops pure-Python code at its next bytecode. Code blocked in a C call (``time.sleep``, a socket
-   read, a long NumPy operation) only sees it once that call returns; until then the thread keeps
-   running in the background and its return value is discarded.
+2. :class:`TimeoutInterrupt` is raised *inside* the helper thread (``PyThreadState_SetAsyncExc``),
+   which stops pure-Python code at its next bytecode. Code blocked in a C call (``time.sleep``, a
+   socket read, a long NumPy operation) only sees it once that call returns; until then the thread
+   keeps running in the background and its return value is discarded. The interrupt is a
+   ``BaseException``: ``except Exception`` in user code does not swallow it, and a task that was
+   running inside a timed-out flow ends CANCELLED instead of retrying.
 
 Async code is cancelled at the deadline instead (``asyncio.timeout``), which stops it at its next
 ``await``.
@@ -22,6 +24,10 @@ from collections.abc import Callable
 from typing import Any
 
 from vivace.exceptions import TaskTimeoutError
+
+
+class TimeoutInterrupt(BaseException):
+    """Raised inside a timed-out run's helper thread to stop it; a signal, not an error."""
 
 
 def timeout_error(kind: str, name: str, seconds: float) -> TaskTimeoutError:
@@ -60,8 +66,8 @@ def call_with_timeout(
 
 
 def _interrupt(thread: threading.Thread) -> None:
-    """Raise TaskTimeoutError inside ``thread`` at its next Python bytecode."""
+    """Raise TimeoutInterrupt inside ``thread`` at its next Python bytecode."""
     if thread.ident is not None:
         ctypes.pythonapi.PyThreadState_SetAsyncExc(
-            ctypes.c_ulong(thread.ident), ctypes.py_object(TaskTimeoutError)
+            ctypes.c_ulong(thread.ident), ctypes.py_object(TimeoutInterrupt)
         )

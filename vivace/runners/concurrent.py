@@ -6,9 +6,10 @@ no pool thread ever blocks waiting for another task and a bounded pool cannot de
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
-import queue
 import threading
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from vivace.engine.futures import VivaceFuture, blocking_handler
@@ -35,6 +36,8 @@ class ConcurrentTaskRunner(TaskRunner):
             )
         self.max_workers = max_workers or min(32, (os.cpu_count() or 1) + 4)
         self._pool: _WorkerThreads | None = None
+        # Async runs on the shared loop, so a flow that ends early can cancel them.
+        self._async_runs: set[concurrent.futures.Future[Any]] = set()
 
     def duplicate(self) -> ConcurrentTaskRunner:
         return ConcurrentTaskRunner(self.max_workers)
@@ -47,6 +50,9 @@ class ConcurrentTaskRunner(TaskRunner):
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=wait)
+        if not wait:
+            for running in list(self._async_runs):
+                running.cancel()  # the engine records the run CANCELLED at its next await
 
     def submit(self, call: TaskCall) -> VivaceFuture:
         future = VivaceFuture(call.run)
@@ -71,7 +77,13 @@ class ConcurrentTaskRunner(TaskRunner):
             from vivace.engine.loop import submit
 
             done = submit(run_task_async(call))
-            done.add_done_callback(lambda f: _finish_from(f, future))
+            self._async_runs.add(done)
+
+            def finished(f: concurrent.futures.Future[Any]) -> None:
+                self._async_runs.discard(f)
+                _finish_from(f, future)
+
+            done.add_done_callback(finished)
             return
         pool = self._pool
         if pool is None:
@@ -99,85 +111,80 @@ def _finish_from(done: Any, future: VivaceFuture) -> None:
 
 
 class _WorkerThreads:
-    """A bounded pool of threads fed by one C-level queue; threads start as work arrives.
+    """A bounded pool of threads that start as work arrives.
 
     Lighter than ThreadPoolExecutor (no inner future or work item per task): the task's own
-    VivaceFuture is the only completion object.
+    VivaceFuture is the only completion object. The queue and the count of busy threads change
+    under one lock, so "idle threads" (threads minus busy ones) is exact: a thread starts exactly
+    when fewer threads are idle than runs are queued, up to ``max_workers`` plus one for every
+    pool thread blocked waiting on another task (so tasks waiting on tasks cannot deadlock).
     """
 
     def __init__(self, max_workers: int) -> None:
         self.max_workers = max_workers
-        self._queue: queue.SimpleQueue[tuple[TaskCall, VivaceFuture] | None] = queue.SimpleQueue()
+        self._runs: deque[tuple[TaskCall, VivaceFuture]] = deque()
+        self._ready = threading.Condition(threading.Lock())
         self._threads: list[threading.Thread] = []
-        self._idle = 0
-        self._blocked = 0  # pool threads waiting on another task's future
-        self._lock = threading.Lock()
+        self._busy = 0  # threads running a run
+        self._blocked = 0  # of those, threads waiting on another task's future
         self.closed = False
 
     def submit(self, call: TaskCall, future: VivaceFuture) -> None:
-        self._queue.put((call, future))
-        with self._lock:
-            # Each queued run claims one idle thread, or starts a new one: an idle count that
-            # is only read, not claimed, lets two submits count the same idle thread and leave
-            # a run queued behind a busy one while the pool is below max_workers.
-            if self._idle:
-                self._idle -= 1
-                return
-            # A run's done-callbacks may submit its downstream after the flow has already seen
-            # it finish and shut the pool down: no thread may start after shutdown counted the
-            # threads it stops.
-            if not self.closed and len(self._threads) < self.max_workers + self._blocked:
-                self._start_thread()
+        with self._ready:
+            self._runs.append((call, future))
+            self._wake_or_start()
 
-    def _start_thread(self) -> None:
-        thread = threading.Thread(
-            target=self._work, name=f"vivace-task-{len(self._threads)}", daemon=True
-        )
-        self._threads.append(thread)
-        thread.start()
+    def _wake_or_start(self) -> None:
+        # Called with the lock held.
+        if len(self._threads) - self._busy >= len(self._runs):
+            self._ready.notify()
+        elif not self.closed and len(self._threads) < self.max_workers + self._blocked:
+            thread = threading.Thread(
+                target=self._work, name=f"vivace-task-{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
 
     def enter_blocking(self) -> None:
-        """A pool thread is about to wait for another task: lend the pool one more thread.
-
-        Without this, tasks that wait on tasks they submitted fill a bounded pool and deadlock.
-        """
-        with self._lock:
+        """A pool thread is about to wait on another task: lend the pool a thread meanwhile."""
+        with self._ready:
             self._blocked += 1
-            if not self.closed and not self._idle and not self._queue.empty():
-                self._start_thread()
+            if self._runs:
+                self._wake_or_start()
 
     def exit_blocking(self) -> None:
-        with self._lock:
+        with self._ready:
             self._blocked -= 1
 
     def _work(self) -> None:
         blocking_handler.pool = self
-        get, lock = self._queue.get, self._lock
+        ready, runs = self._ready, self._runs
         while True:
-            item = get()
-            if item is None:
-                return
-            _execute(*item)
-            del item  # an idle worker must not keep its last run's future, and result, alive
-            with lock:
-                self._idle += 1
+            with ready:
+                while not runs:
+                    if self.closed:
+                        return
+                    ready.wait()
+                call, future = runs.popleft()
+                self._busy += 1
+            try:
+                _execute(call, future)
+            finally:
+                del call, future  # an idle worker must not keep its last run's result alive
+                with ready:
+                    self._busy -= 1
 
     def shutdown(self, wait: bool) -> None:
         """Stop the threads; ``wait`` lets queued runs finish, otherwise they are cancelled."""
-        with self._lock:
+        with self._ready:
             self.closed = True
+            cancelled = [] if wait else list(self._runs)
+            if not wait:
+                self._runs.clear()
             threads = list(self._threads)
-        if not wait:
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is not None:
-                    call, future = item
-                    future.set_final_state(cancel_task_run(call, "the flow run ended first"))
-        for _ in threads:
-            self._queue.put(None)
+            self._ready.notify_all()
+        for call, future in cancelled:
+            future.set_final_state(cancel_task_run(call, "the flow run ended first"))
         if wait:
             for thread in threads:
                 thread.join()

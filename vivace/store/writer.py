@@ -3,7 +3,8 @@
 Each process has one writer per database URL. The engine appends small tuples to an in-memory
 queue (no I/O on the task's thread); a background thread drains the queue every
 ``VIVACE_RECORDER_FLUSH_INTERVAL`` seconds, or sooner once ``VIVACE_RECORDER_BATCH_SIZE`` records
-are waiting, and writes each batch in one transaction with one bulk write per table.
+are waiting, and writes each batch in one transaction with one bulk write per table
+(:mod:`vivace.store.statements`).
 
 - Coalescing: a run that changed state several times inside one window gets one upsert of its
   row (its state history rows are all kept).
@@ -11,33 +12,34 @@ are waiting, and writes each batch in one transaction with one bulk write per ta
   so a late batch from another process never rolls a run back.
 - Back-pressure: when ``VIVACE_RECORDER_MAX_QUEUE`` records are waiting, producers wait for the
   writer instead of letting memory grow.
-- Nothing lost: ``flush()`` returns once everything queued before it is committed (or journaled);
-  an unreachable database is retried with backoff for ``VIVACE_RECORDER_RETRY_SECONDS``, then the
-  batch is appended to a journal under ``$VIVACE_HOME/journal`` that is replayed, idempotently,
-  before the next write and when the next writer starts.
+- Nothing lost: ``flush()`` returns once everything queued before it is committed or journaled.
+  An unreachable database is retried with backoff for ``VIVACE_RECORDER_RETRY_SECONDS``, then the
+  batch goes to the journal (:mod:`vivace.store.journal`), replayed before the next write and when
+  the next writer starts. A row the database refuses for its content is repaired (escaped,
+  shortened) and written; one it still refuses is set aside with the reason, never blocking the
+  rows behind it.
 """
 
 from __future__ import annotations
 
 import atexit
-import datetime as dt
-import hashlib
-import json
 import logging
 import os
-import pickle
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from vivace.engine.runs import FLOW_RUN_COLUMNS, TASK_RUN_COLUMNS, FlowRun, TaskRun
-from vivace.store import database, schema
+from vivace._ids import uuid7
+from vivace.engine.runs import FlowRun, TaskRun
+from vivace.exceptions import StoreUnavailableError
+from vivace.store import database
+from vivace.store.journal import Journal
+from vivace.store.statements import Batch, Statements, repaired
 
 logger = logging.getLogger("vivace.store.writer")
 
@@ -48,162 +50,22 @@ TASK_RUN_STATE = 2  # (TASK_RUN_STATE, run, seq, type, name, timestamp, message)
 LOG = 3  # (LOG, id, flow_run_id, task_run_id, logger name, level, message, timestamp)
 BARRIER = 4  # (BARRIER, threading.Event): set once everything queued before it is written
 
-LOG_COLUMNS = ("id", "flow_run_id", "task_run_id", "name", "level", "message", "timestamp")
-STATE_COLUMNS = ("seq", "type", "name", "timestamp", "message")
-UTC = dt.UTC
 
+def is_transient(error: BaseException) -> bool:
+    """Whether a failed write may succeed later unchanged: the database was unreachable or busy.
 
-class _Statement:
-    """One write: ``INSERT INTO table (columns) VALUES ... <tail>``, done the fast way per backend.
-
-    SQLite: executemany, which re-steps one prepared statement per row (its fastest path).
-    PostgreSQL: COPY the rows into a temporary staging table, then one ``INSERT ... SELECT`` with
-    the same conflict clause (about five times faster than executemany here, and still
-    idempotent, which a plain COPY into the table would not be).
+    Anything else (a value the database refuses, a bug) is about the rows, not the database.
     """
-
-    __slots__ = ("_copy", "_merge", "_sql", "_stage", "postgres")
-
-    def __init__(self, table: sa.Table, columns: Sequence[str], tail: str, dialect: str) -> None:
-        names = ", ".join(columns)
-        self.postgres = dialect == "postgresql"
-        marker = "%s" if self.postgres else "?"
-        self._sql = (
-            f"INSERT INTO {table.name} ({names}) VALUES ({', '.join([marker] * len(columns))}) "
-            f"{tail}"
-        )
-        staging = f"vivace_staging_{table.name}"
-        self._stage = (
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} "
-            f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        )
-        self._copy = f"COPY {staging} ({names}) FROM STDIN"
-        self._merge = f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {staging} {tail}"
-
-    def execute(self, connection: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
-        if not self.postgres:
-            connection.exec_driver_sql(self._sql, rows)
-            return
-        driver_connection: Any = connection.connection.driver_connection
-        with driver_connection.cursor() as cursor:
-            cursor.execute(self._stage)
-            with cursor.copy(self._copy) as copy:
-                write_row = copy.write_row
-                for row in rows:
-                    write_row(row)
-            cursor.execute(self._merge)
-
-
-def _upsert(table: sa.Table, columns: Sequence[str], dialect: str) -> _Statement:
-    """Insert, or update the row when the incoming state is newer, whichever process sent it."""
-    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in ("id", "created"))
-    tail = (
-        f"ON CONFLICT (id) DO UPDATE SET {updates} "
-        f"WHERE excluded.state_seq > {table.name}.state_seq"
+    if isinstance(error, (StoreUnavailableError, sa.exc.OperationalError, OSError)):
+        return True
+    if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
+        return True
+    # psycopg's own errors, raised by the COPY path outside SQLAlchemy: OperationalError covers
+    # lost connections, deadlocks and serialization failures.
+    return any(
+        kind.__name__ == "OperationalError" and kind.__module__.startswith("psycopg")
+        for kind in type(error).__mro__
     )
-    return _Statement(table, columns, tail, dialect)
-
-
-def _insert_ignore(table: sa.Table, columns: Sequence[str], dialect: str) -> _Statement:
-    return _Statement(table, columns, "ON CONFLICT DO NOTHING", dialect)
-
-
-class _Statements:
-    """The write statements and value converters for one database dialect."""
-
-    def __init__(self, dialect: str) -> None:
-        self.flows = _insert_ignore(schema.flows, ("id", "name", "created"), dialect)
-        self.flow_runs = _upsert(schema.flow_runs, FLOW_RUN_COLUMNS, dialect)
-        self.task_runs = _upsert(schema.task_runs, TASK_RUN_COLUMNS, dialect)
-        self.flow_run_states = _insert_ignore(
-            schema.flow_run_states, ("flow_run_id", *STATE_COLUMNS), dialect
-        )
-        self.task_run_states = _insert_ignore(
-            schema.task_run_states, ("task_run_id", *STATE_COLUMNS), dialect
-        )
-        self.logs = _insert_ignore(schema.logs, LOG_COLUMNS, dialect)
-        # SQLite stores ids as 16 bytes and times as Unix seconds; PostgreSQL takes UUID and
-        # datetime objects as they are.
-        self.id: Callable[[uuid.UUID], Any]
-        self.ts: Callable[[float], Any]
-        if dialect == "sqlite":
-            self.id = _uuid_bytes
-            self.ts = _identity
-        else:
-            self.id = _identity
-            self.ts = _utc_datetime
-        # Where the ids, times and JSON values sit in each run snapshot.
-        self.flow_run_layout = _Layout(
-            FLOW_RUN_COLUMNS,
-            ids=("id", "flow_id", "parent_flow_run_id", "parent_task_run_id"),
-            times=("state_timestamp", "start_time", "end_time", "created"),
-            jsons=("tags", "parameters"),
-        )
-        self.task_run_layout = _Layout(
-            TASK_RUN_COLUMNS,
-            ids=("id", "flow_run_id", "parent_task_run_id"),
-            times=("state_timestamp", "start_time", "end_time", "created"),
-            jsons=("tags", "task_inputs"),
-        )
-
-    def run_rows(self, runs: Iterable[FlowRun | TaskRun], layout: _Layout) -> list[tuple[Any, ...]]:
-        """Database rows of the runs' current snapshots, sorted by id.
-
-        One key order in every batch keeps concurrent writers from deadlocking on PostgreSQL.
-        """
-        to_id, to_ts, dumps = self.id, self.ts, json.dumps
-        ids, times, jsons = layout.ids, layout.times, layout.jsons
-        rows = []
-        for run in sorted(runs, key=_id_int):
-            values = list(run.snapshot())
-            for i in ids:
-                if values[i] is not None:
-                    values[i] = to_id(values[i])
-            for i in times:
-                if values[i] is not None:
-                    values[i] = to_ts(values[i])
-            for i in jsons:
-                if values[i] is not None:
-                    values[i] = dumps(values[i], default=str)
-            rows.append(tuple(values))
-        return rows
-
-
-def _id_int(run: FlowRun | TaskRun) -> int:
-    return run.id.int
-
-
-class _Layout:
-    """Positions of the values in a run snapshot that need converting for the database."""
-
-    __slots__ = ("ids", "jsons", "times")
-
-    def __init__(
-        self,
-        columns: Sequence[str],
-        ids: Iterable[str],
-        times: Iterable[str],
-        jsons: Iterable[str],
-    ) -> None:
-        self.ids = tuple(columns.index(name) for name in ids)
-        self.times = tuple(columns.index(name) for name in times)
-        self.jsons = tuple(columns.index(name) for name in jsons)
-
-
-def _uuid_bytes(value: uuid.UUID) -> bytes:
-    return value.bytes
-
-
-def _identity(value: Any) -> Any:
-    return value
-
-
-def _utc_datetime(value: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(value, UTC)
-
-
-# A batch ready for the database: (statement attribute name, rows), in a fixed table order.
-Batch = list[tuple[str, list[tuple[Any, ...]]]]
 
 
 class BatchWriter:
@@ -231,8 +93,9 @@ class BatchWriter:
         self._room = threading.Event()
         self._stopping = False
         self._engine = database.get_engine(url)
-        self._sql = _Statements(self._engine.dialect.name)
+        self._sql = Statements(self._engine.dialect.name)
         self._known_flows: set[uuid.UUID] = set()
+        self._journal = Journal(journal_dir, url)
         self._journal_pending = True  # look for a journal left by an earlier process
         self._thread: threading.Thread | None = None
         # Figures for metrics and benchmarks.
@@ -240,6 +103,7 @@ class BatchWriter:
         self.rows_written = 0
         self.rows_journaled = 0
         self.rows_replayed = 0
+        self.rows_rejected = 0
         self.last_flush_seconds = 0.0
         self._unreachable_until = 0.0
 
@@ -287,8 +151,6 @@ class BatchWriter:
         message: str,
         timestamp: float,
     ) -> None:
-        from vivace._ids import uuid7
-
         self._put((LOG, uuid7(), flow_run_id, task_run_id, name, level, message, timestamp))
 
     def _put(self, item: tuple[Any, ...]) -> None:
@@ -322,7 +184,10 @@ class BatchWriter:
 
     def start(self) -> None:
         database.ensure_schema(self._engine)
-        self._replay_journal()
+        try:
+            self._replay_journal()
+        except Exception as error:  # a journal must never stop the process from recording
+            logger.warning("vivace writer: journal not replayed yet (%s); will retry", error)
         self._thread = threading.Thread(target=self._loop, name="vivace-writer", daemon=True)
         self._thread.start()
 
@@ -356,13 +221,16 @@ class BatchWriter:
                     append(popleft())
             except IndexError:
                 pass
-            barriers = [item[1] for item in items if item[0] == BARRIER]
-            self._write(self._batch(items))
-            self._room.set()
-            for event in barriers:
-                event.set()
+            barriers: list[threading.Event] = []
+            try:
+                self._write(self._batch(items, barriers))
+            finally:
+                # Even if writing failed past every fallback, nobody may wait forever.
+                self._room.set()
+                for event in barriers:
+                    event.set()
 
-    def _batch(self, items: list[tuple[Any, ...]]) -> Batch:
+    def _batch(self, items: list[tuple[Any, ...]], barriers: list[threading.Event]) -> Batch:
         """Turn queued records into rows, one upsert per run however many states it went through."""
         sql = self._sql
         to_id, to_ts = sql.id, sql.ts
@@ -404,6 +272,8 @@ class BatchWriter:
             elif kind == FLOW:
                 _, flow_id, name, created = item
                 flows.append((to_id(flow_id), name, to_ts(created)))
+            elif kind == BARRIER:
+                barriers.append(item[1])
         batch: Batch = []
         if flows:
             batch.append(("flows", flows))
@@ -438,6 +308,9 @@ class BatchWriter:
                         self._execute(batch)
                     break
                 except Exception as error:
+                    if not is_transient(error):
+                        self._salvage(batch, error)
+                        break
                     if time.monotonic() + delay > deadline or self._stopping:
                         self._unreachable_until = time.monotonic() + self.retry_seconds
                         self._append_journal(batch, error)
@@ -447,92 +320,86 @@ class BatchWriter:
         self.last_flush_seconds = time.perf_counter() - started
 
     def _execute(self, batch: Batch) -> None:
+        statements = self._sql.by_name
         with database.transaction(self._engine) as connection:
-            for statement, rows in batch:
-                getattr(self._sql, statement).execute(connection, rows)
+            for name, rows in batch:
+                statements[name].execute(connection, rows)
         self.batches_written += 1
         self.rows_written += sum(len(rows) for _, rows in batch)
 
-    # -- the journal: batches the database could not take ---------------------------------------
+    def _salvage(self, batch: Batch, error: Exception) -> None:
+        """The database refused the batch for its content: write it row by row, repairing text.
 
-    def _journal_folder(self) -> Path:
-        key = hashlib.sha256(self.url.encode()).hexdigest()[:16]
-        return self.journal_dir / key
+        Rows still refused are set aside with the reason; unreachable-database errors on the way
+        go on to the caller's retry and journal.
+        """
+        logger.warning("vivace writer: a batch was refused (%s); writing it row by row", error)
+        statements = self._sql.by_name
+        rejected: list[tuple[str, tuple[Any, ...], str]] = []
+        for name, rows in batch:
+            for row in rows:
+                try:
+                    self._execute([(name, [row])])
+                    continue
+                except Exception as first:
+                    if is_transient(first):
+                        raise
+                try:
+                    self._execute([(name, [repaired(row, statements[name].lengths)])])
+                except Exception as second:
+                    if is_transient(second):
+                        raise
+                    rejected.append((name, row, repr(second)))
+        if rejected:
+            path = self._journal.reject(rejected)
+            self.rows_rejected += len(rejected)
+            logger.error(
+                "vivace writer: %d records could not be stored even after repair and were set "
+                "aside in %s; first reason: %s",
+                len(rejected),
+                path,
+                rejected[0][2],
+            )
+
+    # -- the journal: batches the database could not take ---------------------------------------
 
     def _append_journal(self, batch: Batch, error: Exception | None) -> None:
         if not batch:
             return
-        folder = self._journal_folder()
-        folder.mkdir(parents=True, exist_ok=True)
-        name = f"{time.time_ns():020d}-{os.getpid()}-{threading.get_ident()}"
-        partial = folder / f"{name}.partial"
-        with open(partial, "wb") as file:
-            pickle.dump({"url": self.url, "batch": batch}, file)
-            file.flush()
-            os.fsync(file.fileno())
-        # Renamed only once complete, so a crash mid-write never leaves a half batch to replay.
-        partial.rename(folder / f"{name}{_JOURNAL_SUFFIX}")
+        try:
+            self.rows_journaled += self._journal.append(batch)
+        except OSError as disk_error:
+            rows = sum(len(rows) for _, rows in batch)
+            logger.error(
+                "vivace writer: %d records lost: the database is unreachable (%s) and the journal "
+                "in %s cannot be written (%s)",
+                rows,
+                error,
+                self._journal.folder,
+                disk_error,
+            )
+            return
         self._journal_pending = True
-        self.rows_journaled += sum(len(rows) for _, rows in batch)
         if error is not None:
             logger.warning(
                 "vivace writer: database %s unreachable (%s); records are journaled to %s and "
                 "will be written when it is back",
                 database.masked_url(self.url),
                 error,
-                folder,
+                self._journal.folder,
             )
 
     def _replay_journal(self) -> None:
-        """Write journaled batches, oldest first, and delete each once committed.
-
-        A process claims a file by renaming it before replaying, so two writers starting at once
-        do not both replay it; a claim whose process died is taken over. Replaying the same batch
-        twice is harmless anyway: runs are upserts and the rest insert-or-ignore.
-        """
-        folder = self._journal_folder()
-        if not folder.is_dir():
-            self._journal_pending = False
-            return
-        claim_suffix = f".replaying-{os.getpid()}"
-        candidates = sorted(folder.glob(f"*{_JOURNAL_SUFFIX}"))
-        candidates += sorted(p for p in folder.glob("*.replaying-*") if _claim_is_orphaned(p))
-        for path in candidates:
-            claimed = path.with_name(path.name.split(".", 1)[0] + claim_suffix)
+        def write(batch: Batch) -> None:
             try:
-                path.rename(claimed)
-            except FileNotFoundError:
-                continue  # another writer claimed it first
-            try:
-                with open(claimed, "rb") as file:
-                    batch: Batch = pickle.load(file)["batch"]
                 self._execute(batch)
-            except BaseException:
-                claimed.rename(path)  # give it back for the next attempt
-                raise
-            claimed.unlink()
-            self.rows_replayed += sum(len(rows) for _, rows in batch)
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                self._salvage(batch, error)
+
+        self.rows_replayed += self._journal.replay(write)
         self._journal_pending = False
-
-
-_JOURNAL_SUFFIX = ".batch"
-
-
-def _claim_is_orphaned(path: Path) -> bool:
-    """A ``.replaying-<pid>`` file whose process is gone."""
-    try:
-        pid = int(path.suffix.rsplit("-", 1)[1])
-    except (IndexError, ValueError):
-        return False
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
 
 
 _writers: dict[str, BatchWriter] = {}
