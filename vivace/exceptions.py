@@ -9,6 +9,7 @@ Every error a user can meet derives from :class:`VivaceError`::
     ├── TaskTimeoutError            a task or flow ran past its timeout_seconds
     ├── CrashedRunError             a run was ended by an interrupt or a dead worker
     ├── UnpicklableError            a task, argument or result could not be pickled
+    ├── MissingExtraError           a runner needs an optional extra that is not installed
     ├── MissingContextError         get_run_logger() outside a flow or task
     └── StoreError                  the run-history database
         └── StoreUnavailableError   the database URL cannot be reached or used
@@ -45,6 +46,10 @@ class CrashedRunError(VivaceError):
 
 class UnpicklableError(VivaceError, TypeError):
     """A task, argument or result could not be pickled where it must travel."""
+
+
+class MissingExtraError(VivaceError, ImportError):
+    """A feature needs an optional extra: ``pip install 'vivace[dask]'``, ``'vivace[ray]'``."""
 
 
 class MissingContextError(VivaceError, RuntimeError):

@@ -101,6 +101,12 @@ def get_settings() -> Settings:
     return _cached
 
 
+def use_settings(settings: Settings) -> None:
+    """Make ``settings`` this process's settings (a cluster worker takes its flow's settings)."""
+    global _cached
+    _cached = settings
+
+
 def reset_settings() -> None:
     """Forget the cached settings so the next ``get_settings()`` reads the environment again."""
     global _cached

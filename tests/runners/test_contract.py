@@ -1,7 +1,9 @@
 """The task runner contract: every runner passes every test here.
 
 A new runner joins by adding one ``pytest.param(factory, id=...)`` to ``RUNNERS``; the factory is
-called with no arguments and returns a runner instance (or is the runner class itself).
+called with no arguments and returns a runner instance (or is the runner class itself). A runner
+that needs a cluster gives an :class:`OnCluster`: the cluster comes from a fixture (one per test
+module, see ``conftest.py``), and the factory makes runners that reach it.
 Runner-specific tests (concurrency, pools, clusters) go in their own modules and only add to this.
 
 Tasks here talk to the test only through their results, their logs and the run records in the
@@ -39,19 +41,39 @@ from vivace.exceptions import UpstreamTaskError
 from vivace.runners import ConcurrentTaskRunner, SequentialTaskRunner
 from vivace.runners.base import TaskRunner
 
+RunnerFactory = Callable[[], TaskRunner]
+
+
+class OnCluster:
+    """Runners reaching the cluster that the fixture named ``fixture`` started."""
+
+    def __init__(self, fixture: str, make: Callable[[Any], TaskRunner]) -> None:
+        self.fixture = fixture
+        self.make = make
+
+
+def _dask_runner(cluster: Any) -> TaskRunner:
+    from vivace.runners import DaskTaskRunner
+
+    return DaskTaskRunner(address=cluster.scheduler_address)
+
+
 RUNNERS = [
     pytest.param(SequentialTaskRunner, id="sequential"),
     pytest.param(ConcurrentTaskRunner, id="concurrent"),
+    pytest.param(OnCluster("dask_cluster", _dask_runner), id="dask"),
 ]
-
-RunnerFactory = Callable[[], TaskRunner]
 
 
 @pytest.fixture(params=RUNNERS)
 def runner(request: pytest.FixtureRequest) -> RunnerFactory:
     """A factory of fresh runners of one kind."""
-    factory: RunnerFactory = request.param
-    return factory
+    factory = request.param
+    if isinstance(factory, OnCluster):
+        cluster = request.getfixturevalue(factory.fixture)
+        make = factory.make
+        return lambda: make(cluster)
+    return factory  # type: ignore[no-any-return]
 
 
 class ReportError(Exception):

@@ -20,7 +20,12 @@ from typing import TYPE_CHECKING, Any
 from vivace._ids import uuid7
 from vivace.engine.context import FlowRunScope, RunContext, current_context, run_context
 from vivace.engine.futures import VivaceFuture
-from vivace.engine.inputs import find_upstreams, resolve_arguments, upstream_failure
+from vivace.engine.inputs import (
+    await_upstreams,
+    find_upstreams,
+    resolve_arguments,
+    upstream_failure,
+)
 from vivace.engine.names import random_run_name
 from vivace.engine.parameters import bind_parameters, given_parameters, jsonable_parameters
 from vivace.engine.run_logging import install_print_capture, setup_logging
@@ -28,6 +33,7 @@ from vivace.engine.runs import FlowRun, apply_state
 from vivace.engine.signals import install_sigterm_handler, restore_sigterm_handler
 from vivace.engine.states import (
     AWAITING_RETRY,
+    FINAL_TYPES,
     RETRYING,
     TIMED_OUT,
     Completed,
@@ -85,8 +91,22 @@ class FlowRunEngine:
             self._previous_sigterm = install_sigterm_handler()
 
     def set_state(self, state: State) -> None:
+        if state.type in FINAL_TYPES and self.runner is not None:
+            self._flush_task_records()
         apply_state(self.run, state)
         self.writer.record_flow_run(self.run)
+
+    def _flush_task_records(self) -> None:
+        """Records buffered on cluster workers reach the store before the run's final state."""
+        assert self.runner is not None
+        try:
+            self.runner.flush_records()
+        except Exception as error:
+            self._log(
+                logging.WARNING,
+                f"could not flush the task records buffered by {self.runner!r}: "
+                f"{describe_exception(error)}; they are written when the workers next flush",
+            )
 
     def begin(self) -> bool:
         """Validate parameters, start the task runner, enter the run context.
@@ -114,8 +134,20 @@ class FlowRunEngine:
             self._log(logging.ERROR, str(error))
             return False
         self.writer.record_flow_run(run)
-        self.runner = flow.task_runner.duplicate()
-        self.runner.start()
+        runner = flow.task_runner.duplicate()
+        try:
+            runner.start()
+        except Exception as error:
+            self.set_state(
+                Failed(
+                    error,
+                    message=f"could not start its task runner {runner!r}: "
+                    + describe_exception(error),
+                )
+            )
+            self._log(logging.ERROR, self.run.state.message or "", error)
+            return False
+        self.runner = runner
         self.scope = FlowRunScope(run, self.runner, self.writer, flow.log_prints)
         self._token = run_context.set(
             RunContext(self.scope, None, self.writer, flow.log_prints, flow.is_async)
@@ -156,7 +188,8 @@ class FlowRunEngine:
             message = f"attempt {run.run_count} of {flow.retries + 1} failed: "
             message += describe_exception(error)
             self.set_state(State(StateType.SCHEDULED, name=AWAITING_RETRY, message=message))
-            self._log(logging.WARNING, f"{message.capitalize()}; retrying in {delay:g} s")
+            retry_note = f"{message[0].upper()}{message[1:]}; retrying in {delay:g} s"
+            self._log(logging.WARNING, retry_note)
             return delay
         self.set_state(Failed(error, name=TIMED_OUT if self.timed_out else None))
         self._log(logging.ERROR, f"Finished in state {self.run.state!r}", error)
@@ -168,8 +201,24 @@ class FlowRunEngine:
         else:
             state = Crashed(error, message=f"the flow run crashed: {describe_exception(error)}")
         self.timed_out = True  # do not wait for tasks on the way out
+        self._end_unfinished_tasks(state)
         self.set_state(state)
         self._log(logging.ERROR, state.message or "crashed")
+
+    def _end_unfinished_tasks(self, flow_state: State) -> None:
+        """Tasks still running when the flow crashes go down with it: record them so.
+
+        (If the process lives on and such a task does finish, its later state wins.)
+        """
+        scope = self.scope
+        if scope is None:
+            return
+        message = f"its flow run ended {flow_state.name} while it ran"
+        for future in list(scope.pending):
+            run = future.task_run
+            if not future.done() and run.state.type not in FINAL_TYPES:
+                apply_state(run, State(flow_state.type, message=message))
+                self.writer.record_task_run(run)
 
     def wait_for_tasks(self) -> None:
         scope = self.scope
@@ -179,20 +228,32 @@ class FlowRunEngine:
                     future.wait()
 
     def finish(self) -> None:
-        """Stop the runner, leave the run context, flush every record of the run."""
+        """Leave the run, then stop the runner and flush every record (``leave`` + ``close``)."""
+        self.leave()
+        self.close()
+
+    def leave(self) -> None:
+        """Leave the run context (on the thread and event loop that entered it)."""
+        if self._token is not None:
+            run_context.reset(self._token)
+            self._token = None
+        restore_sigterm_handler(self._previous_sigterm)
+        state = self.run.state
+        if state.type is not StateType.CRASHED:
+            self._log(logging.INFO, f"Finished in state {state!r}")
+
+    def close(self) -> None:
+        """Stop the runner and flush the run's records; blocking, so async code runs it off-loop."""
         try:
             if self.runner is not None:
                 # A timed-out or crashed flow does not wait for tasks still running.
                 self.runner.stop(wait=not self.timed_out)
         finally:
-            if self._token is not None:
-                run_context.reset(self._token)
-                self._token = None
-            restore_sigterm_handler(self._previous_sigterm)
-            state = self.run.state
-            if state.type is not StateType.CRASHED:
-                self._log(logging.INFO, f"Finished in state {state!r}")
-            self.writer.flush(timeout=self.writer.retry_seconds + 5)
+            if not self.writer.flush(timeout=self.writer.retry_seconds + 5):
+                logging.getLogger("vivace.store.writer").warning(
+                    "flow run %r: its records are not all written yet; the writer keeps trying",
+                    self.run.name,
+                )
 
     def outcome(self, return_state: bool) -> Any:
         state = self.run.state
@@ -251,6 +312,7 @@ def run_flow_sync(
 async def run_flow_async(
     flow: Flow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool
 ) -> Any:
+    await await_upstreams(find_upstreams((), args, kwargs, None))  # not on the loop's thread
     engine = FlowRunEngine(flow, args, kwargs)
     try:
         if engine.begin():
@@ -275,7 +337,8 @@ async def run_flow_async(
         engine.crashed(error)
         raise
     finally:
-        engine.finish()
+        engine.leave()
+        await asyncio.to_thread(engine.close)
     return engine.outcome(return_state)
 
 

@@ -120,3 +120,65 @@ def check_bool(what: str, option: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigurationError(f"{what}: {option} must be True or False, got {value!r}")
     return value
+
+
+# Placement options a task may give its runner: Dask's ``client.submit`` keywords and Ray's
+# ``.options()`` keywords. Each runner takes the ones it knows and ignores the others, so one task
+# can run on either.
+DASK_RUNNER_OPTIONS = ("resources", "priority", "workers", "allow_other_workers")
+RAY_RUNNER_OPTIONS = ("num_cpus", "num_gpus", "memory", "resources")
+RUNNER_OPTIONS = tuple(dict.fromkeys((*DASK_RUNNER_OPTIONS, *RAY_RUNNER_OPTIONS)))
+
+
+def check_runner_options(what: str, options: Any) -> dict[str, Any] | None:
+    """``runner_options``: a dict of known placement keys, or None."""
+    if options is None:
+        return None
+    if not isinstance(options, dict):
+        raise ConfigurationError(
+            f"{what}: runner_options must be a dict such as {{'resources': {{'GPU': 1}}}}, "
+            f"got {options!r}"
+        )
+    unknown = [key for key in options if key not in RUNNER_OPTIONS]
+    if unknown:
+        listed = ", ".join(repr(key) for key in unknown)
+        raise ConfigurationError(
+            f"{what}: runner_options got unknown key{'s' if len(unknown) > 1 else ''} {listed}; "
+            f"expected any of: {', '.join(RUNNER_OPTIONS)} (Dask uses "
+            f"{', '.join(DASK_RUNNER_OPTIONS)}; Ray uses {', '.join(RAY_RUNNER_OPTIONS)})"
+        )
+    resources = options.get("resources")
+    if resources is not None and not (
+        isinstance(resources, dict)
+        and all(isinstance(k, str) and _is_number(v) and v >= 0 for k, v in resources.items())
+    ):
+        raise ConfigurationError(
+            f"{what}: runner_options['resources'] must map resource names to amounts "
+            f"(numbers of 0 or more), got {resources!r}"
+        )
+    for key in ("num_cpus", "num_gpus", "memory"):
+        value = options.get(key)
+        if value is not None and (not _is_number(value) or value < 0):
+            raise ConfigurationError(
+                f"{what}: runner_options[{key!r}] must be a number of 0 or more, got {value!r}"
+            )
+    priority = options.get("priority")
+    if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool)):
+        raise ConfigurationError(
+            f"{what}: runner_options['priority'] must be a whole number, got {priority!r}"
+        )
+    workers = options.get("workers")
+    if workers is not None and not (
+        isinstance(workers, str)
+        or (isinstance(workers, (list, tuple, set)) and all(isinstance(w, str) for w in workers))
+    ):
+        raise ConfigurationError(
+            f"{what}: runner_options['workers'] must be a worker address or a list of them, "
+            f"got {workers!r}"
+        )
+    allow = options.get("allow_other_workers")
+    if allow is not None and not isinstance(allow, bool):
+        raise ConfigurationError(
+            f"{what}: runner_options['allow_other_workers'] must be True or False, got {allow!r}"
+        )
+    return dict(options)

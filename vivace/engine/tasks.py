@@ -20,6 +20,7 @@ from vivace.engine.options import (
     check_name,
     check_retries,
     check_retry_delay,
+    check_runner_options,
     check_tags,
     check_timeout,
     reject_unknown,
@@ -50,6 +51,7 @@ TASK_OPTIONS = (
     "timeout_seconds",
     "tags",
     "log_prints",
+    "runner_options",
 )
 
 
@@ -67,6 +69,7 @@ class Task(Generic[P, R]):
         timeout_seconds: float | None = None,
         tags: Iterable[str] | None = None,
         log_prints: bool | None = None,
+        runner_options: dict[str, Any] | None = None,
     ) -> None:
         if not callable(fn):
             raise ConfigurationError(f"@task expects a function, got {fn!r} ({type(fn).__name__})")
@@ -82,6 +85,8 @@ class Task(Generic[P, R]):
         self.timeout_seconds = check_timeout(what, timeout_seconds)
         self.tags = check_tags(what, tags)
         self.log_prints = log_prints
+        # Placement on Dask or Ray (resources, priority, workers, ...); other runners ignore it.
+        self.runner_options = check_runner_options(what, runner_options)
         qualname = getattr(fn, "__qualname__", self.name)
         self.task_key = f"{getattr(fn, '__module__', None)}.{qualname}"
         self.is_async = inspect.iscoroutinefunction(fn)
@@ -99,6 +104,7 @@ class Task(Generic[P, R]):
         timeout_seconds: Any = NOT_SET,
         tags: Any = NOT_SET,
         log_prints: Any = NOT_SET,
+        runner_options: Any = NOT_SET,
         **unknown: Any,
     ) -> Task[P, R]:
         """A copy of this task with the given options changed."""
@@ -112,6 +118,7 @@ class Task(Generic[P, R]):
             "timeout_seconds": timeout_seconds,
             "tags": tags,
             "log_prints": log_prints,
+            "runner_options": runner_options,
         }
         current = {
             "name": self.name,
@@ -122,6 +129,7 @@ class Task(Generic[P, R]):
             "timeout_seconds": self.timeout_seconds,
             "tags": self.tags,
             "log_prints": self.log_prints,
+            "runner_options": self.runner_options,
         }
         options = {k: current[k] if v is NOT_SET else v for k, v in given.items()}
         return type(self)(self.fn, **options)
@@ -188,29 +196,58 @@ class Task(Generic[P, R]):
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> VivaceFuture:
         """Submit a run to the flow's task runner; returns a future at once."""
         wait_for: Any = kwargs.pop("wait_for", None)
+        ctx = self._flow_context(".submit()")
+        assert ctx.flow is not None
+        call = self._prepare(ctx, args, kwargs, wait_for)
+        return ctx.flow.task_runner.submit(call)
+
+    def _flow_context(self, method: str) -> RunContext:
         ctx = current_context()
         if ctx is None or ctx.flow is None:
             raise ConfigurationError(
-                f"task {self.name!r}: .submit() needs a flow run to submit to; call it inside a "
+                f"task {self.name!r}: {method} needs a flow run to submit to; call it inside a "
                 "function decorated with @flow, or call the task directly"
             )
-        call = self._prepare(ctx, args, kwargs, wait_for)
-        return ctx.flow.task_runner.submit(call)
+        return ctx
 
     def map(self, *args: Any, **kwargs: Any) -> list[VivaceFuture]:
         """Submit one run per element of the iterable arguments (zipped); returns the futures.
 
         Wrap an iterable in ``unmapped(...)`` to pass it whole to every run; non-iterable
         arguments are passed to every run as they are.
+
+        ``batch_size=K`` hands the runs to the runner K at a time, as one unit of work: the Dask
+        runner runs each batch as one cluster task, so very short tasks cost less than one cluster
+        task each. Every run is still its own task run, with its own state and future. Runners
+        that run tasks in this process submit the runs one by one.
         """
         wait_for = kwargs.pop("wait_for", None)
+        batch_size = kwargs.pop("batch_size", None)
+        if batch_size is not None and (
+            not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1
+        ):
+            raise ConfigurationError(
+                f"task {self.name!r}: .map() batch_size must be a whole number of 1 or more, "
+                f"got {batch_size!r}"
+            )
         # Futures given to map are resolved here (their values decide what is iterated): each
         # run still records them as upstreams, so the dependency graph keeps the edges.
         resolved = [v for v in (*args, *kwargs.values()) if isinstance(v, VivaceFuture)]
         if resolved:
             wait_for = [*resolved, *(wait_for or ())]
         calls = _mapped_calls(self.name, self.parameter_names, args, kwargs)
-        return [self.submit(*a, wait_for=wait_for, **kw) for a, kw in calls]
+        if batch_size is None:
+            return [self.submit(*a, wait_for=wait_for, **kw) for a, kw in calls]
+        ctx = self._flow_context(".map()")
+        assert ctx.flow is not None
+        runner = ctx.flow.task_runner
+        futures: list[VivaceFuture] = []
+        for start in range(0, len(calls), batch_size):
+            batch = [
+                self._prepare(ctx, a, kw, wait_for) for a, kw in calls[start : start + batch_size]
+            ]
+            futures.extend(runner.submit_batch(batch))
+        return futures
 
     def _run_standalone(
         self,
@@ -286,9 +323,14 @@ def _mapped_calls(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
-    """Split map arguments into one (args, kwargs) pair per run."""
-    args = tuple(a.result() if isinstance(a, VivaceFuture) else a for a in args)
-    kwargs = {k: v.result() if isinstance(v, VivaceFuture) else v for k, v in kwargs.items()}
+    """Split map arguments into one (args, kwargs) pair per run.
+
+    A future whose run completed with an iterable is mapped over; any other future (one that
+    failed, or holds a single value) is passed whole to every run, which then fails as
+    UpstreamFailed or gets its value, like any upstream.
+    """
+    args = tuple(map(_mappable_result, args))
+    kwargs = {k: _mappable_result(v) for k, v in kwargs.items()}
     mapped: dict[Any, list[Any]] = {}
     for position, value in enumerate(args):
         if _is_mappable(value):
@@ -320,6 +362,14 @@ def _mapped_calls(
     return calls
 
 
+def _mappable_result(value: Any) -> Any:
+    if isinstance(value, VivaceFuture):
+        state = value.wait()
+        if state.is_completed() and _is_mappable(state.result()):
+            return state.result()
+    return value
+
+
 def _label(key: Any, parameter_names: tuple[str, ...]) -> str:
     if isinstance(key, int):
         return parameter_names[key] if key < len(parameter_names) else f"argument {key}"
@@ -341,6 +391,7 @@ def task(
     timeout_seconds: float | None = None,
     tags: Iterable[str] | None = None,
     log_prints: bool | None = None,
+    runner_options: dict[str, Any] | None = None,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -356,11 +407,14 @@ def task(
     timeout_seconds: float | None = None,
     tags: Iterable[str] | None = None,
     log_prints: bool | None = None,
+    runner_options: dict[str, Any] | None = None,
     **unknown: Any,
 ) -> Any:
     """Make a function a task: ``@task`` or ``@task(retries=2, timeout_seconds=30)``.
 
-    ``log_prints=None`` (the default) follows the flow's setting.
+    ``log_prints=None`` (the default) follows the flow's setting. ``runner_options`` places the
+    task's runs on a cluster: ``resources``, ``priority``, ``workers``, ``allow_other_workers``
+    (Dask) and ``num_cpus``, ``num_gpus``, ``memory``, ``resources`` (Ray); other runners ignore it.
     """
     reject_unknown("@task", unknown, TASK_OPTIONS)
     options: dict[str, Any] = dict(
@@ -372,6 +426,7 @@ def task(
         timeout_seconds=timeout_seconds,
         tags=tags,
         log_prints=log_prints,
+        runner_options=runner_options,
     )
     if fn is None:
         return lambda f: Task(f, **options)

@@ -2,7 +2,9 @@
 
 A runner is small: ``start()``/``stop()`` (also as a context manager), ``submit(call)`` returning a
 :class:`~vivace.engine.futures.VivaceFuture`, and ``duplicate()`` so each flow run gets a fresh
-runner with the same configuration. The state machine lives in the engine, not here.
+runner with the same configuration. Two optional hooks serve runners whose tasks run in other
+processes: ``submit_batch(calls)`` and ``flush_records()``. The state machine lives in the engine,
+not here.
 """
 
 from __future__ import annotations
@@ -33,6 +35,22 @@ class TaskRunner(abc.ABC):
     @abc.abstractmethod
     def submit(self, call: TaskCall) -> VivaceFuture:
         """Start ``call`` (now, or once its upstreams are done) and return its future."""
+
+    def submit_batch(self, calls: list[TaskCall]) -> list[VivaceFuture]:
+        """Start several runs of one task as one unit of work (``task.map(batch_size=...)``).
+
+        Each run keeps its own future. By default they are submitted one by one; runners that
+        ship work to other processes run a batch as one unit there.
+        """
+        return [self.submit(call) for call in calls]
+
+    def flush_records(self) -> None:
+        """Write out the records that runs buffered outside this process (on cluster workers).
+
+        The flow engine calls it before it records the flow run's final state, so a finished flow
+        run never shows in the store ahead of its task runs. Runners that record through this
+        process's writer have nothing to do.
+        """
 
     def __enter__(self) -> Self:
         self.start()

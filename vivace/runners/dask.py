@@ -1,0 +1,658 @@
+"""Runs submitted tasks on a Dask cluster: a temporary LocalCluster, or a long-lived one.
+
+Each task run is one cluster task (``client.submit``; ``task.map(batch_size=K)`` makes one cluster
+task of K runs). On the worker it runs through vivace's own state machine
+(:mod:`vivace.engine.remote`): retries happen there, and the worker process writes states and logs
+straight to the database through its own batched writer, configured from the flow's settings,
+which travel with the task. Before the flow run records its final state, every worker flushes
+what it has buffered (:meth:`DaskTaskRunner.flush_records`).
+
+- **Dependencies** ride Dask's own futures: a future passed to a downstream task (also inside
+  lists, tuples, sets and dicts) is handed to ``client.submit`` as its ``distributed.Future``, so
+  Dask orders the runs and moves the data worker to worker. The driver learns that a run completed
+  from the result's type, which the scheduler reports without the value, and fetches the value only
+  on ``future.result()``; ``future.state`` never fetches anything.
+- **Failures**: the exception's type, message and traceback arrive intact at ``future.result()``. A
+  run whose worker dies ends CRASHED, and is submitted again if it has retries left. On the
+  temporary cluster vivace starts, the scheduler's ``allowed-failures`` is 0, so Dask itself does
+  not re-run a task whose worker died; a long-lived cluster follows its own setting (Dask's default
+  re-runs such a task up to 3 times before vivace sees the crash).
+- **Timeouts**: the worker's engine ends the run FAILED [TimedOut] at the deadline and the cluster
+  task returns at once, freeing its worker thread. What keeps running: Python cannot kill a
+  thread, so the task's function goes on in a helper thread of the worker process until its next
+  Python bytecode (pure Python stops promptly; a call blocked in C, such as ``time.sleep`` or a
+  socket read, runs to its end, using the worker's CPU or memory but no task slot).
+- **Cleanup**: a flow run that fails or is interrupted cancels its outstanding cluster tasks and
+  records them CANCELLED (a run already executing on a worker runs to its end there, but its
+  recorded state stays CANCELLED). A temporary cluster is always closed. A long-lived cluster is
+  never shut down and keeps nothing from the flow run: when the flow run ends, results still held
+  by the caller's futures are fetched, and every cluster future is released.
+- **Backpressure**: at most ``max_in_flight`` cluster tasks are submitted and unfinished at a time;
+  ``.submit()`` waits for room, so mapping over 100,000 items bounds both the driver's memory and
+  the scheduler's.
+
+Example::
+
+    @flow(task_runner=DaskTaskRunner(address="tcp://10.0.0.5:8786"))
+    def pipeline(): ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import importlib
+import logging
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from vivace.engine.futures import VivaceFuture
+from vivace.engine.options import DASK_RUNNER_OPTIONS
+from vivace.engine.remote import (
+    Handover,
+    PartialBatch,
+    RemoteCompleted,
+    RemoteFailure,
+    RemoteFuture,
+    RemoteSetup,
+    RemoteValue,
+    WhenAllDone,
+    cancel_on_driver,
+    completed_outcomes,
+    fail_on_driver,
+    flow_info,
+    flush_process_records,
+    run_remote,
+    run_remote_batch,
+    unpicklable_error,
+    worker_died,
+)
+from vivace.engine.states import StateType, describe_exception
+from vivace.exceptions import (
+    ConfigurationError,
+    CrashedRunError,
+    MissingExtraError,
+    VivaceError,
+)
+from vivace.runners.base import TaskRunner, track_pending
+
+if TYPE_CHECKING:
+    from vivace.engine.task_engine import TaskCall
+
+logger = logging.getLogger("vivace.runners.dask")
+
+FLUSH_TIMEOUT = 30.0  # seconds each worker may take to write out its buffered records
+MAX_RESENDS = 3  # times a run is sent again because an upstream's cluster task was lost
+READ_AHEAD = 256  # small results fetched in the same round trip as the one asked for
+READ_AHEAD_WINDOW = 65_536  # completed small results remembered for read-ahead, at most
+# Result types that are always small: fetching them ahead costs no memory worth counting.
+SMALL_TYPES = frozenset({int, float, complex, bool, type(None)})
+
+_local = threading.local()  # in_callback: this thread settles finished cluster tasks
+
+
+def _distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as error:
+        raise MissingExtraError(
+            f"DaskTaskRunner needs dask and distributed, which are not installed ({error}); "
+            "install them with: pip install 'vivace[dask]'"
+        ) from None
+    return distributed
+
+
+class DaskTaskRunner(TaskRunner):
+    """Task runs on a Dask cluster (see the module documentation for what happens where).
+
+    - no ``address``: a temporary cluster for each flow run, closed at its end:
+      ``cluster_class(**cluster_kwargs)`` (default ``distributed.LocalCluster``, worker
+      processes); ``cluster_class`` may be a class or an import path such as
+      ``"dask_jobqueue.SLURMCluster"``; ``adapt_kwargs`` (``{"minimum": 0, "maximum": 4}``) makes
+      it adaptive through the cluster's own ``adapt()``.
+    - ``address``: a scheduler address (``"tcp://10.0.0.5:8786"``), a ``distributed.Client`` or a
+      cluster object: a long-lived cluster, used and left running.
+    - ``client_kwargs`` go to ``distributed.Client`` (``security=`` for TLS, ``timeout=``, ...).
+    - ``max_in_flight``: cluster tasks submitted and unfinished at once, at most.
+    """
+
+    def __init__(
+        self,
+        address: Any = None,
+        cluster_class: Any = None,
+        cluster_kwargs: dict[str, Any] | None = None,
+        adapt_kwargs: dict[str, Any] | None = None,
+        client_kwargs: dict[str, Any] | None = None,
+        max_in_flight: int = 10_000,
+    ) -> None:
+        distributed = _distributed()
+        if address is not None and (
+            cluster_class is not None or cluster_kwargs is not None or adapt_kwargs is not None
+        ):
+            raise ConfigurationError(
+                "DaskTaskRunner: address connects to a running cluster, which vivace leaves as it "
+                "is; cluster_class, cluster_kwargs and adapt_kwargs describe the temporary cluster "
+                "vivace starts when no address is given. Give one or the other"
+            )
+        if address is not None and not (
+            isinstance(address, (str, distributed.Client)) or hasattr(address, "scheduler_address")
+        ):
+            raise ConfigurationError(
+                "DaskTaskRunner: address must be a scheduler address such as "
+                f"'tcp://10.0.0.5:8786', a distributed.Client or a cluster object, got {address!r}"
+            )
+        for option, value in (
+            ("cluster_kwargs", cluster_kwargs),
+            ("adapt_kwargs", adapt_kwargs),
+            ("client_kwargs", client_kwargs),
+        ):
+            if value is not None and not isinstance(value, dict):
+                raise ConfigurationError(
+                    f"DaskTaskRunner: {option} must be a dict of keyword arguments, got {value!r}"
+                )
+        if (
+            not isinstance(max_in_flight, int)
+            or isinstance(max_in_flight, bool)
+            or max_in_flight < 1
+        ):
+            raise ConfigurationError(
+                "DaskTaskRunner: max_in_flight must be a whole number of 1 or more, "
+                f"got {max_in_flight!r}"
+            )
+        self.address = address
+        self.cluster_class = _cluster_class(cluster_class)
+        self.cluster_kwargs = cluster_kwargs
+        self.adapt_kwargs = adapt_kwargs
+        self.client_kwargs = client_kwargs
+        self.max_in_flight = max_in_flight
+        self._client: Any = None
+        self._cluster: Any = None  # the temporary cluster, closed by stop()
+        self._owns_client = False
+        self._setup: RemoteSetup | None = None
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._in_flight: dict[Any, _Flight] = {}
+        self._taken = 0  # in-flight slots taken (a slot is taken just before client.submit)
+        self._backlog: collections.deque[tuple[list[TaskCall], list[RemoteFuture]]] = (
+            collections.deque()
+        )
+        self._values: weakref.WeakSet[RemoteValue] = weakref.WeakSet()
+        # Small results not fetched yet, in the order they completed (read-ahead candidates).
+        self._small: collections.deque[weakref.ref[RemoteValue]] = collections.deque(
+            maxlen=READ_AHEAD_WINDOW
+        )
+        self._resends: dict[Any, int] = {}
+        self._sent = 0
+
+    def duplicate(self) -> DaskTaskRunner:
+        return DaskTaskRunner(
+            self.address,
+            self.cluster_class,
+            self.cluster_kwargs,
+            self.adapt_kwargs,
+            self.client_kwargs,
+            self.max_in_flight,
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> Any:
+        """The ``distributed.Client`` of the started runner (None before start, after stop)."""
+        return self._client
+
+    def start(self) -> None:
+        if self._client is not None:
+            return
+        distributed = _distributed()
+        client_kwargs = self.client_kwargs or {}
+        if isinstance(self.address, distributed.Client):
+            client, owns = self.address, False
+        elif self.address is not None:
+            client, owns = distributed.Client(self.address, **client_kwargs), True
+        else:
+            cluster = self._start_cluster()
+            try:
+                if self.adapt_kwargs is not None:
+                    cluster.adapt(**self.adapt_kwargs)
+                client, owns = distributed.Client(cluster, **client_kwargs), True
+            except BaseException:
+                cluster.close()
+                raise
+            self._cluster = cluster
+        self._setup = RemoteSetup()
+        self._client, self._owns_client = client, owns
+
+    def _start_cluster(self) -> Any:
+        import dask
+
+        cluster_class = self.cluster_class
+        if cluster_class is None:
+            cluster_class = _distributed().LocalCluster
+        # vivace decides what a dead worker means for a run (CRASHED, retried if it has retries):
+        # a scheduler started here does not re-run the task by itself.
+        with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+            return cluster_class(**(self.cluster_kwargs or {}))
+
+    def stop(self, wait: bool = True) -> None:
+        client = self._client
+        if client is None:
+            return
+        try:
+            if wait:
+                with self._room:
+                    while self._in_flight or self._backlog:
+                        self._room.wait()
+            self._cancel_outstanding(
+                "the flow run ended first; its task was cancelled on the Dask cluster (a run "
+                "already executing on a worker runs to its end there)"
+            )
+            if wait:
+                self._fetch_held_results(client)
+            for value in list(self._values):
+                value.ref = None  # releases the cluster's copy
+            self._values = weakref.WeakSet()
+            self._small.clear()
+        finally:
+            self._client = None
+            self._setup = None
+            cluster, self._cluster = self._cluster, None
+            try:
+                if self._owns_client:
+                    client.close()
+            finally:
+                if cluster is not None:
+                    cluster.close()
+
+    def flush_records(self) -> None:
+        """Have every worker write out the records it buffered for this flow run's database."""
+        client, setup = self._client, self._setup
+        if client is None or setup is None or not self._sent:
+            return
+        results = client.run(
+            _flush_worker_records,
+            setup.database_url,
+            FLUSH_TIMEOUT,
+            on_error="return",
+            callback_timeout=FLUSH_TIMEOUT + 10,
+        )
+        problems = {worker: result for worker, result in results.items() if result is not True}
+        if problems:
+            logger.warning("some workers did not flush their task records: %s", problems)
+
+    def _fetch_held_results(self, client: Any) -> None:
+        """Results the caller's futures still hold come to the driver before the cluster goes."""
+        values = [v for v in list(self._values) if v.ref is not None and not v.fetched()]
+        if not values:
+            return
+        try:
+            results = client.gather([v.ref for v in values])
+        except Exception as error:
+            logger.warning(
+                "could not fetch %d results held by futures of the ended flow run: %s",
+                len(values),
+                describe_exception(error),
+            )
+            return
+        for value, result in zip(values, results, strict=True):
+            value.set(result)
+
+    def _cancel_outstanding(self, reason: str) -> None:
+        with self._room:
+            flights = list(self._in_flight.values())
+            self._in_flight.clear()
+            self._taken -= len(flights)
+            backlog = list(self._backlog)
+            self._backlog.clear()
+            self._room.notify_all()
+        if flights and self._client is not None:
+            try:
+                self._client.cancel([flight.remote for flight in flights])
+            except Exception as error:
+                logger.warning("could not cancel cluster tasks: %s", describe_exception(error))
+        for calls, futures in [(f.calls, f.futures) for f in flights] + backlog:
+            for call, future in zip(calls, futures, strict=True):
+                future.handle = None
+                future.set_final_state(cancel_on_driver(call, reason))
+
+    # -- submitting ------------------------------------------------------------------------------
+
+    def submit(self, call: TaskCall) -> VivaceFuture:
+        future = RemoteFuture(call.run, self)
+        track_pending(call, future)
+        self._dispatch([call], [future])
+        return future
+
+    def submit_batch(self, calls: list[TaskCall]) -> list[VivaceFuture]:
+        futures = [RemoteFuture(call.run, self, item) for item, call in enumerate(calls)]
+        for call, future in zip(calls, futures, strict=True):
+            track_pending(call, future)
+        self._dispatch(calls, futures)
+        return list(futures)
+
+    def _dispatch(
+        self, calls: list[TaskCall], futures: list[RemoteFuture], settled_only: bool = False
+    ) -> None:
+        """Send now, or once the upstreams Dask cannot wait for are done.
+
+        Dask waits for upstreams that are this runner's cluster tasks; any other unfinished
+        upstream (another runner's future, one of ours not sent yet) is waited for here. With
+        ``settled_only``, every upstream must be done first (a run sent again).
+        """
+        if self._client is None:
+            raise RuntimeError("DaskTaskRunner.submit() called before start()")
+        waiting: dict[int, VivaceFuture] = {}
+        for call in calls:
+            if call.upstreams is None:
+                continue
+            for items in call.upstreams.values():
+                for item in items:
+                    if (
+                        isinstance(item, VivaceFuture)
+                        and not item.done()
+                        and (settled_only or not self._in_the_cluster(item))
+                    ):
+                        waiting[id(item)] = item
+        if waiting:
+            WhenAllDone(waiting.values(), lambda: self._send(calls, futures))
+        else:
+            self._send(calls, futures)
+
+    def _in_the_cluster(self, future: VivaceFuture) -> bool:
+        return (
+            isinstance(future, RemoteFuture)
+            and future.owner is self
+            and isinstance(future.handle, _Flight)
+        )
+
+    def _native(self, future: VivaceFuture) -> tuple[Any, int | None] | None:
+        """The cluster future holding ``future``'s result, for a downstream run (Handover)."""
+        if not isinstance(future, RemoteFuture) or future.owner is not self:
+            return None
+        handle = future.handle
+        if isinstance(handle, _Flight):
+            return handle.remote, future.item
+        if isinstance(handle, RemoteValue) and handle.ref is not None:
+            return handle.ref, future.item
+        return None
+
+    def _send(self, calls: list[TaskCall], futures: list[RemoteFuture]) -> None:
+        client, setup = self._client, self._setup
+        if client is None or setup is None:  # the flow run ended while these waited
+            for call, future in zip(calls, futures, strict=True):
+                future.set_final_state(cancel_on_driver(call, "the flow run ended first"))
+            return
+        task = calls[0].task
+        try:
+            spec = setup.spec_for(task)
+            handover = Handover(self._native)
+            flow = flow_info(calls[0])
+            remote_calls = [handover.call(call, spec, flow) for call in calls]
+        except Exception as error:
+            for call, future in zip(calls, futures, strict=True):
+                future.set_final_state(fail_on_driver(call, error))
+            return
+        if not self._take_slot():
+            with self._lock:
+                self._backlog.append((calls, futures))
+            return
+        batch = futures[0].item is not None
+        options = _placement(task.runner_options)
+        try:
+            if batch:
+                remote = client.submit(
+                    run_remote_batch,
+                    remote_calls,
+                    *handover.remote,
+                    key=f"{task.name}-batch-{calls[0].run.id.hex}",
+                    pure=False,
+                    **options,
+                )
+            else:
+                remote = client.submit(
+                    run_remote,
+                    remote_calls[0],
+                    *handover.remote,
+                    key=f"{task.name}-{calls[0].run.id.hex}",
+                    pure=False,
+                    **options,
+                )
+        except Exception as problem:
+            self._give_slot()
+            for call, future in zip(calls, futures, strict=True):
+                future.set_final_state(fail_on_driver(call, unpicklable_error(call, problem)))
+            return
+        flight = _Flight(remote, calls, futures, handover.remote)
+        with self._lock:
+            self._in_flight[remote.key] = flight
+            self._sent += 1
+        for future in futures:
+            future.handle = flight
+        remote.add_done_callback(self._finished)
+
+    def _take_slot(self) -> bool:
+        """Take an in-flight slot, waiting for one; False on the callback thread when full."""
+        with self._room:
+            while self._taken >= self.max_in_flight and self._client is not None:
+                if getattr(_local, "in_callback", False):
+                    return False  # never block the thread that frees the slots
+                self._room.wait()
+            self._taken += 1
+            return True
+
+    def _give_slot(self) -> None:
+        with self._room:
+            self._taken -= 1
+            self._room.notify_all()
+
+    # -- settling --------------------------------------------------------------------------------
+
+    def _finished(self, remote: Any) -> None:
+        """A cluster task ended (on Dask's callback thread): settle its runs' futures."""
+        with self._room:
+            flight = self._in_flight.pop(remote.key, None)
+            if flight is not None:
+                self._taken -= 1
+                self._room.notify_all()
+        if flight is None:
+            return  # the runner stopped and settled it already
+        _local.in_callback = True
+        try:
+            self._settle(flight)
+        except BaseException as error:
+            logger.exception("vivace could not settle cluster task %s", remote.key)
+            for call, future in zip(flight.calls, flight.futures, strict=True):
+                if not future.done():
+                    future.set_final_state(fail_on_driver(call, error))
+        finally:
+            _local.in_callback = False
+        self._send_backlog()
+
+    def _send_backlog(self) -> None:
+        while True:
+            with self._lock:
+                if not self._backlog or self._taken >= self.max_in_flight:
+                    return
+                calls, futures = self._backlog.popleft()
+            self._send(calls, futures)
+
+    def _settle(self, flight: _Flight) -> None:
+        remote, calls, futures = flight.remote, flight.calls, flight.futures
+        status = remote.status
+        if status in ("finished", "lost"):
+            kind = remote.type
+            if kind is RemoteFailure or kind is PartialBatch:
+                # Some run did not complete: fetch the (small) outcome to learn which and why.
+                outcome = remote.result()
+                outcomes = [outcome] if kind is RemoteFailure else list(outcome)
+                states = completed_outcomes(outcomes, [call.run.id for call in calls])
+                value = RemoteValue(remote, self._fetch)
+                value.set(outcome)
+                for future, state in zip(futures, states, strict=True):
+                    completed = state.type is StateType.COMPLETED
+                    future.handle = value if completed else None
+                    future.set_final_state(state)
+                return
+            value = RemoteValue(remote, self._fetch)
+            self._values.add(value)
+            if kind in SMALL_TYPES or kind is None:
+                self._small.append(weakref.ref(value))
+            for future in futures:
+                future.handle = value
+                future.set_final_state(RemoteCompleted(value, future.item, future.task_run.id))
+            return
+        if status == "error":
+            error = remote.exception()
+            if any(up.status != "finished" for up in flight.upstreams):
+                # An upstream's cluster task was lost (its worker died): send these again once
+                # the upstream is settled (retried, or ended).
+                for call, future in zip(calls, futures, strict=True):
+                    self._send_again(call, future)
+                return
+            if _is_killed_worker(error):
+                for call, future in zip(calls, futures, strict=True):
+                    self._worker_died(call, future, str(error))
+                return
+            for call, future in zip(calls, futures, strict=True):
+                future.handle = None
+                future.set_final_state(fail_on_driver(call, error))
+            return
+        for call, future in zip(calls, futures, strict=True):  # cancelled from outside
+            future.handle = None
+            future.set_final_state(cancel_on_driver(call, "cancelled on the Dask cluster"))
+
+    def _fetch(self, value: RemoteValue) -> Any:
+        """Fetch ``value``, with up to READ_AHEAD small results that completed after it.
+
+        Asking the futures of a map for their results one by one then costs one round trip per
+        READ_AHEAD results instead of one each. Only small results (numbers, None) are fetched
+        ahead, so no large value reaches the driver unless it is asked for.
+        """
+        if value.ref is None:
+            raise VivaceError(
+                "the result of this task run stayed on the Dask cluster, which its flow run has "
+                "released; fetch results with future.result() inside the flow"
+            )
+        batch = [value]
+        client = self._client
+        if client is not None:
+            with self._lock:
+                small = self._small
+                while small and len(batch) < READ_AHEAD:
+                    other = small.popleft()()
+                    if other is not None and other is not value and other.ref is not None:
+                        if not other.fetched():
+                            batch.append(other)
+        try:
+            if len(batch) == 1:
+                return value.ref.result()
+            results = client.gather([v.ref for v in batch])
+        except Exception as error:
+            raise VivaceError(
+                f"could not fetch the result from the Dask cluster: {describe_exception(error)}"
+            ) from error
+        for other, result in zip(batch[1:], results[1:], strict=True):
+            other.set(result)
+        return results[0]
+
+    def _worker_died(self, call: TaskCall, future: RemoteFuture, reason: str) -> None:
+        future.handle = None
+        delay = worker_died(call, f"its Dask worker died ({reason})")
+        if delay is None:
+            future.set_final_state(call.run.state)
+            return
+        future.item = None  # sent again as a run of its own
+
+        def again() -> None:
+            self._dispatch([call], [future], settled_only=True)
+
+        if delay > 0:
+            timer = threading.Timer(delay, again)
+            timer.daemon = True
+            timer.start()
+        else:
+            again()
+
+    def _send_again(self, call: TaskCall, future: RemoteFuture) -> None:
+        count = self._resends[call.run.id] = self._resends.get(call.run.id, 0) + 1
+        future.handle = None
+        if count > MAX_RESENDS:
+            self._resends.pop(call.run.id, None)
+            error = CrashedRunError(
+                f"its upstreams were lost on the Dask cluster {MAX_RESENDS} times"
+            )
+            future.set_final_state(fail_on_driver(call, error))
+            return
+        future.item = None
+        self._dispatch([call], [future], settled_only=True)
+
+    def __repr__(self) -> str:
+        if self.address is not None:
+            where = f"address={self.address!r}"
+        else:
+            name = getattr(self.cluster_class, "__name__", "LocalCluster")
+            where = f"cluster_class={name}"
+        return f"DaskTaskRunner({where})"
+
+
+class _Flight:
+    """One cluster task in flight: its runs, their futures, the cluster futures it waits on."""
+
+    __slots__ = ("calls", "futures", "remote", "upstreams")
+
+    def __init__(
+        self,
+        remote: Any,
+        calls: list[TaskCall],
+        futures: list[RemoteFuture],
+        upstreams: list[Any],
+    ) -> None:
+        self.remote = remote
+        self.calls = calls
+        self.futures = futures
+        self.upstreams = upstreams
+
+
+_NO_OPTIONS: dict[str, Any] = {}
+
+
+def _placement(options: dict[str, Any] | None) -> dict[str, Any]:
+    """The task's runner_options that ``client.submit`` takes (Ray's are ignored here)."""
+    if not options:
+        return _NO_OPTIONS
+    return {key: options[key] for key in DASK_RUNNER_OPTIONS if key in options}
+
+
+def _is_killed_worker(error: BaseException) -> bool:
+    from distributed.scheduler import KilledWorker
+
+    return isinstance(error, KilledWorker)
+
+
+def _cluster_class(value: Any) -> Any:
+    """``cluster_class`` as a class: given as one, or as an import path ("pkg.module.Class")."""
+    if value is None or callable(value):
+        return value
+    if not isinstance(value, str):
+        raise ConfigurationError(
+            f"DaskTaskRunner: cluster_class must be a cluster class or its import path such as "
+            f"'dask_jobqueue.SLURMCluster', got {value!r}"
+        )
+    module_name, _, name = value.replace(":", ".").rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name), name) if module_name else None
+    except (ImportError, AttributeError) as error:
+        raise ConfigurationError(
+            f"DaskTaskRunner: cannot import cluster_class {value!r}: {describe_exception(error)}"
+        ) from None
+    if not callable(found):
+        raise ConfigurationError(
+            f"DaskTaskRunner: cluster_class {value!r} is not a class (got {found!r})"
+        )
+    return found
+
+
+async def _flush_worker_records(database_url: str, timeout: float) -> bool:
+    """Run on every worker by ``flush_records``: write out its buffered records."""
+    return await asyncio.to_thread(flush_process_records, database_url, timeout)
