@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import copy
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Self
 
 if TYPE_CHECKING:
     from vivace.engine.futures import VivaceFuture
@@ -72,6 +72,4 @@ def track_pending(call: TaskCall, future: VivaceFuture) -> None:
     """Let the flow run wait for ``future`` until it is done (and forget it then)."""
     scope = call.scope
     if scope is not None:
-        pending: Any = scope.pending
-        pending.add(future)
-        future.add_done_callback(pending.discard)
+        future.track_in(scope.pending)
