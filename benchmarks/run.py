@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-CASES = ("direct", "sequential", "concurrent", "memory", "import")
+CASES = ("direct", "sequential", "concurrent", "dask", "memory", "import")
+DASK_TASKS = 2_000  # the dask case's N, at most: each cluster task costs ~2 ms on 2 cores
 
 
 def noop(x: int) -> int:
@@ -169,6 +170,87 @@ def case_concurrent(n: int, rounds: int) -> dict[str, Any]:
     )
 
 
+def case_dask(n: int, rounds: int) -> dict[str, Any]:
+    """One LocalCluster (2 worker processes): vivace against raw distributed, two ways.
+
+    ``.submit()`` + ``.result()`` per task against raw ``client.submit`` + ``client.gather``; and
+    ``.map(batch_size=...)`` against raw ``client.map`` + ``client.gather``.
+    """
+    import logging
+
+    from distributed import Client, LocalCluster
+
+    from vivace import flow, task
+    from vivace.engine.context import current_flow_run_id
+    from vivace.runners import DaskTaskRunner
+
+    n = min(n, DASK_TASKS)
+    batch_size = 100
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    client = Client(cluster)
+    noop_task = task(noop)
+    submit_ids: list[Any] = []
+    map_ids: list[Any] = []
+    runner = DaskTaskRunner(address=cluster.scheduler_address)
+
+    @flow(task_runner=runner)
+    def submitted(count: int) -> None:
+        submit_ids.append(current_flow_run_id())
+        futures = [noop_task.submit(i) for i in range(count)]
+        for future in futures:
+            future.result()
+
+    @flow(task_runner=runner)
+    def mapped(count: int) -> None:
+        map_ids.append(current_flow_run_id())
+        for future in noop_task.map(range(count), batch_size=batch_size):
+            future.result()
+
+    def raw_submit() -> None:
+        client.gather([client.submit(noop, i, pure=False) for i in range(n)])
+
+    def raw_map() -> None:
+        client.gather(client.map(noop, range(n), pure=False))
+
+    try:
+        submitted(10)  # warm up: database, writers in the workers, code on the workers
+        mapped(10)
+        raw_submit()
+        submit_ids.clear()
+        map_ids.clear()
+        base, measured = _rounds(raw_submit, lambda: submitted(n), rounds)
+        rows = [
+            _report(
+                "DaskTaskRunner submit+result",
+                "client.submit+gather",
+                n,
+                rounds,
+                base,
+                measured,
+                submit_ids,
+            )
+        ]
+        base, measured = _rounds(raw_map, lambda: mapped(n), rounds)
+        rows.append(
+            _report(
+                f"DaskTaskRunner map(batch_size={batch_size})",
+                "client.map+gather",
+                n,
+                rounds,
+                base,
+                measured,
+                map_ids,
+            )
+        )
+    finally:
+        client.close()
+        cluster.close()
+    return {"rows": rows}
+
+
 def case_memory(n: int, rounds: int) -> dict[str, Any]:
     """100,000 no-op tasks in one flow: RSS growth, and every run recorded."""
     from vivace import flow, task
@@ -284,8 +366,9 @@ def main() -> None:
                 text=True,
             )
             result = json.loads(out.stdout.strip().splitlines()[-1])
-            results.append(result)
-            print(_format(result), flush=True)
+            for row in result.get("rows", [result]):  # a case may report several rows
+                results.append(row)
+                print(_format(row), flush=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     meta = {
         "python": platform.python_version(),

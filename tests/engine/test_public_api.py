@@ -60,6 +60,8 @@ def test_the_names_the_spec_promises_import() -> None:
 def test_runners_module_exports() -> None:
     assert sorted(vivace.runners.__all__) == [
         "ConcurrentTaskRunner",
+        "DaskTaskRunner",
+        "RayTaskRunner",
         "SequentialTaskRunner",
         "TaskRunner",
     ]

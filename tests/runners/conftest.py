@@ -20,9 +20,50 @@ def dask_cluster() -> Iterator[Any]:
 
     with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         cluster = LocalCluster(
-            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0"
         )
     try:
         yield cluster
     finally:
         cluster.close()
+
+
+RAY_TEST_INIT = {
+    "num_cpus": 2,
+    "include_dashboard": False,
+    "object_store_memory": 200 * 1024 * 1024,
+    "log_to_driver": False,
+}
+
+
+def ray_worker_env() -> dict[str, str]:
+    """Environment for Ray's worker processes: they import the test modules' tasks by name."""
+    import os
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
+@pytest.fixture(scope="module")
+def ray_local() -> Iterator[None]:
+    """A local Ray (2 CPUs) initialised in this process, shared by the tests of one module.
+
+    ``RayTaskRunner()`` uses a Ray already initialised in the process and leaves it running.
+    """
+    import os
+
+    ray = pytest.importorskip("ray")
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = ray_worker_env()["PYTHONPATH"]  # inherited by Ray's processes
+    try:
+        ray.init(**RAY_TEST_INIT)
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+    try:
+        yield None
+    finally:
+        ray.shutdown()

@@ -58,10 +58,17 @@ def _dask_runner(cluster: Any) -> TaskRunner:
     return DaskTaskRunner(address=cluster.scheduler_address)
 
 
+def _ray_runner(_: Any) -> TaskRunner:
+    from vivace.runners import RayTaskRunner
+
+    return RayTaskRunner()  # uses the Ray the fixture initialised in this process
+
+
 RUNNERS = [
     pytest.param(SequentialTaskRunner, id="sequential"),
     pytest.param(ConcurrentTaskRunner, id="concurrent"),
     pytest.param(OnCluster("dask_cluster", _dask_runner), id="dask"),
+    pytest.param(OnCluster("ray_local", _ray_runner), id="ray"),
 ]
 
 
@@ -244,6 +251,26 @@ def test_map_over_the_result_of_a_future_records_the_upstream(
     for i in range(3):
         inputs = runs[f"async_double-{i}"].task_inputs
         assert [upstream] in inputs.values(), inputs
+
+
+def test_map_in_batches_keeps_a_run_and_a_future_per_element(
+    runner: RunnerFactory, history: Any
+) -> None:
+    def body() -> tuple[list[Any], list[State]]:
+        offset = add.submit(10, 0)
+        futures = add.map(range(7), offset, batch_size=3)
+        assert len({id(f) for f in futures}) == 7
+        failing = fail_report.map([1, 2, 3], batch_size=2)
+        return [f.result() for f in futures], [f.wait() for f in failing]
+
+    state = run_flow(runner, body)
+    values, failed = state.result()
+    assert values == [10, 11, 12, 13, 14, 15, 16]
+    assert [s.type for s in failed] == [StateType.FAILED] * 3
+    assert [s.result(raise_on_failure=False).code for s in failed] == [1, 2, 3]
+    runs = history.task_runs(state.run_id)
+    assert len(runs) == 1 + 7 + 3 and len({run.id for run in runs}) == 11
+    assert sorted(run.state_type for run in runs) == ["COMPLETED"] * 8 + ["FAILED"] * 3
 
 
 def test_map_with_a_future_passed_to_every_run(runner: RunnerFactory, history: Any) -> None:

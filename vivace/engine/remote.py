@@ -1,6 +1,7 @@
 """Task runs in other processes: what travels to a worker, what runs there, what comes back.
 
-Runner-independent: the Dask runner uses it, and a Ray runner can. The runner only moves these
+Runner-independent: the Dask runner uses it, and a Ray runner can (the driver's side, futures and
+lazily fetched results, is :mod:`vivace.engine.remote_driver`). The runner only moves these
 objects; the worker runs each task through the same state machine as every other runner
 (:func:`~vivace.engine.task_engine.run_task_blocking`), so retries and timeouts happen on the
 worker, and the worker process records states and logs straight to the database through its own
@@ -23,17 +24,24 @@ Driver → worker
 Worker → driver
     COMPLETED → the task's return value itself. It stays on the worker; a downstream gets it from
     there, and the driver learns that the run completed from the *type* of the result, which the
-    cluster reports without sending the value (:class:`RemoteCompleted` fetches it on first use).
+    cluster reports without sending the value (``RemoteCompleted`` fetches it on first use).
     Any other final state → a small :class:`RemoteFailure`: type, name, message and the exception
     pickled with its traceback. A downstream handed one sees a failed upstream and ends FAILED
     [UpstreamFailed] without running, as with any runner.
 
+On the worker
+    :func:`run_remote` (:func:`run_remote_batch` for a batch) unpickles the spec once per process
+    (cached by its token), makes the flow's settings the process's settings (cached; the
+    environment is not read again per task), takes that process's writer (``get_writer()``) and
+    runs the task to its final state. :func:`flush_process_records` writes out what the writer
+    buffered; the runner calls it on every worker before the flow run records its final state.
+
 Pickling
     A task that cannot be pickled fails its runs at submission; so does an argument
-    (:func:`unpicklable_error` names it: "task 'load' got an argument it cannot pickle: <socket>
-    (argument 'conn')"). A result that cannot be pickled fails its attempt on the worker (retries
-    apply). An exception that cannot be pickled travels as an UnpicklableError with its type,
-    message and traceback text. Tracebacks survive the trip through tblib (a dependency of
+    (``remote_driver.unsent_error`` names it: "task 'load' got an argument it cannot pickle:
+    <socket> (argument 'conn')"). A result that cannot be pickled fails its attempt on the worker
+    (retries apply). An exception that cannot be pickled travels as an UnpicklableError with its
+    type, message and traceback text. Tracebacks survive the trip through tblib (a dependency of
     distributed); where tblib is missing, the worker's formatted traceback is added to the
     exception as a note, so it still shows at ``future.result()``.
 """
@@ -47,8 +55,9 @@ import pickle
 import threading
 import traceback
 import uuid
+import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -59,16 +68,13 @@ from vivace.engine.inputs import WAIT_FOR_KEY
 from vivace.engine.run_logging import install_print_capture
 from vivace.engine.runs import FlowRun, TaskRun
 from vivace.engine.states import (
-    AWAITING_RETRY,
     Completed,
-    Crashed,
-    Failed,
     State,
     StateType,
     describe_exception,
 )
-from vivace.engine.task_engine import TaskCall, TaskRunEngine, run_task_blocking
-from vivace.exceptions import CrashedRunError, UnpicklableError, VivaceError
+from vivace.engine.task_engine import TaskCall, run_task_blocking
+from vivace.exceptions import UnpicklableError
 
 if TYPE_CHECKING:
     from vivace.engine.tasks import Task
@@ -124,7 +130,9 @@ class RemoteSetup:
         if entry is not None:
             return entry[1]
         try:
-            blob = cloudpickle.dumps((task, self.env), protocol=5)
+            # Compressed: smaller, and free of the text b"__main__" (a task defined in a script),
+            # which would make distributed pickle every graph carrying it a second, slower way.
+            blob = zlib.compress(cloudpickle.dumps((task, self.env), protocol=5), 1)
         except Exception as error:
             raise UnpicklableError(
                 f"task {task.name!r} cannot be pickled to run in another process: "
@@ -454,230 +462,6 @@ def _note_traceback(error: BaseException, source: BaseException | None = None) -
     error.add_note(f"Traceback on the worker:\n{text}")
 
 
-# -- driver side: futures and states -------------------------------------------------------------
-
-
-class RemoteFuture(VivaceFuture):
-    """A future whose run executes on a cluster; it also holds the runner's handle on the run.
-
-    ``handle`` is the runner's business: while the run is in flight, the cluster task; once it
-    has completed, the :class:`RemoteValue` its result is fetched from.
-    """
-
-    __slots__ = ("handle", "item", "owner")
-
-    def __init__(self, task_run: TaskRun, owner: object, item: int | None = None) -> None:
-        super().__init__(task_run)
-        self.owner = owner
-        self.item = item  # index inside a batch's result
-        self.handle: Any = None
-
-
-class _Unfetched:
-    def __repr__(self) -> str:
-        return "<not fetched>"
-
-
-_UNFETCHED: Any = _Unfetched()
-
-
-class RemoteValue:
-    """A result that stays on the cluster until the driver asks for it; fetched at most once.
-
-    ``ref`` is the cluster's handle (kept so downstream runs can be handed it); ``fetch(self)``
-    gets the value (and may :meth:`set` other values it fetched in the same round trip). A runner
-    that releases the cluster sets ``ref`` to None.
-    """
-
-    __slots__ = ("__weakref__", "_fetch", "_lock", "_value", "ref")
-
-    def __init__(self, ref: Any, fetch: Callable[[RemoteValue], Any]) -> None:
-        self.ref = ref
-        self._fetch = fetch
-        self._value: Any = _UNFETCHED
-        self._lock = threading.Lock()
-
-    def get(self) -> Any:
-        value = self._value
-        if value is _UNFETCHED:
-            with self._lock:
-                if self._value is _UNFETCHED:
-                    self._value = self._fetch(self)
-                value = self._value
-        return value
-
-    def fetched(self) -> bool:
-        return self._value is not _UNFETCHED
-
-    def set(self, value: Any) -> None:
-        self._value = value
-
-
-class RemoteCompleted(State):
-    """COMPLETED, with the value still on the cluster: fetched on the first ``result()``.
-
-    Reading the state (type, name, ``is_completed()``) never fetches anything.
-    """
-
-    __slots__ = ("_item", "_value")
-
-    def __init__(self, value: RemoteValue, item: int | None, run_id: uuid.UUID) -> None:
-        super().__init__(StateType.COMPLETED)
-        self._value = value
-        self._item = item
-        self.run_id = run_id
-
-    def result(self, raise_on_failure: bool = True) -> Any:
-        value = self._value.get()
-        return value if self._item is None else value[self._item]
-
-    @property
-    def data(self) -> Any:
-        return self.result()
-
-
-def completed_outcomes(outcomes: list[Any], run_ids: list[uuid.UUID]) -> list[State]:
-    """Final states from a fetched batch result (values and RemoteFailures)."""
-    states = []
-    for outcome, run_id in zip(outcomes, run_ids, strict=True):
-        state = outcome.to_state() if type(outcome) is RemoteFailure else Completed(outcome)
-        state.run_id = run_id
-        states.append(state)
-    return states
-
-
-# -- driver side: runs that end without reaching a worker ----------------------------------------
-
-
-def worker_span(task: Task[Any, Any]) -> int:
-    """How many state transitions one worker attempt may record (RUNNING, each retry's two, end).
-
-    When the driver records a state for a run a worker may have been running (a dead worker, a
-    cancelled run), it first moves ``state_seq`` past all of them, so its record wins in the
-    store whatever the worker managed to write.
-    """
-    return 2 * (task.retries + 1)
-
-
-def end_on_driver(call: TaskCall, state: State, error: BaseException | None = None) -> State:
-    """Record a final state for a run whose worker could not (it never ran, or its worker died)."""
-    call.run.state_seq += worker_span(call.task)
-    engine = TaskRunEngine(call)
-    engine.set_state(state)
-    level = logging.WARNING if state.type is StateType.CANCELLED else logging.ERROR
-    engine._log(level, f"Finished in state {state!r}", error)
-    state.run_id = call.run.id
-    return state
-
-
-def fail_on_driver(call: TaskCall, error: BaseException) -> State:
-    return end_on_driver(call, Failed(error), error)
-
-
-def cancel_on_driver(call: TaskCall, reason: str) -> State:
-    return end_on_driver(call, State(StateType.CANCELLED, message=reason))
-
-
-def worker_died(call: TaskCall, reason: str) -> float | None:
-    """The run's worker died: CRASHED, or AwaitingRetry if retries remain (returns the delay)."""
-    run, task = call.run, call.task
-    run.state_seq += worker_span(task)
-    run.run_count += 1  # at least the attempt that was running
-    engine = TaskRunEngine(call)
-    if run.run_count <= task.retries:
-        delay = task.retry_delay_for(run.run_count)
-        message = f"attempt {run.run_count} of {task.retries + 1} crashed: {reason}"
-        engine.set_state(State(StateType.SCHEDULED, name=AWAITING_RETRY, message=message))
-        engine._log(logging.WARNING, f"{message[0].upper()}{message[1:]}; retrying", None)
-        return delay
-    error = CrashedRunError(reason)
-    state = Crashed(error, message=f"the task run crashed: {reason}")
-    engine.set_state(state)
-    engine._log(logging.ERROR, f"Finished in state {state!r}", None)
-    return None
-
-
-def unpicklable_error(call: TaskCall, problem: BaseException) -> VivaceError:
-    """Why ``call`` could not be sent: the task, or the argument (found inside containers)."""
-    task = call.task
-    try:
-        cloudpickle.dumps(task)
-    except Exception as error:
-        return UnpicklableError(
-            f"task {task.name!r} cannot be pickled to run in another process: "
-            f"{describe_exception(error)}"
-        )
-    names = task.parameter_names
-    labelled: list[tuple[str, Any]] = [
-        (names[i] if i < len(names) else f"argument {i}", value)
-        for i, value in enumerate(call.args or ())
-    ]
-    labelled += list((call.kwargs or {}).items())
-    for label, value in labelled:
-        culprit = _unpicklable_part(value)
-        if culprit is not _PICKLES:
-            return UnpicklableError(
-                f"task {task.name!r} got an argument it cannot pickle: {describe(culprit)} "
-                f"(argument {label!r})"
-            )
-    return UnpicklableError(
-        f"task {task.name!r}: its run could not be pickled to send it to the cluster: "
-        f"{describe_exception(problem)}"
-    )
-
-
-_PICKLES: Any = object()
-
-
-def _unpicklable_part(value: Any) -> Any:
-    """The innermost part of ``value`` that cannot be pickled, or ``_PICKLES``."""
-    if isinstance(value, VivaceFuture):
-        if not value.done():
-            return _PICKLES
-        value = value.state
-    if isinstance(value, State):
-        value = value.data
-    kind = type(value)
-    if kind is list or kind is tuple or kind is set or kind is frozenset:
-        for item in value:
-            culprit = _unpicklable_part(item)
-            if culprit is not _PICKLES:
-                return culprit
-    elif kind is dict:
-        for key, item in value.items():
-            for part in (key, item):
-                culprit = _unpicklable_part(part)
-                if culprit is not _PICKLES:
-                    return culprit
-    try:
-        cloudpickle.dumps(value)
-    except Exception:
-        return value
-    return _PICKLES
-
-
-class WhenAllDone:
-    """Calls ``action`` once, when the last of ``futures`` is done (at once if none are pending)."""
-
-    __slots__ = ("_action", "_lock", "_remaining")
-
-    def __init__(self, futures: Iterable[VivaceFuture], action: Callable[[], None]) -> None:
-        pending = list(futures)
-        self._action = action
-        self._lock = threading.Lock()
-        self._remaining = len(pending) + 1  # +1 until every callback is registered
-        for future in pending:
-            future.add_done_callback(self._one_done)
-        self._one_done(None)
-
-    def _one_done(self, _: Any) -> None:
-        with self._lock:
-            self._remaining -= 1
-            ready = self._remaining == 0
-        if ready:
-            self._action()
-
-
 # -- worker side ---------------------------------------------------------------------------------
 
 
@@ -758,10 +542,10 @@ _exit_flush_registered = False
 def _load(spec: TaskSpec) -> tuple[Task[Any, Any], BatchWriter]:
     """The spec's task (its result checked for pickling) and this process's writer for it."""
     entry = _specs.get(spec.token)
-    if entry is not None and not entry[1]._stopping:
+    if entry is not None and not entry[1].closed:
         return entry
     with _worker_lock:
-        task, env = pickle.loads(spec.blob)
+        task, env = pickle.loads(zlib.decompress(spec.blob))
         entry = (_checked(task), _writer_for(env))
         _specs[spec.token] = entry
         while len(_specs) > _SPEC_CACHE_SIZE:
@@ -787,7 +571,9 @@ def _writer_for(env: dict[str, Any]) -> BatchWriter:
     if not _exit_flush_registered and multiprocessing.parent_process() is not None:
         # A worker started by multiprocessing (a dask nanny's worker) ends with os._exit, which
         # skips atexit: flush the writers at the end of the process all the same.
-        multiprocessing.util.Finalize(None, shutdown_writers, exitpriority=100)
+        from multiprocessing import util
+
+        util.Finalize(None, shutdown_writers, exitpriority=100)
         _exit_flush_registered = True
     return writer
 
@@ -869,6 +655,6 @@ def _scope(flow: tuple[Any, ...] | None, writer: BatchWriter) -> FlowRunScope | 
 def flush_process_records(database_url: str, timeout: float) -> bool:
     """Write out what this process's writer for ``database_url`` has buffered (on a worker)."""
     writer = _writers_by_url.get(database_url)
-    if writer is None or writer._stopping:
+    if writer is None or writer.closed:
         return True
     return writer.flush(timeout=timeout)

@@ -52,23 +52,26 @@ from vivace.engine.options import DASK_RUNNER_OPTIONS
 from vivace.engine.remote import (
     Handover,
     PartialBatch,
-    RemoteCompleted,
     RemoteFailure,
-    RemoteFuture,
     RemoteSetup,
-    RemoteValue,
-    WhenAllDone,
-    cancel_on_driver,
-    completed_outcomes,
-    fail_on_driver,
     flow_info,
     flush_process_records,
     run_remote,
     run_remote_batch,
-    unpicklable_error,
+)
+from vivace.engine.remote_driver import (
+    RemoteCompleted,
+    RemoteFuture,
+    RemoteValue,
+    WhenAllDone,
+    cancel_on_driver,
+    completed_outcomes,
+    end_on_driver,
+    fail_on_driver,
+    unsent_error,
     worker_died,
 )
-from vivace.engine.states import StateType, describe_exception
+from vivace.engine.states import Crashed, StateType, describe_exception
 from vivace.exceptions import (
     ConfigurationError,
     CrashedRunError,
@@ -184,6 +187,7 @@ class DaskTaskRunner(TaskRunner):
         )
         self._resends: dict[Any, int] = {}
         self._sent = 0
+        self._closing = False  # stop() has begun: nothing more is sent
 
     def duplicate(self) -> DaskTaskRunner:
         return DaskTaskRunner(
@@ -201,6 +205,11 @@ class DaskTaskRunner(TaskRunner):
     def client(self) -> Any:
         """The ``distributed.Client`` of the started runner (None before start, after stop)."""
         return self._client
+
+    @property
+    def in_flight(self) -> int:
+        """Cluster tasks submitted and not finished yet (at most ``max_in_flight``)."""
+        return self._taken
 
     def start(self) -> None:
         if self._client is not None:
@@ -222,6 +231,7 @@ class DaskTaskRunner(TaskRunner):
                 raise
             self._cluster = cluster
         self._setup = RemoteSetup()
+        self._closing = False
         self._client, self._owns_client = client, owns
 
     def _start_cluster(self) -> Any:
@@ -254,6 +264,7 @@ class DaskTaskRunner(TaskRunner):
                 value.ref = None  # releases the cluster's copy
             self._values = weakref.WeakSet()
             self._small.clear()
+            self._resends.clear()
         finally:
             self._client = None
             self._setup = None
@@ -300,6 +311,7 @@ class DaskTaskRunner(TaskRunner):
 
     def _cancel_outstanding(self, reason: str) -> None:
         with self._room:
+            self._closing = True
             flights = list(self._in_flight.values())
             self._in_flight.clear()
             self._taken -= len(flights)
@@ -319,12 +331,14 @@ class DaskTaskRunner(TaskRunner):
     # -- submitting ------------------------------------------------------------------------------
 
     def submit(self, call: TaskCall) -> VivaceFuture:
+        self._check_started()
         future = RemoteFuture(call.run, self)
         track_pending(call, future)
         self._dispatch([call], [future])
         return future
 
     def submit_batch(self, calls: list[TaskCall]) -> list[VivaceFuture]:
+        self._check_started()
         futures = [RemoteFuture(call.run, self, item) for item, call in enumerate(calls)]
         for call, future in zip(calls, futures, strict=True):
             track_pending(call, future)
@@ -340,8 +354,6 @@ class DaskTaskRunner(TaskRunner):
         upstream (another runner's future, one of ours not sent yet) is waited for here. With
         ``settled_only``, every upstream must be done first (a run sent again).
         """
-        if self._client is None:
-            raise RuntimeError("DaskTaskRunner.submit() called before start()")
         waiting: dict[int, VivaceFuture] = {}
         for call in calls:
             if call.upstreams is None:
@@ -358,6 +370,10 @@ class DaskTaskRunner(TaskRunner):
             WhenAllDone(waiting.values(), lambda: self._send(calls, futures))
         else:
             self._send(calls, futures)
+
+    def _check_started(self) -> None:
+        if self._client is None:
+            raise RuntimeError("DaskTaskRunner: submit() called before start() or after stop()")
 
     def _in_the_cluster(self, future: VivaceFuture) -> bool:
         return (
@@ -379,9 +395,8 @@ class DaskTaskRunner(TaskRunner):
 
     def _send(self, calls: list[TaskCall], futures: list[RemoteFuture]) -> None:
         client, setup = self._client, self._setup
-        if client is None or setup is None:  # the flow run ended while these waited
-            for call, future in zip(calls, futures, strict=True):
-                future.set_final_state(cancel_on_driver(call, "the flow run ended first"))
+        if client is None or setup is None or self._closing:  # the flow run ended meanwhile
+            self._cancel(calls, futures)
             return
         task = calls[0].task
         try:
@@ -397,15 +412,22 @@ class DaskTaskRunner(TaskRunner):
             with self._lock:
                 self._backlog.append((calls, futures))
             return
+        if self._closing:  # stop() began while this waited for room
+            self._give_slot()
+            self._cancel(calls, futures)
+            return
         batch = futures[0].item is not None
         options = _placement(task.runner_options)
+        first = calls[0].run
+        # Unique per sending: a run sent again (after its worker died) gets a new key.
+        key = f"{task.name}-{'batch-' if batch else ''}{first.id.hex}-{first.state_seq}"
         try:
             if batch:
                 remote = client.submit(
                     run_remote_batch,
                     remote_calls,
                     *handover.remote,
-                    key=f"{task.name}-batch-{calls[0].run.id.hex}",
+                    key=key,
                     pure=False,
                     **options,
                 )
@@ -414,27 +436,41 @@ class DaskTaskRunner(TaskRunner):
                     run_remote,
                     remote_calls[0],
                     *handover.remote,
-                    key=f"{task.name}-{calls[0].run.id.hex}",
+                    key=key,
                     pure=False,
                     **options,
                 )
         except Exception as problem:
             self._give_slot()
             for call, future in zip(calls, futures, strict=True):
-                future.set_final_state(fail_on_driver(call, unpicklable_error(call, problem)))
+                future.set_final_state(fail_on_driver(call, unsent_error(call, problem)))
             return
         flight = _Flight(remote, calls, futures, handover.remote)
-        with self._lock:
-            self._in_flight[remote.key] = flight
-            self._sent += 1
         for future in futures:
             future.handle = flight
+        with self._room:
+            closing = self._closing
+            if closing:
+                self._taken -= 1
+                self._room.notify_all()
+            else:
+                self._in_flight[remote.key] = flight
+                self._sent += 1
+        if closing:  # stop() began while this was being sent
+            remote.cancel()
+            self._cancel(calls, futures)
+            return
         remote.add_done_callback(self._finished)
+
+    def _cancel(self, calls: list[TaskCall], futures: list[RemoteFuture]) -> None:
+        for call, future in zip(calls, futures, strict=True):
+            future.handle = None
+            future.set_final_state(cancel_on_driver(call, "the flow run ended first"))
 
     def _take_slot(self) -> bool:
         """Take an in-flight slot, waiting for one; False on the callback thread when full."""
         with self._room:
-            while self._taken >= self.max_in_flight and self._client is not None:
+            while self._taken >= self.max_in_flight and not self._closing:
                 if getattr(_local, "in_callback", False):
                     return False  # never block the thread that frees the slots
                 self._room.wait()
@@ -541,9 +577,13 @@ class DaskTaskRunner(TaskRunner):
                 small = self._small
                 while small and len(batch) < READ_AHEAD:
                     other = small.popleft()()
-                    if other is not None and other is not value and other.ref is not None:
-                        if not other.fetched():
-                            batch.append(other)
+                    if (
+                        other is not None
+                        and other is not value
+                        and other.ref is not None
+                        and not other.fetched()
+                    ):
+                        batch.append(other)
         try:
             if len(batch) == 1:
                 return value.ref.result()
@@ -579,10 +619,9 @@ class DaskTaskRunner(TaskRunner):
         future.handle = None
         if count > MAX_RESENDS:
             self._resends.pop(call.run.id, None)
-            error = CrashedRunError(
-                f"its upstreams were lost on the Dask cluster {MAX_RESENDS} times"
-            )
-            future.set_final_state(fail_on_driver(call, error))
+            reason = f"its upstreams were lost on the Dask cluster {MAX_RESENDS} times"
+            crashed = Crashed(CrashedRunError(reason), f"the task run crashed: {reason}")
+            future.set_final_state(end_on_driver(call, crashed))
             return
         future.item = None
         self._dispatch([call], [future], settled_only=True)

@@ -191,6 +191,11 @@ class BatchWriter:
         self._thread = threading.Thread(target=self._loop, name="vivace-writer", daemon=True)
         self._thread.start()
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has begun (records put from then on may not be written)."""
+        return self._stopping
+
     def close(self) -> None:
         """Flush what is queued and stop the background thread."""
         self._stopping = True
