@@ -338,6 +338,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, default=HERE / "results" / "latest.json")
+    parser.add_argument(
+        "--database-url",
+        help="record into this database (e.g. PostgreSQL) instead of a fresh SQLite file",
+    )
     args = parser.parse_args()
     if args.child:
         (name,) = args.case
@@ -348,6 +352,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="vivace-bench-") as home:
             env = {**os.environ, "VIVACE_HOME": home, "VIVACE_LOGGING_CONSOLE": "false"}
             env.pop("VIVACE_DATABASE_URL", None)
+            if args.database_url:
+                env["VIVACE_DATABASE_URL"] = args.database_url
             out = subprocess.run(
                 [
                     sys.executable,
