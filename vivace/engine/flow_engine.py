@@ -28,20 +28,25 @@ from vivace.engine.inputs import (
 )
 from vivace.engine.names import random_run_name
 from vivace.engine.parameters import bind_parameters, given_parameters, jsonable_parameters
-from vivace.engine.run_logging import install_print_capture, setup_logging
+from vivace.engine.run_logging import (
+    install_print_capture,
+    log_for_run,
+    retry_note,
+    setup_logging,
+)
 from vivace.engine.runs import FlowRun, apply_state
 from vivace.engine.signals import install_sigterm_handler, restore_sigterm_handler
 from vivace.engine.states import (
-    AWAITING_RETRY,
     FINAL_TYPES,
     RETRYING,
     TIMED_OUT,
     Completed,
-    Crashed,
     Failed,
     State,
     StateType,
     describe_exception,
+    interrupted,
+    retry_scheduled,
 )
 from vivace.engine.task_engine import retry_delay
 from vivace.engine.timeouts import call_with_timeout, timeout_error
@@ -185,21 +190,16 @@ class FlowRunEngine:
             self.wait_for_tasks()
         if run.run_count <= flow.retries:
             delay = retry_delay(flow.retry_delay_seconds, run.run_count, None)
-            message = f"attempt {run.run_count} of {flow.retries + 1} failed: "
-            message += describe_exception(error)
-            self.set_state(State(StateType.SCHEDULED, name=AWAITING_RETRY, message=message))
-            retry_note = f"{message[0].upper()}{message[1:]}; retrying in {delay:g} s"
-            self._log(logging.WARNING, retry_note)
+            reason = describe_exception(error)
+            self.set_state(retry_scheduled(run.run_count, flow.retries + 1, reason))
+            self._log(logging.WARNING, retry_note(run.state, delay))
             return delay
         self.set_state(Failed(error, name=TIMED_OUT if self.timed_out else None))
         self._log(logging.ERROR, f"Finished in state {self.run.state!r}", error)
         return None
 
     def crashed(self, error: BaseException) -> None:
-        if isinstance(error, asyncio.CancelledError):
-            state = State(StateType.CANCELLED, message="the flow run was cancelled")
-        else:
-            state = Crashed(error, message=f"the flow run crashed: {describe_exception(error)}")
+        state = interrupted(error, "flow run")
         self.timed_out = True  # do not wait for tasks on the way out
         self._end_unfinished_tasks(state)
         self.set_state(state)
@@ -260,16 +260,15 @@ class FlowRunEngine:
         return state if return_state else state.result()
 
     def _log(self, level: int, message: str, error: BaseException | None = None) -> None:
-        logger.log(
+        log_for_run(
+            logger,
             level,
             message,
-            exc_info=(type(error), error, error.__traceback__) if error is not None else None,
-            extra={
-                "flow_run_id": self.run.id,
-                "task_run_id": None,
-                "vivace_writer": self.writer,
-                "run_label": f"Flow run {self.run.name!r}",
-            },
+            flow_run_id=self.run.id,
+            task_run_id=None,
+            writer=self.writer,
+            label=f"Flow run {self.run.name!r}",
+            error=error,
         )
 
 

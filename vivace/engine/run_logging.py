@@ -14,6 +14,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from vivace.engine.context import RunContext, current_context
+from vivace.engine.states import State
 from vivace.exceptions import MissingContextError
 
 FLOW_RUN_LOGGER = "vivace.flow_runs"
@@ -47,6 +48,37 @@ def logger_for(ctx: RunContext) -> RunLogger:
     }
     name = TASK_RUN_LOGGER if task_run is not None else FLOW_RUN_LOGGER
     return RunLogger(logging.getLogger(name), extra)
+
+
+def log_for_run(
+    logger: logging.Logger,
+    level: int,
+    message: str,
+    *,
+    flow_run_id: Any,
+    task_run_id: Any,
+    writer: Any,
+    label: str,
+    error: BaseException | None = None,
+) -> None:
+    """Log an engine message about a run: to the console and, with the run's ids, the store."""
+    logger.log(
+        level,
+        message,
+        exc_info=(type(error), error, error.__traceback__) if error is not None else None,
+        extra={
+            "flow_run_id": flow_run_id,
+            "task_run_id": task_run_id,
+            "vivace_writer": writer,
+            "run_label": label,
+        },
+    )
+
+
+def retry_note(state: State, delay: float) -> str:
+    """The log line for a scheduled retry: ``Attempt 1 of 3 failed: ...; retrying in 2 s``."""
+    message = state.message or "attempt failed"
+    return f"{message[0].upper()}{message[1:]}; retrying in {delay:g} s"
 
 
 def get_run_logger() -> RunLogger:

@@ -185,6 +185,28 @@ def AwaitingRetry(message: str | None = None) -> State:
     return State(StateType.SCHEDULED, name=AWAITING_RETRY, message=message)
 
 
+def retry_scheduled(attempt: int, attempts: int, reason: str | None) -> State:
+    """``AwaitingRetry`` after failed attempt ``attempt`` of ``attempts``."""
+    return AwaitingRetry(f"attempt {attempt} of {attempts} failed: {reason}")
+
+
+def interrupted(error: BaseException, what: str) -> State:
+    """The final state of a ``what`` ("task run", "flow run") stopped by a BaseException.
+
+    Cancellation (asyncio's, or the interrupt of an enclosing run's timeout) is CANCELLED; an
+    interrupt, exit or anything else from outside the run's code is CRASHED.
+    """
+    import asyncio
+
+    from vivace.engine.timeouts import TimeoutInterrupt
+
+    if isinstance(error, asyncio.CancelledError):
+        return Cancelled(f"the {what} was cancelled")
+    if isinstance(error, TimeoutInterrupt):
+        return Cancelled("stopped: the run it ran in timed out")
+    return Crashed(error, message=f"the {what} crashed: {describe_exception(error)}")
+
+
 def describe_exception(error: BaseException) -> str:
     """One line for a state message: the exception's type and its text."""
     text = str(error)

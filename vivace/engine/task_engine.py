@@ -34,19 +34,20 @@ from typing import TYPE_CHECKING, Any
 
 from vivace.engine.context import FlowRunScope, RunContext, run_context
 from vivace.engine.inputs import Upstream, await_upstreams, resolve_arguments, upstream_failure
+from vivace.engine.run_logging import log_for_run, retry_note
 from vivace.engine.runs import TaskRun, apply_state
 from vivace.engine.states import (
-    AWAITING_RETRY,
     RETRYING,
     TIMED_OUT,
     Completed,
-    Crashed,
     Failed,
     State,
     StateType,
     describe_exception,
+    interrupted,
+    retry_scheduled,
 )
-from vivace.engine.timeouts import TimeoutInterrupt, call_with_timeout, timeout_error
+from vivace.engine.timeouts import call_with_timeout, timeout_error
 from vivace.exceptions import TaskTimeoutError
 
 if TYPE_CHECKING:
@@ -127,13 +128,8 @@ class TaskRunEngine:
         final = Failed(error, name=TIMED_OUT if timed_out else None)
         if run.run_count <= task.retries and self._may_retry(final):
             delay = task.retry_delay_for(run.run_count)
-            message = f"attempt {run.run_count} of {task.retries + 1} failed: {final.message}"
-            self.set_state(State(StateType.SCHEDULED, name=AWAITING_RETRY, message=message))
-            self._log(
-                logging.WARNING,
-                f"{message[0].upper()}{message[1:]}; retrying in {delay:g} s",
-                None,
-            )
+            self.set_state(retry_scheduled(run.run_count, task.retries + 1, final.message))
+            self._log(logging.WARNING, retry_note(run.state, delay), None)
             return delay
         self.set_state(final)
         self._log_failure(final, error)
@@ -159,12 +155,7 @@ class TaskRunEngine:
 
     def crashed(self, error: BaseException) -> None:
         """An interrupt or exit: record CRASHED and flush it before the exception goes on."""
-        if isinstance(error, asyncio.CancelledError):
-            state = State(StateType.CANCELLED, message="the task run was cancelled")
-        elif isinstance(error, TimeoutInterrupt):
-            state = State(StateType.CANCELLED, message="stopped: the run it ran in timed out")
-        else:
-            state = Crashed(error, message=f"the task run crashed: {describe_exception(error)}")
+        state = interrupted(error, "task run")
         self.set_state(state)
         self._log(logging.ERROR, state.message or "crashed", None)
         self.writer.flush(timeout=self.writer.retry_seconds + 5)
@@ -188,18 +179,16 @@ class TaskRunEngine:
         self._log(logging.ERROR, f"Finished in state {state!r}", error)
 
     def _log(self, level: int, message: str, error: BaseException | None) -> None:
-        call, run = self.call, self.run
-        flow_run = None if call.scope is None else call.scope.flow_run
-        logger.log(
+        scope, run = self.call.scope, self.run
+        log_for_run(
+            logger,
             level,
             message,
-            exc_info=(type(error), error, error.__traceback__) if error is not None else None,
-            extra={
-                "flow_run_id": None if flow_run is None else flow_run.id,
-                "task_run_id": run.id,
-                "vivace_writer": self.writer,
-                "run_label": f"Task run {run.name!r}",
-            },
+            flow_run_id=None if scope is None else scope.flow_run.id,
+            task_run_id=run.id,
+            writer=self.writer,
+            label=f"Task run {run.name!r}",
+            error=error,
         )
 
 
