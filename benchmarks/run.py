@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-CASES = ("direct", "sequential", "concurrent", "dask", "memory", "import")
+CASES = ("direct", "sequential", "concurrent", "dask", "ray", "memory", "import")
 DASK_TASKS = 2_000  # the dask case's N, at most: each cluster task costs ~2 ms on 2 cores
 
 
@@ -304,6 +304,83 @@ def case_import(n: int, rounds: int) -> dict[str, Any]:
         "import_ms": round((with_vivace - bare) * 1000, 1),
         "samples": samples,
     }
+
+
+def case_ray(n: int, rounds: int) -> dict[str, Any]:
+    """One local Ray (num_cpus=2): vivace against raw Ray, two ways.
+
+    ``.submit()`` + ``.result()`` per task against raw ``ray.remote`` + ``ray.get``; and
+    ``.map(batch_size=...)`` against the same raw baseline (Ray has no map of its own).
+    """
+    import ray
+
+    from vivace import flow, task
+    from vivace.engine.context import current_flow_run_id
+    from vivace.runners import RayTaskRunner
+
+    n = min(n, DASK_TASKS)
+    batch_size = 100
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=200 * 1024 * 1024,
+        log_to_driver=False,
+    )
+    raw_noop = ray.remote(noop)
+    noop_task = task(noop)
+    submit_ids: list[Any] = []
+    map_ids: list[Any] = []
+    runner = RayTaskRunner()  # uses the Ray initialised above
+
+    @flow(task_runner=runner)
+    def submitted(count: int) -> None:
+        submit_ids.append(current_flow_run_id())
+        futures = [noop_task.submit(i) for i in range(count)]
+        for future in futures:
+            future.result()
+
+    @flow(task_runner=runner)
+    def mapped(count: int) -> None:
+        map_ids.append(current_flow_run_id())
+        for future in noop_task.map(range(count), batch_size=batch_size):
+            future.result()
+
+    def raw_submit() -> None:
+        ray.get([raw_noop.remote(i) for i in range(n)])
+
+    try:
+        submitted(10)  # warm up: database, writers in the workers, code on the workers
+        mapped(10)
+        raw_submit()
+        submit_ids.clear()
+        map_ids.clear()
+        base, measured = _rounds(raw_submit, lambda: submitted(n), rounds)
+        rows = [
+            _report(
+                "RayTaskRunner submit+result",
+                "ray.remote+ray.get",
+                n,
+                rounds,
+                base,
+                measured,
+                submit_ids,
+            )
+        ]
+        base, measured = _rounds(raw_submit, lambda: mapped(n), rounds)
+        rows.append(
+            _report(
+                f"RayTaskRunner map(batch_size={batch_size})",
+                "ray.remote+ray.get",
+                n,
+                rounds,
+                base,
+                measured,
+                map_ids,
+            )
+        )
+    finally:
+        ray.shutdown()
+    return {"rows": rows}
 
 
 def _report(

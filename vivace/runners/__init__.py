@@ -10,15 +10,26 @@ from vivace.runners.sequential import SequentialTaskRunner
 
 if TYPE_CHECKING:
     from vivace.runners.dask import DaskTaskRunner
+    from vivace.runners.ray import RayTaskRunner
 
-__all__ = ["ConcurrentTaskRunner", "DaskTaskRunner", "SequentialTaskRunner", "TaskRunner"]
+__all__ = [
+    "ConcurrentTaskRunner",
+    "DaskTaskRunner",
+    "RayTaskRunner",
+    "SequentialTaskRunner",
+    "TaskRunner",
+]
 
 
 def __getattr__(name: str) -> Any:
-    # ``from vivace.runners import DaskTaskRunner`` imports the runner's module only then; the
-    # runner itself imports dask when it is constructed.
+    # ``from vivace.runners import DaskTaskRunner`` (or RayTaskRunner) imports the runner's module
+    # only then; the runner itself imports dask (ray) when it is constructed.
     if name == "DaskTaskRunner":
         from vivace.runners.dask import DaskTaskRunner
 
         return DaskTaskRunner
+    if name == "RayTaskRunner":
+        from vivace.runners.ray import RayTaskRunner
+
+        return RayTaskRunner
     raise AttributeError(f"module 'vivace.runners' has no attribute {name!r}")

@@ -1,0 +1,607 @@
+"""Runs submitted tasks on Ray: a local Ray for the flow run, or a cluster reached by address.
+
+Each task run is one Ray task (``task.map(batch_size=K)`` makes one Ray task of K runs). On the
+worker it runs through vivace's own state machine (:mod:`vivace.engine.remote`): retries happen
+there, and the worker process writes states and logs straight to the database through its own
+batched writer, configured from the flow's settings, which travel with the task.
+
+- **Two returns per Ray task**: a small *outcome* the driver is told about (completed; completed
+  with a scalar value, which Ray inlines in the reply anyway; or the failure) and the *value*, an
+  ``ObjectRef`` that stays on the cluster. The driver learns that a run ended from the outcome
+  (``ObjectRef._on_completed``, no polling) and fetches the value only on ``future.result()``.
+- **Dependencies** ride Ray's own ``ObjectRef``: a future passed to a downstream task (also inside
+  lists, tuples, sets and dicts) is handed to ``.remote()`` as its value ``ObjectRef``, so Ray
+  orders the runs and moves the data worker to worker.
+- **Records**: before a Ray task returns, its worker process flushes what its writer buffered
+  (one transaction per Ray task, so one per K runs with ``batch_size=K``). Ray gives no way to run
+  code on every worker process, so this is how "every worker flushed before the flow run's final
+  state" holds; :meth:`RayTaskRunner.flush_records` has nothing left to do.
+- **Placement**: ``@task(runner_options={"num_cpus": .., "num_gpus": .., "memory": ..,
+  "resources": {..}})`` goes to ``.options(...)``, so pending resource demand drives an
+  autoscaling cluster.
+- **Failures**: the exception's type, message and traceback arrive intact at ``future.result()``.
+  Ray does not re-run tasks by itself (``max_retries=0``): a run whose worker process or node dies
+  ends CRASHED, and is sent again if it has retries left.
+- **Timeouts**: the worker's engine ends the run FAILED [TimedOut] at the deadline, counted from
+  the start of the attempt on the worker (time queued in Ray does not count), and retries there.
+  The function is interrupted at its next Python bytecode; code blocked in C (``time.sleep``, a
+  socket read) runs on in a helper thread of that worker process until the call returns, using CPU
+  or memory but no task slot. When the worker cannot even report the timeout (code holding the
+  GIL), the driver's backstop cancels the Ray task with ``ray.cancel(ref, force=True)`` (Ray kills
+  the worker process) once the run's whole budget has passed since it was sent to Ray
+  (``(timeout + retry delay) x attempts + BACKSTOP_GRACE``), and records FAILED [TimedOut].
+- **Cleanup**: a flow run that fails or is interrupted cancels its outstanding Ray tasks with
+  ``ray.cancel(force=True)`` and records them CANCELLED. A local Ray that this runner started is
+  always shut down; a cluster reached by address is left running: when the flow run ends, results
+  still held by the caller's futures are fetched and the driver disconnects, releasing everything
+  the flow run owned there.
+- **Backpressure**: at most ``max_in_flight`` Ray tasks are submitted and unfinished at a time
+  (Ray itself stops scheduling well before 100,000 pending tasks); ``.submit()`` waits for room.
+
+Example::
+
+    @flow(task_runner=RayTaskRunner(address="ray://10.0.0.5:10001"))
+    def pipeline(): ...
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any
+
+from vivace.engine.futures import VivaceFuture
+from vivace.engine.options import RAY_RUNNER_OPTIONS
+from vivace.engine.remote import (
+    Handover,
+    PartialBatch,
+    RemoteFailure,
+    RemoteSetup,
+    flow_info,
+    flush_process_records,
+    run_remote,
+    run_remote_batch,
+)
+from vivace.engine.remote_driver import (
+    RemoteCompleted,
+    RemoteFuture,
+    RemoteValue,
+    WhenAllDone,
+    cancel_on_driver,
+    completed_outcomes,
+    end_on_driver,
+    fail_on_driver,
+    unsent_error,
+    worker_died,
+)
+from vivace.engine.states import TIMED_OUT, Failed, StateType, describe_exception
+from vivace.engine.timeouts import timeout_error
+from vivace.exceptions import ConfigurationError, MissingExtraError, VivaceError
+from vivace.runners.base import TaskRunner, track_pending
+
+if TYPE_CHECKING:
+    from vivace.engine.task_engine import TaskCall
+
+logger = logging.getLogger("vivace.runners.ray")
+
+FLUSH_TIMEOUT = 30.0  # seconds a worker may take to write out its records before returning
+BACKSTOP_GRACE = 10.0  # seconds past a timed run's budget before the driver force-cancels it
+# Values Ray inlines in the task's reply anyway: they come back with the outcome.
+SMALL_TYPES = frozenset({int, float, complex, bool, type(None)})
+
+# Outcome kinds (the first return of every Ray task).
+_DONE = 0  # completed; the value stays on the cluster
+_DONE_SMALL = 1  # completed; the outcome carries the (scalar) value or values too
+_NOT_DONE = 2  # some run did not complete: the outcome carries the RemoteFailure / PartialBatch
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError as error:
+        raise MissingExtraError(
+            f"RayTaskRunner needs ray, which is not installed ({error}); "
+            "install it with: pip install 'vivace[ray]'"
+        ) from None
+    return ray
+
+
+# -- on the worker -------------------------------------------------------------------------------
+
+
+def _outcome(value: Any, database_url: str) -> tuple[Any, Any]:
+    flush_process_records(database_url, FLUSH_TIMEOUT)
+    kind = type(value)
+    if kind is RemoteFailure or kind is PartialBatch:
+        return (_NOT_DONE, value), value
+    if kind in SMALL_TYPES:
+        return (_DONE_SMALL, value), value
+    if kind is list and all(type(item) in SMALL_TYPES for item in value):
+        return (_DONE_SMALL, value), value
+    return (_DONE, None), value
+
+
+def _run_one(database_url: str, call: Any, *remote_values: Any) -> tuple[Any, Any]:
+    return _outcome(run_remote(call, *remote_values), database_url)
+
+
+def _run_batch(database_url: str, calls: Any, *remote_values: Any) -> tuple[Any, Any]:
+    return _outcome(run_remote_batch(calls, *remote_values), database_url)
+
+
+_remote_functions: dict[str, Any] = {}
+
+
+def _remote(name: str) -> Any:
+    """The Ray remote function (made once per process): two returns, no retries by Ray."""
+    fn = _remote_functions.get(name)
+    if fn is None:
+        target = _run_batch if name == "batch" else _run_one
+        fn = _ray().remote(num_returns=2, max_retries=0)(target)
+        _remote_functions[name] = fn
+    return fn
+
+
+# -- on the driver -------------------------------------------------------------------------------
+
+
+class RayTaskRunner(TaskRunner):
+    """Task runs on Ray (see the module documentation for what happens where).
+
+    - no ``address``: a local Ray for the flow run (``ray.init(**init_kwargs)``), shut down at
+      its end; if Ray is already initialised in this process, that Ray is used and left running.
+    - ``address``: ``"auto"``, ``"ray://host:10001"`` (Ray Client) or a head's ``"host:port"``:
+      an existing cluster, used and left running.
+    - ``init_kwargs`` go to ``ray.init`` (``runtime_env=``, ``namespace=``, ``num_cpus=``, ...).
+    - ``max_in_flight``: Ray tasks submitted and unfinished at once, at most.
+    """
+
+    def __init__(
+        self,
+        address: str | None = None,
+        init_kwargs: dict[str, Any] | None = None,
+        max_in_flight: int = 10_000,
+    ) -> None:
+        _ray()
+        if address is not None and not isinstance(address, str):
+            raise ConfigurationError(
+                "RayTaskRunner: address must be 'auto', 'ray://host:10001' or a head's "
+                f"'host:port', got {address!r}"
+            )
+        if init_kwargs is not None and not isinstance(init_kwargs, dict):
+            raise ConfigurationError(
+                f"RayTaskRunner: init_kwargs must be a dict of keyword arguments for ray.init, "
+                f"got {init_kwargs!r}"
+            )
+        if init_kwargs and "address" in init_kwargs:
+            raise ConfigurationError(
+                "RayTaskRunner: give the cluster as address=..., not inside init_kwargs"
+            )
+        if (
+            not isinstance(max_in_flight, int)
+            or isinstance(max_in_flight, bool)
+            or max_in_flight < 1
+        ):
+            raise ConfigurationError(
+                "RayTaskRunner: max_in_flight must be a whole number of 1 or more, "
+                f"got {max_in_flight!r}"
+            )
+        self.address = address
+        self.init_kwargs = init_kwargs
+        self.max_in_flight = max_in_flight
+        self._started = False
+        self._owns_ray = False  # this runner called ray.init, so it calls ray.shutdown
+        self._setup: RemoteSetup | None = None
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._in_flight: dict[int, _Flight] = {}
+        self._taken = 0
+        self._backlog: collections.deque[tuple[list[TaskCall], list[RemoteFuture]]] = (
+            collections.deque()
+        )
+        self._values: weakref.WeakSet[RemoteValue] = weakref.WeakSet()
+        self._outcomes: queue.SimpleQueue[tuple[_Flight, Any] | None] = queue.SimpleQueue()
+        self._settler: threading.Thread | None = None
+        self._timers: list[threading.Timer] = []
+
+    def duplicate(self) -> RayTaskRunner:
+        return RayTaskRunner(self.address, self.init_kwargs, self.max_in_flight)
+
+    @property
+    def in_flight(self) -> int:
+        """Ray tasks submitted and not finished yet (at most ``max_in_flight``)."""
+        return self._taken
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._started:
+            return
+        ray = _ray()
+        if ray.is_initialized():
+            owns = False  # a Ray this process already uses: leave it as it is
+        else:
+            kwargs = dict(self.init_kwargs or {})
+            if self.address is None:
+                kwargs.setdefault("include_dashboard", False)
+            kwargs.setdefault("log_to_driver", True)
+            ray.init(address=self.address, **kwargs)
+            owns = True
+        try:
+            _picklable_exceptions()
+            self._setup = RemoteSetup()
+            self._settler = threading.Thread(
+                target=self._settle_loop, name="vivace-ray-settle", daemon=True
+            )
+            self._settler.start()
+        except BaseException:
+            if owns:
+                ray.shutdown()
+            raise
+        self._owns_ray = owns
+        self._started = True
+
+    def stop(self, wait: bool = True) -> None:
+        if not self._started:
+            return
+        ray = _ray()
+        try:
+            if wait:
+                with self._room:
+                    while self._in_flight or self._backlog:
+                        self._room.wait()
+            self._cancel_outstanding("the flow run ended first; its Ray task was cancelled (force)")
+            if wait:
+                self._fetch_held_results()
+            for value in list(self._values):
+                value.ref = None  # releases the cluster's copy
+            self._values = weakref.WeakSet()
+            for timer in self._timers:
+                timer.cancel()
+            self._timers = []
+        finally:
+            self._started = False
+            self._setup = None
+            self._outcomes.put(None)
+            if self._settler is not None and self._settler is not threading.current_thread():
+                self._settler.join(timeout=30)
+            self._settler = None
+            if self._owns_ray:
+                self._owns_ray = False
+                ray.shutdown()
+
+    def flush_records(self) -> None:
+        """Nothing to do: each Ray task's worker flushed its records before the task returned."""
+
+    def _fetch_held_results(self) -> None:
+        """Results the caller's futures still hold come to the driver before Ray lets go."""
+        values = [v for v in list(self._values) if v.ref is not None and not v.fetched()]
+        if not values:
+            return
+        try:
+            results = _ray().get([v.ref for v in values])
+        except Exception as error:
+            logger.warning(
+                "could not fetch %d results held by futures of the ended flow run: %s",
+                len(values),
+                describe_exception(error),
+            )
+            return
+        for value, result in zip(values, results, strict=True):
+            value.set(result)
+
+    def _cancel_outstanding(self, reason: str) -> None:
+        with self._room:
+            flights = list(self._in_flight.values())
+            self._in_flight.clear()
+            self._taken -= len(flights)
+            backlog = list(self._backlog)
+            self._backlog.clear()
+            self._room.notify_all()
+        ray = _ray()
+        for flight in flights:
+            try:
+                ray.cancel(flight.outcome, force=True)
+            except Exception as error:
+                logger.warning("could not cancel a Ray task: %s", describe_exception(error))
+        for calls, futures in [(f.calls, f.futures) for f in flights] + backlog:
+            for call, future in zip(calls, futures, strict=True):
+                if not future.done():
+                    future.handle = None
+                    future.set_final_state(cancel_on_driver(call, reason))
+
+    # -- submitting ------------------------------------------------------------------------------
+
+    def submit(self, call: TaskCall) -> VivaceFuture:
+        future = RemoteFuture(call.run, self)
+        track_pending(call, future)
+        self._dispatch([call], [future])
+        return future
+
+    def submit_batch(self, calls: list[TaskCall]) -> list[VivaceFuture]:
+        futures = [RemoteFuture(call.run, self, item) for item, call in enumerate(calls)]
+        for call, future in zip(calls, futures, strict=True):
+            track_pending(call, future)
+        self._dispatch(calls, futures)
+        return list(futures)
+
+    def _dispatch(
+        self, calls: list[TaskCall], futures: list[RemoteFuture], settled_only: bool = False
+    ) -> None:
+        """Send now, or once the upstreams Ray cannot wait for are done (see DaskTaskRunner)."""
+        if not self._started:
+            raise RuntimeError("RayTaskRunner.submit() called before start()")
+        waiting: dict[int, VivaceFuture] = {}
+        for call in calls:
+            if call.upstreams is None:
+                continue
+            for items in call.upstreams.values():
+                for item in items:
+                    if (
+                        isinstance(item, VivaceFuture)
+                        and not item.done()
+                        and (settled_only or not self._in_the_cluster(item))
+                    ):
+                        waiting[id(item)] = item
+        if waiting:
+            WhenAllDone(waiting.values(), lambda: self._send(calls, futures))
+        else:
+            self._send(calls, futures)
+
+    def _in_the_cluster(self, future: VivaceFuture) -> bool:
+        return (
+            isinstance(future, RemoteFuture)
+            and future.owner is self
+            and isinstance(future.handle, _Flight)
+        )
+
+    def _native(self, future: VivaceFuture) -> tuple[Any, int | None] | None:
+        """The ObjectRef holding ``future``'s value, for a downstream run (Handover)."""
+        if not isinstance(future, RemoteFuture) or future.owner is not self:
+            return None
+        handle = future.handle
+        if isinstance(handle, _Flight):
+            return handle.value, future.item
+        if isinstance(handle, RemoteValue) and handle.ref is not None:
+            return handle.ref, future.item
+        return None
+
+    def _send(self, calls: list[TaskCall], futures: list[RemoteFuture]) -> None:
+        setup = self._setup
+        if not self._started or setup is None:  # the flow run ended while these waited
+            for call, future in zip(calls, futures, strict=True):
+                future.set_final_state(cancel_on_driver(call, "the flow run ended first"))
+            return
+        task = calls[0].task
+        try:
+            spec = setup.spec_for(task)
+            handover = Handover(self._native)
+            flow = flow_info(calls[0])
+            remote_calls = [handover.call(call, spec, flow) for call in calls]
+        except Exception as error:
+            for call, future in zip(calls, futures, strict=True):
+                future.set_final_state(fail_on_driver(call, error))
+            return
+        if not self._take_slot():
+            with self._lock:
+                self._backlog.append((calls, futures))
+            return
+        batch = futures[0].item is not None
+        fn = _remote("batch" if batch else "one")
+        options = _placement(task.runner_options)
+        if options:
+            fn = fn.options(**options)
+        try:
+            outcome, value = fn.remote(
+                setup.database_url,
+                remote_calls if batch else remote_calls[0],
+                *handover.remote,
+            )
+        except Exception as problem:
+            self._give_slot()
+            for call, future in zip(calls, futures, strict=True):
+                future.set_final_state(fail_on_driver(call, unsent_error(call, problem)))
+            return
+        flight = _Flight(outcome, value, calls, futures)
+        with self._lock:
+            self._in_flight[id(flight)] = flight
+        for future in futures:
+            future.handle = flight
+        if task.timeout_seconds is not None:
+            self._arm_backstop(flight)
+        outcome._on_completed(lambda result: self._outcomes.put((flight, result)))
+
+    def _take_slot(self) -> bool:
+        """Take an in-flight slot, waiting for one; False on the settling thread when full."""
+        with self._room:
+            while self._taken >= self.max_in_flight and self._started:
+                if threading.current_thread() is self._settler:
+                    return False  # never block the thread that frees the slots
+                self._room.wait()
+            self._taken += 1
+            return True
+
+    def _give_slot(self) -> None:
+        with self._room:
+            self._taken -= 1
+            self._room.notify_all()
+
+    def _arm_backstop(self, flight: _Flight) -> None:
+        task = flight.calls[0].task
+        assert task.timeout_seconds is not None
+        attempts = task.retries + 1
+        delays = sum(task.retry_delay_for(n) for n in range(1, attempts))
+        budget = task.timeout_seconds * attempts * len(flight.calls) + delays + BACKSTOP_GRACE
+        timer = threading.Timer(budget, self._backstop, (flight,))
+        timer.daemon = True
+        timer.start()
+        self._timers.append(timer)
+        if len(self._timers) > 1024:
+            self._timers = [t for t in self._timers if t.is_alive()]
+
+    def _backstop(self, flight: _Flight) -> None:
+        """A timed run's worker never reported back: force-cancel its Ray task (see module doc)."""
+        with self._lock:
+            if self._in_flight.get(id(flight)) is not flight:
+                return
+            flight.timed_out = True
+        try:
+            _ray().cancel(flight.outcome, force=True)
+        except Exception as error:
+            logger.warning("could not cancel a timed-out Ray task: %s", describe_exception(error))
+
+    # -- settling --------------------------------------------------------------------------------
+
+    def _settle_loop(self) -> None:
+        """The settling thread: Ray's callbacks only queue outcomes; this thread handles them."""
+        get = self._outcomes.get
+        while True:
+            item = get()
+            if item is None:
+                return
+            flight, result = item
+            self._finished(flight, result)
+
+    def _finished(self, flight: _Flight, result: Any) -> None:
+        with self._room:
+            if self._in_flight.pop(id(flight), None) is None:
+                return  # the runner stopped and settled it already
+            self._taken -= 1
+            self._room.notify_all()
+        try:
+            self._settle(flight, result)
+        except BaseException as error:
+            logger.exception("vivace could not settle a Ray task")
+            for call, future in zip(flight.calls, flight.futures, strict=True):
+                if not future.done():
+                    future.set_final_state(fail_on_driver(call, error))
+        self._send_backlog()
+
+    def _send_backlog(self) -> None:
+        while True:
+            with self._lock:
+                if not self._backlog or self._taken >= self.max_in_flight:
+                    return
+                calls, futures = self._backlog.popleft()
+            self._send(calls, futures)
+
+    def _settle(self, flight: _Flight, result: Any) -> None:
+        calls, futures = flight.calls, flight.futures
+        if isinstance(result, tuple):
+            kind, payload = result
+            if kind == _NOT_DONE:
+                outcomes = [payload] if type(payload) is RemoteFailure else list(payload)
+                states = completed_outcomes(outcomes, [call.run.id for call in calls])
+                value = RemoteValue(flight.value, self._fetch)
+                value.set(payload)
+                for future, state in zip(futures, states, strict=True):
+                    completed = state.type is StateType.COMPLETED
+                    future.handle = value if completed else None
+                    future.set_final_state(state)
+                return
+            value = RemoteValue(flight.value, self._fetch)
+            if kind == _DONE_SMALL:
+                value.set(payload)
+            else:
+                self._values.add(value)
+            for future in futures:
+                future.handle = value
+                future.set_final_state(RemoteCompleted(value, future.item, future.task_run.id))
+            return
+        ray = _ray()
+        error = result if isinstance(result, BaseException) else VivaceError(repr(result))
+        for call, future in zip(calls, futures, strict=True):
+            future.handle = None
+            if flight.timed_out:
+                task = call.task
+                assert task.timeout_seconds is not None
+                timeout = timeout_error("task", call.run.name, task.timeout_seconds)
+                state = Failed(timeout, name=TIMED_OUT)
+                future.set_final_state(end_on_driver(call, state, timeout))
+            elif isinstance(error, ray.exceptions.TaskCancelledError):
+                future.set_final_state(cancel_on_driver(call, "cancelled on the Ray cluster"))
+            elif isinstance(
+                error,
+                (
+                    ray.exceptions.WorkerCrashedError,
+                    ray.exceptions.NodeDiedError,
+                    ray.exceptions.ObjectLostError,
+                    ray.exceptions.LocalRayletDiedError,
+                ),
+            ):
+                self._worker_died(call, future, describe_exception(error))
+            else:
+                future.set_final_state(fail_on_driver(call, error))
+
+    def _fetch(self, value: RemoteValue) -> Any:
+        if value.ref is None:
+            raise VivaceError(
+                "the result of this task run stayed on the Ray cluster, which its flow run has "
+                "released; fetch results with future.result() inside the flow"
+            )
+        try:
+            return _ray().get(value.ref)
+        except Exception as error:
+            raise VivaceError(
+                f"could not fetch the result from the Ray cluster: {describe_exception(error)}"
+            ) from error
+
+    def _worker_died(self, call: TaskCall, future: RemoteFuture, reason: str) -> None:
+        delay = worker_died(call, f"its Ray worker died ({reason})")
+        if delay is None:
+            future.set_final_state(call.run.state)
+            return
+        future.item = None  # sent again as a run of its own
+
+        def again() -> None:
+            self._dispatch([call], [future], settled_only=True)
+
+        if delay > 0:
+            timer = threading.Timer(delay, again)
+            timer.daemon = True
+            timer.start()
+        else:
+            again()
+
+    def __repr__(self) -> str:
+        return f"RayTaskRunner(address={self.address!r})"
+
+
+class _Flight:
+    """One Ray task in flight: its two returns, its runs and their futures."""
+
+    __slots__ = ("calls", "futures", "outcome", "sent", "timed_out", "value")
+
+    def __init__(
+        self, outcome: Any, value: Any, calls: list[TaskCall], futures: list[RemoteFuture]
+    ) -> None:
+        self.outcome = outcome
+        self.value = value
+        self.calls = calls
+        self.futures = futures
+        self.sent = time.monotonic()
+        self.timed_out = False
+
+
+def _picklable_exceptions() -> None:
+    """Let exceptions pickle with their attributes and tracebacks (as distributed does on import).
+
+    A failed state passed as an argument carries its exception to the worker; an exception class
+    with a custom ``__init__`` cannot be unpickled there without tblib.
+    """
+    try:
+        from tblib import pickling_support
+    except ImportError:  # pragma: no cover - depends on the extras installed
+        return
+    pickling_support.install()
+
+
+def _placement(options: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The task's runner_options that Ray's ``.options()`` takes (Dask's are ignored here)."""
+    if not options:
+        return None
+    return {key: options[key] for key in RAY_RUNNER_OPTIONS if key in options} or None
