@@ -5,7 +5,8 @@ task of K runs). On the worker it runs through vivace's own state machine
 (:mod:`vivace.engine.remote`): retries happen there, and the worker process writes states and logs
 straight to the database through its own batched writer, configured from the flow's settings,
 which travel with the task. Before the flow run records its final state, every worker flushes
-what it has buffered (:meth:`DaskTaskRunner.flush_records`).
+what it has buffered (:meth:`DaskTaskRunner.flush_records`). What does not depend on Dask
+(dispatch, in-flight slots, cancellation, held results) lives in :mod:`vivace.runners.cluster`.
 
 - **Dependencies** ride Dask's own futures: a future passed to a downstream task (also inside
   lists, tuples, sets and dicts) is handed to ``client.submit`` as its ``distributed.Future``, so
@@ -47,14 +48,11 @@ import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from vivace.engine.futures import VivaceFuture
 from vivace.engine.options import DASK_RUNNER_OPTIONS
 from vivace.engine.remote import (
-    Handover,
     PartialBatch,
     RemoteFailure,
     RemoteSetup,
-    flow_info,
     flush_process_records,
     run_remote,
     run_remote_batch,
@@ -63,13 +61,10 @@ from vivace.engine.remote_driver import (
     RemoteCompleted,
     RemoteFuture,
     RemoteValue,
-    WhenAllDone,
     cancel_on_driver,
     completed_outcomes,
     end_on_driver,
     fail_on_driver,
-    unsent_error,
-    worker_died,
 )
 from vivace.engine.states import Crashed, StateType, describe_exception
 from vivace.exceptions import (
@@ -78,7 +73,7 @@ from vivace.exceptions import (
     MissingExtraError,
     VivaceError,
 )
-from vivace.runners.base import TaskRunner, track_pending
+from vivace.runners.cluster import ClusterTaskRunner, Flight
 
 if TYPE_CHECKING:
     from vivace.engine.task_engine import TaskCall
@@ -106,7 +101,7 @@ def _distributed() -> Any:
     return distributed
 
 
-class DaskTaskRunner(TaskRunner):
+class DaskTaskRunner(ClusterTaskRunner["_Flight"]):
     """Task runs on a Dask cluster (see the module documentation for what happens where).
 
     - no ``address``: a temporary cluster for each flow run, closed at its end:
@@ -119,6 +114,9 @@ class DaskTaskRunner(TaskRunner):
     - ``client_kwargs`` go to ``distributed.Client`` (``security=`` for TLS, ``timeout=``, ...).
     - ``max_in_flight``: cluster tasks submitted and unfinished at once, at most.
     """
+
+    _engine = "Dask"
+    _logger = logger
 
     def __init__(
         self,
@@ -154,33 +152,15 @@ class DaskTaskRunner(TaskRunner):
                 raise ConfigurationError(
                     f"DaskTaskRunner: {option} must be a dict of keyword arguments, got {value!r}"
                 )
-        if (
-            not isinstance(max_in_flight, int)
-            or isinstance(max_in_flight, bool)
-            or max_in_flight < 1
-        ):
-            raise ConfigurationError(
-                "DaskTaskRunner: max_in_flight must be a whole number of 1 or more, "
-                f"got {max_in_flight!r}"
-            )
+        super().__init__(max_in_flight)
         self.address = address
         self.cluster_class = _cluster_class(cluster_class)
         self.cluster_kwargs = cluster_kwargs
         self.adapt_kwargs = adapt_kwargs
         self.client_kwargs = client_kwargs
-        self.max_in_flight = max_in_flight
         self._client: Any = None
         self._cluster: Any = None  # the temporary cluster, closed by stop()
         self._owns_client = False
-        self._setup: RemoteSetup | None = None
-        self._lock = threading.Lock()
-        self._room = threading.Condition(self._lock)
-        self._in_flight: dict[Any, _Flight] = {}
-        self._taken = 0  # in-flight slots taken (a slot is taken just before client.submit)
-        self._backlog: collections.deque[tuple[list[TaskCall], list[RemoteFuture]]] = (
-            collections.deque()
-        )
-        self._values: weakref.WeakSet[RemoteValue] = weakref.WeakSet()
         # Small results not fetched yet, in the order they completed (read-ahead candidates).
         self._small: collections.deque[weakref.ref[RemoteValue]] = collections.deque(
             maxlen=READ_AHEAD_WINDOW
@@ -205,11 +185,6 @@ class DaskTaskRunner(TaskRunner):
     def client(self) -> Any:
         """The ``distributed.Client`` of the started runner (None before start, after stop)."""
         return self._client
-
-    @property
-    def in_flight(self) -> int:
-        """Cluster tasks submitted and not finished yet (at most ``max_in_flight``)."""
-        return self._taken
 
     def start(self) -> None:
         if self._client is not None:
@@ -250,19 +225,11 @@ class DaskTaskRunner(TaskRunner):
         if client is None:
             return
         try:
-            if wait:
-                with self._room:
-                    while self._in_flight or self._backlog:
-                        self._room.wait()
-            self._cancel_outstanding(
+            self._wind_down(
+                wait,
                 "the flow run ended first; its task was cancelled on the Dask cluster (a run "
-                "already executing on a worker runs to its end there)"
+                "already executing on a worker runs to its end there)",
             )
-            if wait:
-                self._fetch_held_results(client)
-            for value in list(self._values):
-                value.ref = None  # releases the cluster's copy
-            self._values = weakref.WeakSet()
             self._small.clear()
             self._resends.clear()
         finally:
@@ -292,130 +259,39 @@ class DaskTaskRunner(TaskRunner):
         if problems:
             logger.warning("some workers did not flush their task records: %s", problems)
 
-    def _fetch_held_results(self, client: Any) -> None:
-        """Results the caller's futures still hold come to the driver before the cluster goes."""
-        values = [v for v in list(self._values) if v.ref is not None and not v.fetched()]
-        if not values:
-            return
-        try:
-            results = client.gather([v.ref for v in values])
-        except Exception as error:
-            logger.warning(
-                "could not fetch %d results held by futures of the ended flow run: %s",
-                len(values),
-                describe_exception(error),
-            )
-            return
-        for value, result in zip(values, results, strict=True):
-            value.set(result)
+    def _gather(self, refs: list[Any]) -> list[Any]:
+        return list(self._client.gather(refs))
 
-    def _cancel_outstanding(self, reason: str) -> None:
-        with self._room:
-            self._closing = True
-            flights = list(self._in_flight.values())
-            self._in_flight.clear()
-            self._taken -= len(flights)
-            backlog = list(self._backlog)
-            self._backlog.clear()
-            self._room.notify_all()
-        if flights and self._client is not None:
+    def _stop_sending(self) -> None:
+        self._closing = True
+
+    def _cancel_native(self, flights: list[_Flight]) -> None:
+        if self._client is not None:
             try:
-                self._client.cancel([flight.remote for flight in flights])
+                self._client.cancel([flight.ref for flight in flights])
             except Exception as error:
                 logger.warning("could not cancel cluster tasks: %s", describe_exception(error))
-        for calls, futures in [(f.calls, f.futures) for f in flights] + backlog:
-            for call, future in zip(calls, futures, strict=True):
-                future.handle = None
-                future.set_final_state(cancel_on_driver(call, reason))
 
     # -- submitting ------------------------------------------------------------------------------
-
-    def submit(self, call: TaskCall) -> VivaceFuture:
-        self._check_started()
-        future = RemoteFuture(call.run, self)
-        track_pending(call, future)
-        self._dispatch([call], [future])
-        return future
-
-    def submit_batch(self, calls: list[TaskCall]) -> list[VivaceFuture]:
-        self._check_started()
-        futures = [RemoteFuture(call.run, self, item) for item, call in enumerate(calls)]
-        for call, future in zip(calls, futures, strict=True):
-            track_pending(call, future)
-        self._dispatch(calls, futures)
-        return list(futures)
-
-    def _dispatch(
-        self, calls: list[TaskCall], futures: list[RemoteFuture], settled_only: bool = False
-    ) -> None:
-        """Send now, or once the upstreams Dask cannot wait for are done.
-
-        Dask waits for upstreams that are this runner's cluster tasks; any other unfinished
-        upstream (another runner's future, one of ours not sent yet) is waited for here. With
-        ``settled_only``, every upstream must be done first (a run sent again).
-        """
-        waiting: dict[int, VivaceFuture] = {}
-        for call in calls:
-            if call.upstreams is None:
-                continue
-            for items in call.upstreams.values():
-                for item in items:
-                    if (
-                        isinstance(item, VivaceFuture)
-                        and not item.done()
-                        and (settled_only or not self._in_the_cluster(item))
-                    ):
-                        waiting[id(item)] = item
-        if waiting:
-            WhenAllDone(waiting.values(), lambda: self._send(calls, futures))
-        else:
-            self._send(calls, futures)
 
     def _check_started(self) -> None:
         if self._client is None:
             raise RuntimeError("DaskTaskRunner: submit() called before start() or after stop()")
 
-    def _in_the_cluster(self, future: VivaceFuture) -> bool:
-        return (
-            isinstance(future, RemoteFuture)
-            and future.owner is self
-            and isinstance(future.handle, _Flight)
-        )
-
-    def _native(self, future: VivaceFuture) -> tuple[Any, int | None] | None:
-        """The cluster future holding ``future``'s result, for a downstream run (Handover)."""
-        if not isinstance(future, RemoteFuture) or future.owner is not self:
-            return None
-        handle = future.handle
-        if isinstance(handle, _Flight):
-            return handle.remote, future.item
-        if isinstance(handle, RemoteValue) and handle.ref is not None:
-            return handle.ref, future.item
-        return None
-
     def _send(self, calls: list[TaskCall], futures: list[RemoteFuture]) -> None:
         client, setup = self._client, self._setup
         if client is None or setup is None or self._closing:  # the flow run ended meanwhile
-            self._cancel(calls, futures)
+            self._cancel_unsent(calls, futures)
             return
-        task = calls[0].task
-        try:
-            spec = setup.spec_for(task)
-            handover = Handover(self._native)
-            flow = flow_info(calls[0])
-            remote_calls = [handover.call(call, spec, flow) for call in calls]
-        except Exception as error:
-            for call, future in zip(calls, futures, strict=True):
-                future.set_final_state(fail_on_driver(call, error))
+        prepared = self._prepare(setup, calls, futures)
+        if prepared is None or not self._slot_or_backlog(calls, futures):
             return
-        if not self._take_slot():
-            with self._lock:
-                self._backlog.append((calls, futures))
-            return
+        handover, remote_calls = prepared
         if self._closing:  # stop() began while this waited for room
             self._give_slot()
-            self._cancel(calls, futures)
+            self._cancel_unsent(calls, futures)
             return
+        task = calls[0].task
         batch = futures[0].item is not None
         options = _placement(task.runner_options)
         first = calls[0].run
@@ -441,9 +317,7 @@ class DaskTaskRunner(TaskRunner):
                     **options,
                 )
         except Exception as problem:
-            self._give_slot()
-            for call, future in zip(calls, futures, strict=True):
-                future.set_final_state(fail_on_driver(call, unsent_error(call, problem)))
+            self._unsent(calls, futures, problem)
             return
         flight = _Flight(remote, calls, futures, handover.remote)
         for future in futures:
@@ -458,39 +332,21 @@ class DaskTaskRunner(TaskRunner):
                 self._sent += 1
         if closing:  # stop() began while this was being sent
             remote.cancel()
-            self._cancel(calls, futures)
+            self._cancel_unsent(calls, futures)
             return
         remote.add_done_callback(self._finished)
 
-    def _cancel(self, calls: list[TaskCall], futures: list[RemoteFuture]) -> None:
-        for call, future in zip(calls, futures, strict=True):
-            future.handle = None
-            future.set_final_state(cancel_on_driver(call, "the flow run ended first"))
+    def _stopping(self) -> bool:
+        return self._closing
 
-    def _take_slot(self) -> bool:
-        """Take an in-flight slot, waiting for one; False on the callback thread when full."""
-        with self._room:
-            while self._taken >= self.max_in_flight and not self._closing:
-                if getattr(_local, "in_callback", False):
-                    return False  # never block the thread that frees the slots
-                self._room.wait()
-            self._taken += 1
-            return True
-
-    def _give_slot(self) -> None:
-        with self._room:
-            self._taken -= 1
-            self._room.notify_all()
+    def _on_settling_thread(self) -> bool:
+        return bool(getattr(_local, "in_callback", False))
 
     # -- settling --------------------------------------------------------------------------------
 
     def _finished(self, remote: Any) -> None:
         """A cluster task ended (on Dask's callback thread): settle its runs' futures."""
-        with self._room:
-            flight = self._in_flight.pop(remote.key, None)
-            if flight is not None:
-                self._taken -= 1
-                self._room.notify_all()
+        flight = self._landed(remote.key)
         if flight is None:
             return  # the runner stopped and settled it already
         _local.in_callback = True
@@ -505,16 +361,8 @@ class DaskTaskRunner(TaskRunner):
             _local.in_callback = False
         self._send_backlog()
 
-    def _send_backlog(self) -> None:
-        while True:
-            with self._lock:
-                if not self._backlog or self._taken >= self.max_in_flight:
-                    return
-                calls, futures = self._backlog.popleft()
-            self._send(calls, futures)
-
     def _settle(self, flight: _Flight) -> None:
-        remote, calls, futures = flight.remote, flight.calls, flight.futures
+        remote, calls, futures = flight.ref, flight.calls, flight.futures
         status = remote.status
         if status in ("finished", "lost"):
             kind = remote.type
@@ -596,24 +444,6 @@ class DaskTaskRunner(TaskRunner):
             other.set(result)
         return results[0]
 
-    def _worker_died(self, call: TaskCall, future: RemoteFuture, reason: str) -> None:
-        future.handle = None
-        delay = worker_died(call, f"its Dask worker died ({reason})")
-        if delay is None:
-            future.set_final_state(call.run.state)
-            return
-        future.item = None  # sent again as a run of its own
-
-        def again() -> None:
-            self._dispatch([call], [future], settled_only=True)
-
-        if delay > 0:
-            timer = threading.Timer(delay, again)
-            timer.daemon = True
-            timer.start()
-        else:
-            again()
-
     def _send_again(self, call: TaskCall, future: RemoteFuture) -> None:
         count = self._resends[call.run.id] = self._resends.get(call.run.id, 0) + 1
         future.handle = None
@@ -635,10 +465,11 @@ class DaskTaskRunner(TaskRunner):
         return f"DaskTaskRunner({where})"
 
 
-class _Flight:
-    """One cluster task in flight: its runs, their futures, the cluster futures it waits on."""
+class _Flight(Flight):
+    """One cluster task in flight (``ref``: its ``distributed.Future``), and the cluster futures
+    of the upstreams it waits on."""
 
-    __slots__ = ("calls", "futures", "remote", "upstreams")
+    __slots__ = ("upstreams",)
 
     def __init__(
         self,
@@ -647,9 +478,7 @@ class _Flight:
         futures: list[RemoteFuture],
         upstreams: list[Any],
     ) -> None:
-        self.remote = remote
-        self.calls = calls
-        self.futures = futures
+        super().__init__(remote, calls, futures)
         self.upstreams = upstreams
 
 

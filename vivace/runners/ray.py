@@ -3,7 +3,9 @@
 Each task run is one Ray task (``task.map(batch_size=K)`` makes one Ray task of K runs). On the
 worker it runs through vivace's own state machine (:mod:`vivace.engine.remote`): retries happen
 there, and the worker process writes states and logs straight to the database through its own
-batched writer, configured from the flow's settings, which travel with the task.
+batched writer, configured from the flow's settings, which travel with the task. What does not
+depend on Ray (dispatch, in-flight slots, cancellation, held results) lives in
+:mod:`vivace.runners.cluster`.
 
 - **Two returns per Ray task**: a small *outcome* the driver is told about (completed; completed
   with a scalar value, which Ray inlines in the reply anyway; or the failure) and the *value*, an
@@ -46,22 +48,16 @@ Example::
 
 from __future__ import annotations
 
-import collections
 import logging
 import queue
 import threading
-import time
-import weakref
 from typing import TYPE_CHECKING, Any
 
-from vivace.engine.futures import VivaceFuture
 from vivace.engine.options import RAY_RUNNER_OPTIONS
 from vivace.engine.remote import (
-    Handover,
     PartialBatch,
     RemoteFailure,
     RemoteSetup,
-    flow_info,
     flush_process_records,
     run_remote,
     run_remote_batch,
@@ -70,18 +66,15 @@ from vivace.engine.remote_driver import (
     RemoteCompleted,
     RemoteFuture,
     RemoteValue,
-    WhenAllDone,
     cancel_on_driver,
     completed_outcomes,
     end_on_driver,
     fail_on_driver,
-    unsent_error,
-    worker_died,
 )
 from vivace.engine.states import TIMED_OUT, Failed, StateType, describe_exception
 from vivace.engine.timeouts import timeout_error
 from vivace.exceptions import ConfigurationError, MissingExtraError, VivaceError
-from vivace.runners.base import TaskRunner, track_pending
+from vivace.runners.cluster import ClusterTaskRunner, Flight
 
 if TYPE_CHECKING:
     from vivace.engine.task_engine import TaskCall
@@ -149,7 +142,7 @@ def _remote(name: str) -> Any:
 # -- on the driver -------------------------------------------------------------------------------
 
 
-class RayTaskRunner(TaskRunner):
+class RayTaskRunner(ClusterTaskRunner["_Flight"]):
     """Task runs on Ray (see the module documentation for what happens where).
 
     - no ``address``: a local Ray for the flow run (``ray.init(**init_kwargs)``), shut down at
@@ -159,6 +152,9 @@ class RayTaskRunner(TaskRunner):
     - ``init_kwargs`` go to ``ray.init`` (``runtime_env=``, ``namespace=``, ``num_cpus=``, ...).
     - ``max_in_flight``: Ray tasks submitted and unfinished at once, at most.
     """
+
+    _engine = "Ray"
+    _logger = logger
 
     def __init__(
         self,
@@ -181,40 +177,17 @@ class RayTaskRunner(TaskRunner):
             raise ConfigurationError(
                 "RayTaskRunner: give the cluster as address=..., not inside init_kwargs"
             )
-        if (
-            not isinstance(max_in_flight, int)
-            or isinstance(max_in_flight, bool)
-            or max_in_flight < 1
-        ):
-            raise ConfigurationError(
-                "RayTaskRunner: max_in_flight must be a whole number of 1 or more, "
-                f"got {max_in_flight!r}"
-            )
+        super().__init__(max_in_flight)
         self.address = address
         self.init_kwargs = init_kwargs
-        self.max_in_flight = max_in_flight
         self._started = False
         self._owns_ray = False  # this runner called ray.init, so it calls ray.shutdown
-        self._setup: RemoteSetup | None = None
-        self._lock = threading.Lock()
-        self._room = threading.Condition(self._lock)
-        self._in_flight: dict[int, _Flight] = {}
-        self._taken = 0
-        self._backlog: collections.deque[tuple[list[TaskCall], list[RemoteFuture]]] = (
-            collections.deque()
-        )
-        self._values: weakref.WeakSet[RemoteValue] = weakref.WeakSet()
         self._outcomes: queue.SimpleQueue[tuple[_Flight, Any] | None] = queue.SimpleQueue()
         self._settler: threading.Thread | None = None
         self._timers: list[threading.Timer] = []
 
     def duplicate(self) -> RayTaskRunner:
         return RayTaskRunner(self.address, self.init_kwargs, self.max_in_flight)
-
-    @property
-    def in_flight(self) -> int:
-        """Ray tasks submitted and not finished yet (at most ``max_in_flight``)."""
-        return self._taken
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -250,16 +223,7 @@ class RayTaskRunner(TaskRunner):
             return
         ray = _ray()
         try:
-            if wait:
-                with self._room:
-                    while self._in_flight or self._backlog:
-                        self._room.wait()
-            self._cancel_outstanding("the flow run ended first; its Ray task was cancelled (force)")
-            if wait:
-                self._fetch_held_results()
-            for value in list(self._values):
-                value.ref = None  # releases the cluster's copy
-            self._values = weakref.WeakSet()
+            self._wind_down(wait, "the flow run ended first; its Ray task was cancelled (force)")
             for timer in self._timers:
                 timer.cancel()
             self._timers = []
@@ -277,119 +241,36 @@ class RayTaskRunner(TaskRunner):
     def flush_records(self) -> None:
         """Nothing to do: each Ray task's worker flushed its records before the task returned."""
 
-    def _fetch_held_results(self) -> None:
-        """Results the caller's futures still hold come to the driver before Ray lets go."""
-        values = [v for v in list(self._values) if v.ref is not None and not v.fetched()]
-        if not values:
-            return
-        try:
-            results = _ray().get([v.ref for v in values])
-        except Exception as error:
-            logger.warning(
-                "could not fetch %d results held by futures of the ended flow run: %s",
-                len(values),
-                describe_exception(error),
-            )
-            return
-        for value, result in zip(values, results, strict=True):
-            value.set(result)
+    def _gather(self, refs: list[Any]) -> list[Any]:
+        return list(_ray().get(refs))
 
-    def _cancel_outstanding(self, reason: str) -> None:
-        with self._room:
-            flights = list(self._in_flight.values())
-            self._in_flight.clear()
-            self._taken -= len(flights)
-            backlog = list(self._backlog)
-            self._backlog.clear()
-            self._room.notify_all()
+    def _cancel_native(self, flights: list[_Flight]) -> None:
         ray = _ray()
         for flight in flights:
             try:
                 ray.cancel(flight.outcome, force=True)
             except Exception as error:
                 logger.warning("could not cancel a Ray task: %s", describe_exception(error))
-        for calls, futures in [(f.calls, f.futures) for f in flights] + backlog:
-            for call, future in zip(calls, futures, strict=True):
-                if not future.done():
-                    future.handle = None
-                    future.set_final_state(cancel_on_driver(call, reason))
 
     # -- submitting ------------------------------------------------------------------------------
-
-    def submit(self, call: TaskCall) -> VivaceFuture:
-        future = RemoteFuture(call.run, self)
-        track_pending(call, future)
-        self._dispatch([call], [future])
-        return future
-
-    def submit_batch(self, calls: list[TaskCall]) -> list[VivaceFuture]:
-        futures = [RemoteFuture(call.run, self, item) for item, call in enumerate(calls)]
-        for call, future in zip(calls, futures, strict=True):
-            track_pending(call, future)
-        self._dispatch(calls, futures)
-        return list(futures)
 
     def _dispatch(
         self, calls: list[TaskCall], futures: list[RemoteFuture], settled_only: bool = False
     ) -> None:
-        """Send now, or once the upstreams Ray cannot wait for are done (see DaskTaskRunner)."""
         if not self._started:
             raise RuntimeError("RayTaskRunner.submit() called before start()")
-        waiting: dict[int, VivaceFuture] = {}
-        for call in calls:
-            if call.upstreams is None:
-                continue
-            for items in call.upstreams.values():
-                for item in items:
-                    if (
-                        isinstance(item, VivaceFuture)
-                        and not item.done()
-                        and (settled_only or not self._in_the_cluster(item))
-                    ):
-                        waiting[id(item)] = item
-        if waiting:
-            WhenAllDone(waiting.values(), lambda: self._send(calls, futures))
-        else:
-            self._send(calls, futures)
-
-    def _in_the_cluster(self, future: VivaceFuture) -> bool:
-        return (
-            isinstance(future, RemoteFuture)
-            and future.owner is self
-            and isinstance(future.handle, _Flight)
-        )
-
-    def _native(self, future: VivaceFuture) -> tuple[Any, int | None] | None:
-        """The ObjectRef holding ``future``'s value, for a downstream run (Handover)."""
-        if not isinstance(future, RemoteFuture) or future.owner is not self:
-            return None
-        handle = future.handle
-        if isinstance(handle, _Flight):
-            return handle.value, future.item
-        if isinstance(handle, RemoteValue) and handle.ref is not None:
-            return handle.ref, future.item
-        return None
+        super()._dispatch(calls, futures, settled_only)
 
     def _send(self, calls: list[TaskCall], futures: list[RemoteFuture]) -> None:
         setup = self._setup
         if not self._started or setup is None:  # the flow run ended while these waited
-            for call, future in zip(calls, futures, strict=True):
-                future.set_final_state(cancel_on_driver(call, "the flow run ended first"))
+            self._cancel_unsent(calls, futures)
             return
+        prepared = self._prepare(setup, calls, futures)
+        if prepared is None or not self._slot_or_backlog(calls, futures):
+            return
+        handover, remote_calls = prepared
         task = calls[0].task
-        try:
-            spec = setup.spec_for(task)
-            handover = Handover(self._native)
-            flow = flow_info(calls[0])
-            remote_calls = [handover.call(call, spec, flow) for call in calls]
-        except Exception as error:
-            for call, future in zip(calls, futures, strict=True):
-                future.set_final_state(fail_on_driver(call, error))
-            return
-        if not self._take_slot():
-            with self._lock:
-                self._backlog.append((calls, futures))
-            return
         batch = futures[0].item is not None
         fn = _remote("batch" if batch else "one")
         options = _placement(task.runner_options)
@@ -402,9 +283,7 @@ class RayTaskRunner(TaskRunner):
                 *handover.remote,
             )
         except Exception as problem:
-            self._give_slot()
-            for call, future in zip(calls, futures, strict=True):
-                future.set_final_state(fail_on_driver(call, unsent_error(call, problem)))
+            self._unsent(calls, futures, problem)
             return
         flight = _Flight(outcome, value, calls, futures)
         with self._lock:
@@ -415,20 +294,11 @@ class RayTaskRunner(TaskRunner):
             self._arm_backstop(flight)
         outcome._on_completed(lambda result: self._outcomes.put((flight, result)))
 
-    def _take_slot(self) -> bool:
-        """Take an in-flight slot, waiting for one; False on the settling thread when full."""
-        with self._room:
-            while self._taken >= self.max_in_flight and self._started:
-                if threading.current_thread() is self._settler:
-                    return False  # never block the thread that frees the slots
-                self._room.wait()
-            self._taken += 1
-            return True
+    def _stopping(self) -> bool:
+        return not self._started
 
-    def _give_slot(self) -> None:
-        with self._room:
-            self._taken -= 1
-            self._room.notify_all()
+    def _on_settling_thread(self) -> bool:
+        return threading.current_thread() is self._settler
 
     def _arm_backstop(self, flight: _Flight) -> None:
         task = flight.calls[0].task
@@ -467,11 +337,8 @@ class RayTaskRunner(TaskRunner):
             self._finished(flight, result)
 
     def _finished(self, flight: _Flight, result: Any) -> None:
-        with self._room:
-            if self._in_flight.pop(id(flight), None) is None:
-                return  # the runner stopped and settled it already
-            self._taken -= 1
-            self._room.notify_all()
+        if self._landed(id(flight)) is None:
+            return  # the runner stopped and settled it already
         try:
             self._settle(flight, result)
         except BaseException as error:
@@ -481,14 +348,6 @@ class RayTaskRunner(TaskRunner):
                     future.set_final_state(fail_on_driver(call, error))
         self._send_backlog()
 
-    def _send_backlog(self) -> None:
-        while True:
-            with self._lock:
-                if not self._backlog or self._taken >= self.max_in_flight:
-                    return
-                calls, futures = self._backlog.popleft()
-            self._send(calls, futures)
-
     def _settle(self, flight: _Flight, result: Any) -> None:
         calls, futures = flight.calls, flight.futures
         if isinstance(result, tuple):
@@ -496,14 +355,14 @@ class RayTaskRunner(TaskRunner):
             if kind == _NOT_DONE:
                 outcomes = [payload] if type(payload) is RemoteFailure else list(payload)
                 states = completed_outcomes(outcomes, [call.run.id for call in calls])
-                value = RemoteValue(flight.value, self._fetch)
+                value = RemoteValue(flight.ref, self._fetch)
                 value.set(payload)
                 for future, state in zip(futures, states, strict=True):
                     completed = state.type is StateType.COMPLETED
                     future.handle = value if completed else None
                     future.set_final_state(state)
                 return
-            value = RemoteValue(flight.value, self._fetch)
+            value = RemoteValue(flight.ref, self._fetch)
             if kind == _DONE_SMALL:
                 value.set(payload)
             else:
@@ -550,40 +409,20 @@ class RayTaskRunner(TaskRunner):
                 f"could not fetch the result from the Ray cluster: {describe_exception(error)}"
             ) from error
 
-    def _worker_died(self, call: TaskCall, future: RemoteFuture, reason: str) -> None:
-        delay = worker_died(call, f"its Ray worker died ({reason})")
-        if delay is None:
-            future.set_final_state(call.run.state)
-            return
-        future.item = None  # sent again as a run of its own
-
-        def again() -> None:
-            self._dispatch([call], [future], settled_only=True)
-
-        if delay > 0:
-            timer = threading.Timer(delay, again)
-            timer.daemon = True
-            timer.start()
-        else:
-            again()
-
     def __repr__(self) -> str:
         return f"RayTaskRunner(address={self.address!r})"
 
 
-class _Flight:
-    """One Ray task in flight: its two returns, its runs and their futures."""
+class _Flight(Flight):
+    """One Ray task in flight: its two returns (``outcome``, and ``ref``: the value)."""
 
-    __slots__ = ("calls", "futures", "outcome", "sent", "timed_out", "value")
+    __slots__ = ("outcome", "timed_out")
 
     def __init__(
         self, outcome: Any, value: Any, calls: list[TaskCall], futures: list[RemoteFuture]
     ) -> None:
+        super().__init__(value, calls, futures)
         self.outcome = outcome
-        self.value = value
-        self.calls = calls
-        self.futures = futures
-        self.sent = time.monotonic()
         self.timed_out = False
 
 
