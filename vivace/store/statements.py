@@ -1,26 +1,27 @@
 """The writer's SQL: one bulk statement per table, and the values each backend wants.
 
-SQLite stores ids as 16 bytes and times as Unix seconds; PostgreSQL takes ``uuid.UUID`` and
-timezone-aware ``datetime`` values as they are. The same statement text serves both backends
-(``ON CONFLICT`` is SQLite 3.24+ and PostgreSQL).
+Times travel as Unix seconds on both backends: SQLite stores them so, PostgreSQL turns them into
+``timestamptz`` with ``to_timestamp()`` on the server, so the writer thread never builds a
+``datetime``. Ids are 16 bytes on SQLite and ``uuid.UUID`` on PostgreSQL. The same statement text
+serves both backends (``ON CONFLICT`` is SQLite 3.24+ and PostgreSQL).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from vivace.engine.runs import FLOW_RUN_COLUMNS, TASK_RUN_COLUMNS, FlowRun, TaskRun
 from vivace.store import schema
+from vivace.store.types import Timestamp
 
 LOG_COLUMNS = ("id", "flow_run_id", "task_run_id", "name", "level", "message", "timestamp")
 STATE_COLUMNS = ("seq", "type", "name", "timestamp", "message")
-UTC = dt.UTC
 
 # A batch ready for the database: (statement name, rows), in a fixed table order.
 Batch = list[tuple[str, list[tuple[Any, ...]]]]
@@ -46,12 +47,25 @@ class Statement:
             f"{tail}"
         )
         staging = f"vivace_staging_{table.name}"
+        # The staging table holds times as Unix seconds; the merge converts them on the server.
+        pg = postgresql.dialect()  # type: ignore[no-untyped-call]
+        definitions, selected = [], []
+        for name in columns:
+            column_type = table.c[name].type
+            if isinstance(column_type, Timestamp):
+                definitions.append(f"{name} double precision")
+                selected.append(f"to_timestamp({name})")
+            else:
+                definitions.append(f"{name} {column_type.compile(dialect=pg)}")
+                selected.append(name)
         self._stage = (
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} "
-            f"(LIKE {table.name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ({', '.join(definitions)}) "
+            "ON COMMIT DELETE ROWS"
         )
         self._copy = f"COPY {staging} ({names}) FROM STDIN"
-        self._merge = f"INSERT INTO {table.name} ({names}) SELECT {names} FROM {staging} {tail}"
+        self._merge = (
+            f"INSERT INTO {table.name} ({names}) SELECT {', '.join(selected)} FROM {staging} {tail}"
+        )
         # Declared lengths of the text columns, used only to repair a row the database refused.
         self.lengths = tuple(getattr(table.c[name].type, "length", None) for name in columns)
 
@@ -103,17 +117,14 @@ class Statements:
         }
         self.sqlite = dialect == "sqlite"
         self.id: Callable[[uuid.UUID], Any] = _uuid_bytes if self.sqlite else _identity
-        self.ts: Callable[[float], Any] = _identity if self.sqlite else _utc_datetime
         self.flow_run_layout = _Layout(
             FLOW_RUN_COLUMNS,
             ids=("id", "flow_id", "parent_flow_run_id", "parent_task_run_id"),
-            times=("state_timestamp", "start_time", "end_time", "created"),
             jsons=("tags", "parameters"),
         )
         self.task_run_layout = _Layout(
             TASK_RUN_COLUMNS,
             ids=("id", "flow_run_id", "parent_task_run_id"),
-            times=("state_timestamp", "start_time", "end_time", "created"),
             jsons=("tags", "task_inputs"),
         )
         # Many runs share one tags tuple (their task's): encode each distinct one once.
@@ -124,9 +135,8 @@ class Statements:
 
         One key order in every batch keeps concurrent writers from deadlocking on PostgreSQL.
         """
-        to_id, to_ts, dumps = self.id, self.ts, json.dumps
-        convert_times = not self.sqlite  # SQLite keeps Unix seconds as they are
-        ids, times, jsons = layout.ids, layout.times, layout.jsons
+        to_id, dumps = self.id, json.dumps
+        ids, jsons = layout.ids, layout.jsons
         cache = self._json_cache
         rows = []
         for run in sorted(runs, key=_id_int):
@@ -134,10 +144,6 @@ class Statements:
             for i in ids:
                 if values[i] is not None:
                     values[i] = to_id(values[i])
-            if convert_times:
-                for i in times:
-                    if values[i] is not None:
-                        values[i] = to_ts(values[i])
             for i in jsons:
                 value = values[i]
                 if value is None:
@@ -182,17 +188,15 @@ def _id_int(run: FlowRun | TaskRun) -> int:
 class _Layout:
     """Positions of the values in a run snapshot that need converting for the database."""
 
-    __slots__ = ("ids", "jsons", "times")
+    __slots__ = ("ids", "jsons")
 
     def __init__(
         self,
         columns: Sequence[str],
         ids: Iterable[str],
-        times: Iterable[str],
         jsons: Iterable[str],
     ) -> None:
         self.ids = tuple(columns.index(name) for name in ids)
-        self.times = tuple(columns.index(name) for name in times)
         self.jsons = tuple(columns.index(name) for name in jsons)
 
 
@@ -202,7 +206,3 @@ def _uuid_bytes(value: uuid.UUID) -> bytes:
 
 def _identity(value: Any) -> Any:
     return value
-
-
-def _utc_datetime(value: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(value, UTC)

@@ -238,7 +238,7 @@ class BatchWriter:
     def _batch(self, items: list[tuple[Any, ...]], barriers: list[threading.Event]) -> Batch:
         """Turn queued records into rows, one upsert per run however many states it went through."""
         sql = self._sql
-        to_id, to_ts = sql.id, sql.ts
+        to_id = sql.id
         flows: list[tuple[Any, ...]] = []
         # Keyed by id(run): the same run object, found with a C-level hash.
         flow_runs: dict[int, FlowRun] = {}
@@ -256,7 +256,7 @@ class BatchWriter:
                 if db_id is None:
                     db_id = db_ids[key] = to_id(run.id)
                     task_runs[key] = run
-                task_run_states.append((db_id, seq, type_, name, to_ts(ts), message))
+                task_run_states.append((db_id, seq, type_, name, ts, message))
             elif kind == LOG:
                 _, id_, flow_run_id, task_run_id, name, level, message, ts = item
                 logs.append(
@@ -267,16 +267,16 @@ class BatchWriter:
                         name,
                         level,
                         message,
-                        to_ts(ts),
+                        ts,
                     )
                 )
             elif kind == FLOW_RUN_STATE:
                 _, run, seq, type_, name, ts, message = item
                 flow_runs[id(run)] = run
-                flow_run_states.append((to_id(run.id), seq, type_, name, to_ts(ts), message))
+                flow_run_states.append((to_id(run.id), seq, type_, name, ts, message))
             elif kind == FLOW:
                 _, flow_id, name, created = item
-                flows.append((to_id(flow_id), name, to_ts(created)))
+                flows.append((to_id(flow_id), name, created))
             elif kind == BARRIER:
                 barriers.append(item[1])
         batch: Batch = []
