@@ -9,12 +9,15 @@ contract suite's in-process Ray is shut down at the end of its module).
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
 import re
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,11 +25,12 @@ from typing import Any
 import pytest
 
 from vivace import State, flow, get_run_logger, task
+from vivace.engine.context import current_flow_run_id
 from vivace.exceptions import ConfigurationError, CrashedRunError
 
 ray = pytest.importorskip("ray")
 
-from vivace.runners import RayTaskRunner  # noqa: E402
+from vivace.runners import ConcurrentTaskRunner, RayTaskRunner  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RAY_CLI = str(Path(sys.executable).parent / "ray")
@@ -74,6 +78,16 @@ def greet(i: int) -> int:
     get_run_logger().info("logged by task %d", i)
     print(f"printed by task {i}")
     return i
+
+
+@task
+def total(values: list[int]) -> int:
+    return sum(values)
+
+
+@task
+def chunk(n: int) -> list[int]:
+    return list(range(n))
 
 
 @task(runner_options={"num_cpus": 0.5, "resources": {"special": 1}})
@@ -132,7 +146,8 @@ def test_flows_reach_a_long_lived_cluster_with_their_workers_logs(
     from vivace.settings import reset_settings
 
     # The workers' writers would write only every minute: what is in the store when a flow run
-    # returns got there because each worker flushed before its Ray task returned.
+    # returns got there because a worker writes out soon after a run completes, and the runner
+    # waited for it before the flow run's final state.
     monkeypatch.setenv("VIVACE_RECORDER_FLUSH_INTERVAL", "60")
     reset_settings()
 
@@ -152,6 +167,100 @@ def test_flows_reach_a_long_lived_cluster_with_their_workers_logs(
             assert f"printed by task {i}" in messages
     assert not ray.is_initialized()  # the runner disconnected
     assert _connect_and_count_nodes(ray_cluster) == 1  # and left the cluster running
+
+
+@pytest.mark.parametrize(
+    ("outer", "inner"),
+    [
+        pytest.param("concurrent", "ray", id="ray-subflow-in-a-concurrent-flow"),
+        pytest.param("ray", "concurrent", id="concurrent-subflow-in-a-ray-flow"),
+    ],
+)
+def test_a_subflow_may_use_another_runner_than_its_parent(
+    ray_cluster: str, outer: str, inner: str, history: Any
+) -> None:
+    def runner(kind: str) -> Any:
+        return RayTaskRunner(address=ray_cluster) if kind == "ray" else ConcurrentTaskRunner()
+
+    run_ids: dict[str, uuid.UUID | None] = {}
+
+    @flow(task_runner=runner(inner), log_prints=True)
+    def child(n: int) -> int:
+        run_ids["child"] = current_flow_run_id()
+        return total.submit(greet.map(range(n))).result()
+
+    @flow(task_runner=runner(outer), log_prints=True)
+    def parent() -> tuple[int, int]:
+        run_ids["parent"] = current_flow_run_id()
+        first = greet.submit(3)
+        from_child = child(first.result())
+        return from_child, total.submit([first, greet.submit(4)]).result()
+
+    assert parent() == (3, 7)
+    assert not ray.is_initialized()
+    for name, runs, i in (("parent", 3, 3), ("child", 4, 0)):
+        flow_run_id = run_ids[name]
+        assert flow_run_id is not None
+        assert history.flow_run(flow_run_id).state_type == "COMPLETED"
+        records = history.task_runs(flow_run_id)
+        assert len(records) == runs and {r.state_type for r in records} == {"COMPLETED"}
+        messages = {log.message for log in history.logs(flow_run_id) if log.task_run_id}
+        assert f"logged by task {i}" in messages and f"printed by task {i}" in messages
+
+
+def test_twenty_flow_runs_leave_nothing_behind_on_a_cluster_reached_by_address(
+    ray_cluster: str,
+) -> None:
+    """The driver holds no object of the cluster's after each flow run, and no task runs on."""
+
+    @flow(task_runner=RayTaskRunner(address=ray_cluster))
+    def pipeline(n: int) -> int:
+        chunk.submit(1000)  # a result nobody fetches
+        held = chunk.submit(10)  # a future the flow returns without fetching its result
+        run_ids.append(held)
+        return total.submit(greet.map(range(n))).result()
+
+    run_ids: list[Any] = []
+    # Connected here first, the runner uses this connection and leaves it open: what the flow
+    # runs leave on the cluster stays visible through the driver's reference counts.
+    ray.init(address=ray_cluster, log_to_driver=False)
+    try:
+        core = ray._private.worker.global_worker.core_worker
+        gc.collect()
+        before = set(core.get_all_reference_counts())
+        for i in range(20):
+            assert pipeline(5) == 10, f"flow run {i}"
+        gc.collect()
+        # The futures the flows returned still live, their results fetched at each flow's end.
+        assert set(core.get_all_reference_counts()) <= before
+        assert all(f.result() == list(range(10)) for f in run_ids)
+        cpus = ray.cluster_resources()["CPU"]
+        deadline = time.monotonic() + 10
+        while ray.available_resources().get("CPU") != cpus and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert ray.available_resources().get("CPU") == cpus
+    finally:
+        ray.shutdown()
+
+
+def test_flush_records_gives_up_with_a_warning_when_records_do_not_arrive(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker that cannot reach the database journals its records: the flow run ends anyway."""
+    import vivace.runners.ray as ray_runner
+    from vivace.engine.remote import RemoteSetup
+
+    monkeypatch.setattr(ray_runner, "FLUSH_MARGIN", 0.3)
+    runner = RayTaskRunner()
+    runner._setup = RemoteSetup()
+    runner._setup.env["recorder_retry_seconds"] = 0.0
+    runner._unconfirmed = {uuid.uuid4(): {uuid.uuid4(), uuid.uuid4()}}
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="vivace.runners.ray"):
+        runner.flush_records()
+    assert time.monotonic() - started < 5
+    assert "2 task runs completed on Ray workers but are not in the database yet" in caplog.text
+    assert not runner._unconfirmed
 
 
 def test_runner_options_place_a_task_where_its_resource_is(ray_cluster: str) -> None:

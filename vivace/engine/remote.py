@@ -34,7 +34,8 @@ On the worker
     (cached by its token), makes the flow's settings the process's settings (cached; the
     environment is not read again per task), takes that process's writer (``get_writer()``) and
     runs the task to its final state. :func:`flush_process_records` writes out what the writer
-    buffered; the runner calls it on every worker before the flow run records its final state.
+    buffered: the Dask runner calls it on every worker before the flow run records its final
+    state; on Ray each worker calls it soon after its runs end (see :mod:`vivace.runners.ray`).
 
 Pickling
     A task that cannot be pickled fails its runs at submission; so does an argument

@@ -14,10 +14,19 @@ depend on Ray (dispatch, in-flight slots, cancellation, held results) lives in
 - **Dependencies** ride Ray's own ``ObjectRef``: a future passed to a downstream task (also inside
   lists, tuples, sets and dicts) is handed to ``.remote()`` as its value ``ObjectRef``, so Ray
   orders the runs and moves the data worker to worker.
-- **Records**: before a Ray task returns, its worker process flushes what its writer buffered
-  (one transaction per Ray task, so one per K runs with ``batch_size=K``). Ray gives no way to run
-  code on every worker process, so this is how "every worker flushed before the flow run's final
-  state" holds; :meth:`RayTaskRunner.flush_records` has nothing left to do.
+- **Records**: a worker does not write out its records before its Ray task returns (one
+  transaction per Ray task would cost more than the task). When a run ends COMPLETED, the worker
+  asks a helper thread of its process to flush its writer within ``FLUSH_SOON`` seconds, whatever
+  ``VIVACE_RECORDER_FLUSH_INTERVAL`` says (one transaction per burst of runs, off the task's
+  path); a run that did not complete is flushed before its Ray task returns, since its failure is
+  logged after its final state. Ray gives no way to run code on every worker process, so before
+  the flow run's final state :meth:`RayTaskRunner.flush_records` waits until the database shows
+  every run a worker reported COMPLETED in a final state: a worker's writer is first in, first
+  out, so that run's earlier states and logs are committed too. Runs the driver ended itself
+  (cancelled, crashed, timed out) are recorded by the driver's writer, ahead of the flow run's
+  final state. The wait is bounded (the writer's retry seconds plus ``FLUSH_MARGIN``): when a
+  worker cannot reach the database, its records go to its journal and the flow run ends with a
+  warning.
 - **Placement**: ``@task(runner_options={"num_cpus": .., "num_gpus": .., "memory": ..,
   "resources": {..}})`` goes to ``.options(...)``, so pending resource demand drives an
   autoscaling cluster.
@@ -51,6 +60,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from vivace.engine.options import RAY_RUNNER_OPTIONS
@@ -71,7 +82,7 @@ from vivace.engine.remote_driver import (
     end_on_driver,
     fail_on_driver,
 )
-from vivace.engine.states import TIMED_OUT, Failed, StateType, describe_exception
+from vivace.engine.states import FINAL_TYPES, TIMED_OUT, Failed, StateType, describe_exception
 from vivace.engine.timeouts import timeout_error
 from vivace.exceptions import ConfigurationError, MissingExtraError, VivaceError
 from vivace.runners.cluster import ClusterTaskRunner, Flight
@@ -81,7 +92,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("vivace.runners.ray")
 
-FLUSH_TIMEOUT = 30.0  # seconds a worker may take to write out its records before returning
+FLUSH_TIMEOUT = 30.0  # seconds a worker may take to write out its records
+FLUSH_SOON = 0.05  # seconds after a completed run by which its worker writes out its records
+FLUSH_MARGIN = 5.0  # seconds past the writer's retry time that flush_records waits, at most
 BACKSTOP_GRACE = 10.0  # seconds past a timed run's budget before the driver force-cancels it
 # Values Ray inlines in the task's reply anyway: they come back with the outcome.
 SMALL_TYPES = frozenset({int, float, complex, bool, type(None)})
@@ -107,15 +120,54 @@ def _ray() -> Any:
 
 
 def _outcome(value: Any, database_url: str) -> tuple[Any, Any]:
-    flush_process_records(database_url, FLUSH_TIMEOUT)
     kind = type(value)
     if kind is RemoteFailure or kind is PartialBatch:
+        # A failure is logged after its final state: written out before the driver hears of it.
+        flush_process_records(database_url, FLUSH_TIMEOUT)
         return (_NOT_DONE, value), value
+    _flush_soon(database_url)
     if kind in SMALL_TYPES:
         return (_DONE_SMALL, value), value
     if kind is list and all(type(item) in SMALL_TYPES for item in value):
         return (_DONE_SMALL, value), value
     return (_DONE, None), value
+
+
+_soon = threading.Event()  # set: some run completed since the helper's last flush
+_soon_urls: set[str] = set()
+_flusher: threading.Thread | None = None
+_flusher_lock = threading.Lock()
+
+
+def _flush_soon(database_url: str) -> None:
+    """Have this process's writer for ``database_url`` write out within ``FLUSH_SOON`` seconds.
+
+    Called after the run's records are queued. The helper clears the event before it flushes, so
+    records queued before a nudge it has not seen are behind that flush or the next one.
+    """
+    global _flusher
+    _soon_urls.add(database_url)
+    if not _soon.is_set():
+        _soon.set()
+    if _flusher is None:
+        with _flusher_lock:
+            if _flusher is None:
+                _flusher = threading.Thread(
+                    target=_flush_loop, name="vivace-ray-flush", daemon=True
+                )
+                _flusher.start()
+
+
+def _flush_loop() -> None:
+    while True:
+        _soon.wait()
+        time.sleep(FLUSH_SOON)  # one transaction for the runs that complete meanwhile
+        _soon.clear()
+        for url in list(_soon_urls):
+            try:
+                flush_process_records(url, FLUSH_TIMEOUT)
+            except Exception:  # the helper must outlive any one failed flush
+                logger.exception("vivace could not flush a Ray worker's records")
 
 
 def _run_one(database_url: str, call: Any, *remote_values: Any) -> tuple[Any, Any]:
@@ -185,6 +237,8 @@ class RayTaskRunner(ClusterTaskRunner["_Flight"]):
         self._outcomes: queue.SimpleQueue[tuple[_Flight, Any] | None] = queue.SimpleQueue()
         self._settler: threading.Thread | None = None
         self._timers: list[threading.Timer] = []
+        # Runs a worker reported COMPLETED, by flow run, not yet seen final in the database.
+        self._unconfirmed: dict[uuid.UUID, set[uuid.UUID]] = {}
 
     def duplicate(self) -> RayTaskRunner:
         return RayTaskRunner(self.address, self.init_kwargs, self.max_in_flight)
@@ -239,7 +293,54 @@ class RayTaskRunner(ClusterTaskRunner["_Flight"]):
                 ray.shutdown()
 
     def flush_records(self) -> None:
-        """Nothing to do: each Ray task's worker flushed its records before the task returned."""
+        """Wait until the database shows every run a worker reported COMPLETED in a final state.
+
+        The workers write out on their own, ``FLUSH_SOON`` seconds after a run completes (see the
+        module documentation); this only polls the database, for at most the writer's retry
+        seconds plus ``FLUSH_MARGIN``, then warns.
+        """
+        setup = self._setup
+        with self._lock:
+            unconfirmed, self._unconfirmed = self._unconfirmed, {}
+        if setup is None or not unconfirmed:
+            return
+        import sqlalchemy as sa
+
+        from vivace.store import database, schema
+
+        engine = database.get_engine(setup.database_url)
+        table = schema.task_runs
+        final = [str(state_type) for state_type in FINAL_TYPES]
+        retry_seconds = float(setup.env.get("recorder_retry_seconds", 5.0))
+        deadline = time.monotonic() + FLUSH_SOON + retry_seconds + FLUSH_MARGIN
+        delay = 0.002
+        problem: BaseException | None = None
+        while True:
+            try:
+                with database.connect(engine) as connection:
+                    for flow_run_id in list(unconfirmed):
+                        query = sa.select(table.c.id).where(
+                            table.c.flow_run_id == flow_run_id, table.c.state_type.in_(final)
+                        )
+                        pending = unconfirmed[flow_run_id]
+                        pending.difference_update(connection.execute(query).scalars())
+                        if not pending:
+                            del unconfirmed[flow_run_id]
+            except Exception as error:  # the database is unreachable: the workers journal too
+                problem = error
+            if not unconfirmed or time.monotonic() + delay > deadline:
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        if unconfirmed:
+            missing = sum(len(pending) for pending in unconfirmed.values())
+            reason = f" ({describe_exception(problem)})" if problem is not None else ""
+            logger.warning(
+                "%d task runs completed on Ray workers but are not in the database yet%s; "
+                "their workers write them when the database can take them (or journal them)",
+                missing,
+                reason,
+            )
 
     def _gather(self, refs: list[Any]) -> list[Any]:
         return list(_ray().get(refs))
@@ -357,16 +458,17 @@ class RayTaskRunner(ClusterTaskRunner["_Flight"]):
                 states = completed_outcomes(outcomes, [call.run.id for call in calls])
                 value = RemoteValue(flight.ref, self._fetch)
                 value.set(payload)
+                self._values.add(value)  # its ref is let go when the flow run ends
                 for future, state in zip(futures, states, strict=True):
                     completed = state.type is StateType.COMPLETED
                     future.handle = value if completed else None
                     future.set_final_state(state)
                 return
+            self._to_confirm(calls)
             value = RemoteValue(flight.ref, self._fetch)
             if kind == _DONE_SMALL:
                 value.set(payload)
-            else:
-                self._values.add(value)
+            self._values.add(value)  # its ref is let go when the flow run ends
             for future in futures:
                 future.handle = value
                 future.set_final_state(RemoteCompleted(value, future.item, future.task_run.id))
@@ -395,6 +497,14 @@ class RayTaskRunner(ClusterTaskRunner["_Flight"]):
                 self._worker_died(call, future, describe_exception(error))
             else:
                 future.set_final_state(fail_on_driver(call, error))
+
+    def _to_confirm(self, calls: list[TaskCall]) -> None:
+        """Runs a worker completed: flush_records waits for them in the database."""
+        with self._lock:
+            for call in calls:
+                flow_run_id = call.run.flow_run_id
+                if flow_run_id is not None:
+                    self._unconfirmed.setdefault(flow_run_id, set()).add(call.run.id)
 
     def _fetch(self, value: RemoteValue) -> Any:
         if value.ref is None:
