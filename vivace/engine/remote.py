@@ -346,36 +346,36 @@ def _bare(state: State) -> State:
 
 def _replace(value: Any, swap: Callable[[Any], Any]) -> Any:
     """``value`` with every VivaceFuture inside built-in containers replaced by ``swap(future)``."""
-    if isinstance(value, VivaceFuture):
-        return swap(value)
-    kind = type(value)
-    if kind is list or kind is tuple or kind is set or kind is frozenset:
-        items = [_replace(item, swap) for item in value]
-        if any(new is not old for new, old in zip(items, value, strict=True)):
-            return kind(items)
-        return value
-    if kind is dict:
-        swapped = {key: _replace(item, swap) for key, item in value.items()}
-        if any(swapped[key] is not item for key, item in value.items()):
-            return swapped
-        return value
-    return value
+    return _swap_leaves(value, _is_future, swap)
 
 
 def _restore(value: Any, stubs: list[VivaceFuture]) -> Any:
     """``value`` with every placeholder inside built-in containers replaced by its stub future."""
-    if type(value) is _Slot:
-        return stubs[value.index]
+    return _swap_leaves(value, _is_slot, lambda slot: stubs[slot.index])
+
+
+def _is_future(value: Any) -> bool:
+    return isinstance(value, VivaceFuture)
+
+
+def _is_slot(value: Any) -> bool:
+    return type(value) is _Slot
+
+
+def _swap_leaves(value: Any, is_leaf: Callable[[Any], bool], swap: Callable[[Any], Any]) -> Any:
+    """``value`` with each leaf inside built-in containers swapped; unchanged parts kept as is."""
+    if is_leaf(value):
+        return swap(value)
     kind = type(value)
     if kind is list or kind is tuple or kind is set or kind is frozenset:
-        items = [_restore(item, stubs) for item in value]
+        items = [_swap_leaves(item, is_leaf, swap) for item in value]
         if any(new is not old for new, old in zip(items, value, strict=True)):
             return kind(items)
         return value
     if kind is dict:
-        restored = {key: _restore(item, stubs) for key, item in value.items()}
-        if any(restored[key] is not item for key, item in value.items()):
-            return restored
+        swapped = {key: _swap_leaves(item, is_leaf, swap) for key, item in value.items()}
+        if any(swapped[key] is not item for key, item in value.items()):
+            return swapped
         return value
     return value
 
