@@ -67,3 +67,26 @@ def ray_local() -> Iterator[None]:
         yield None
     finally:
         ray.shutdown()
+
+
+@pytest.fixture
+def greetings_recorded(history: Any) -> Any:
+    """Run a greetings flow twice (3 then 2 runs) and check every run and its logs were stored.
+
+    The flow must map a task that logs "logged by task {i}", prints "printed by task {i}" and
+    returns i, with log_prints on.
+    """
+
+    def check(greetings: Any) -> None:
+        states = [greetings(3, return_state=True), greetings(2, return_state=True)]
+
+        assert [s.result() for s in states] == [[0, 1, 2], [0, 1]]
+        for state, count in zip(states, (3, 2), strict=True):
+            runs = history.task_runs(state.run_id)
+            assert len(runs) == count and all(r.state_type == "COMPLETED" for r in runs)
+            messages = {log.message for log in history.logs(state.run_id) if log.task_run_id}
+            for i in range(count):
+                assert f"logged by task {i}" in messages
+                assert f"printed by task {i}" in messages
+
+    return check

@@ -167,7 +167,7 @@ def is_tracked(value: Any) -> bool:
 
 
 def test_flows_reach_a_long_lived_cluster_that_outlives_them(
-    cli_cluster: str, monkeypatch: pytest.MonkeyPatch, history: Any
+    cli_cluster: str, monkeypatch: pytest.MonkeyPatch, greetings_recorded: Any
 ) -> None:
     """Two flows one after another; their tasks' logs reach the store; the cluster lives on."""
     from vivace.settings import reset_settings
@@ -181,16 +181,7 @@ def test_flows_reach_a_long_lived_cluster_that_outlives_them(
     def greetings(n: int) -> list[int]:
         return [f.result() for f in greet.map(range(n))]
 
-    states = [greetings(3, return_state=True), greetings(2, return_state=True)]
-
-    assert [s.result() for s in states] == [[0, 1, 2], [0, 1]]
-    for state, count in zip(states, (3, 2), strict=True):
-        runs = history.task_runs(state.run_id)
-        assert len(runs) == count and all(r.state_type == "COMPLETED" for r in runs)
-        messages = {log.message for log in history.logs(state.run_id) if log.task_run_id}
-        for i in range(count):
-            assert f"logged by task {i}" in messages
-            assert f"printed by task {i}" in messages
+    greetings_recorded(greetings)
     assert _worker_count(cli_cluster) == 2
     assert _scheduler_tasks(cli_cluster) == 0  # nothing left behind: no leaked futures
 
