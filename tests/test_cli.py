@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from vivace._ids import uuid7
 from vivace.cli import cli
 from vivace.store import schema
-from vivace.store.database import ensure_schema, get_engine, transaction
+from vivace.store.database import HEAD_REVISION, ensure_schema, get_engine, transaction
 
 T0 = 1_700_000_000.0
 
@@ -236,8 +236,8 @@ def test_db_upgrade_then_again(database_url: str) -> None:
     second = vivace("db", "upgrade")
 
     assert first.exit_code == 0, first.output
-    assert "from an empty database to 0001" in first.stdout
-    assert "already at revision 0001" in second.stdout
+    assert f"from an empty database to {HEAD_REVISION}" in first.stdout
+    assert f"already at revision {HEAD_REVISION}" in second.stdout
 
 
 def test_db_reset_asks_first(seeded: dict[str, Any]) -> None:

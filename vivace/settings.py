@@ -66,6 +66,37 @@ class Settings(BaseSettings):
         description="Print run logs to the console (stderr) as well as storing them.",
     )
 
+    api_url: str | None = Field(
+        default=None,
+        description=(
+            "URL of a vivace server (e.g. http://127.0.0.1:4200/api) for clients that read "
+            "through the HTTP API instead of the database."
+        ),
+    )
+    api_key: str | None = Field(
+        default=None,
+        description="API key that clients send to the server at VIVACE_API_URL.",
+    )
+    api_keys: str | None = Field(
+        default=None,
+        description=(
+            "Extra API keys the server accepts, as comma-separated ROLE:KEY pairs "
+            "(ROLE is read or admin), besides those created with `vivace api-key create`."
+        ),
+    )
+    encryption_key: str | None = Field(
+        default=None,
+        description=(
+            "Fernet key that encrypts blocks' secret fields at rest; default: a key generated "
+            "once into $VIVACE_HOME/encryption.key (mode 0600)."
+        ),
+    )
+    writer_stats_interval: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds between a writer's health rows (queue depth, flush latency).",
+    )
+
     @field_validator("home", mode="after")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:

@@ -30,7 +30,17 @@ from vivace.store.database import (
     upgrade_database,
 )
 
-VIVACE_TABLES = {"flows", "flow_runs", "flow_run_states", "task_runs", "task_run_states", "logs"}
+VIVACE_TABLES = {
+    "flows",
+    "flow_runs",
+    "flow_run_states",
+    "task_runs",
+    "task_run_states",
+    "logs",
+    "api_keys",
+    "blocks",
+    "writer_stats",
+}
 
 
 def _tables(url: str) -> set[str]:

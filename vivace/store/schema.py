@@ -125,3 +125,51 @@ logs = sa.Table(
     sa.Index("ix_logs_flow_run_id_timestamp", "flow_run_id", "timestamp"),
     sa.Index("ix_logs_task_run_id_timestamp", "task_run_id", "timestamp"),
 )
+
+# -- server, blocks and writer health (revision 0002) ---------------------------------------------
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", UUIDType, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    # "read" or "admin".
+    sa.Column("role", sa.String(16), nullable=False),
+    # Only a hash of the key is kept; the key itself is shown once, when it is created.
+    sa.Column("key_hash", sa.String(128), nullable=False, unique=True),
+    # The key's first characters, so a listing can say which key is which.
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("created", Timestamp, nullable=False),
+    sa.Column("last_used", Timestamp, nullable=True),
+    sa.Column("revoked", Timestamp, nullable=True),
+)
+
+blocks = sa.Table(
+    "blocks",
+    metadata,
+    sa.Column("id", UUIDType, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    # Where the Block subclass lives ("module:QualName"), so Block.load can rebuild it.
+    sa.Column("block_type", sa.String(512), nullable=False),
+    # Field values; secret fields hold Fernet tokens, never plain text.
+    sa.Column("data", JSONType, nullable=False),
+    sa.Column("created", Timestamp, nullable=False),
+    sa.Column("updated", Timestamp, nullable=False),
+)
+
+writer_stats = sa.Table(
+    "writer_stats",
+    metadata,
+    # One row per background writer (one per process that records runs), refreshed every few
+    # seconds by the writer itself: the server's /metrics reads writer health from here.
+    sa.Column("writer_id", UUIDType, primary_key=True),
+    sa.Column("hostname", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("queue_depth", sa.Integer, nullable=False),
+    sa.Column("last_flush_seconds", sa.Float, nullable=False),
+    sa.Column("records_written", sa.BigInteger, nullable=False),
+    sa.Column("flushes", sa.BigInteger, nullable=False),
+    sa.Column("started", Timestamp, nullable=False),
+    sa.Column("updated", Timestamp, nullable=False),
+    sa.Index("ix_writer_stats_updated", "updated"),
+)

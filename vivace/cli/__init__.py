@@ -376,3 +376,7 @@ def _duration(value: dt.timedelta | None) -> str:
         return f"{minutes}m {seconds:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h {minutes:02d}m"
+
+
+# Command groups kept in their own modules register themselves on `cli` when imported; import
+# them last, once `cli` exists. Their heavy imports stay inside the commands.

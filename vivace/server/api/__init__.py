@@ -1,0 +1,1 @@
+"""The JSON history API, mounted at ``/api``."""
