@@ -18,6 +18,9 @@ are waiting, and writes each batch in one transaction with one bulk write per ta
   the next writer starts. A row the database refuses for its content is repaired (escaped,
   shortened) and written; one it still refuses is set aside with the reason, never blocking the
   rows behind it.
+- Health: every ``VIVACE_WRITER_STATS_INTERVAL`` seconds the writer refreshes its row of
+  ``writer_stats`` (queue depth, last flush time) for the server's /metrics
+  (:mod:`vivace.store.writer_stats`); best-effort, in a transaction of its own.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from vivace.exceptions import StoreUnavailableError
 from vivace.store import database
 from vivace.store.journal import Journal
 from vivace.store.statements import Batch, Statements, repaired
+from vivace.store.writer_stats import HealthReporter, WriterHealth
 
 logger = logging.getLogger("vivace.store.writer")
 
@@ -80,6 +84,7 @@ class BatchWriter:
         max_queue: int,
         retry_seconds: float,
         journal_dir: Path,
+        stats_interval: float = 10.0,
     ) -> None:
         self.url = url
         self.flush_interval = flush_interval
@@ -106,6 +111,10 @@ class BatchWriter:
         self.rows_rejected = 0
         self.last_flush_seconds = 0.0
         self._unreachable_until = 0.0
+        # Health rows for the server's /metrics: the first right after start, then every interval.
+        self.stats_interval = stats_interval
+        self._health = HealthReporter(self._engine.dialect.name)
+        self._next_health = 0.0
 
     # -- producer side: called on the engine's hot path, no I/O ---------------------------------
 
@@ -203,6 +212,12 @@ class BatchWriter:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
         self._drain()
+        if self._thread is not None and time.monotonic() >= self._unreachable_until:
+            try:
+                with database.transaction(self._engine) as connection:
+                    self._health.remove(connection)
+            except Exception as error:
+                logger.debug("vivace writer: health row not removed (%s)", error)
 
     def _loop(self) -> None:
         while not self._stopping:
@@ -212,6 +227,25 @@ class BatchWriter:
                 self._drain()
             except Exception:  # the writer must outlive any one bad batch
                 logger.exception("vivace writer: unexpected error while writing a batch")
+            if time.monotonic() >= self._next_health:
+                self._report_health()
+
+    def _report_health(self) -> None:
+        """Refresh this writer's health row; skipped (not journaled) if the database is down."""
+        self._next_health = time.monotonic() + self.stats_interval
+        if time.monotonic() < self._unreachable_until:
+            return
+        health = WriterHealth(
+            queue_depth=len(self._queue),
+            last_flush_seconds=self.last_flush_seconds,
+            records_written=self.rows_written,
+            flushes=self.batches_written,
+        )
+        try:
+            with database.transaction(self._engine) as connection:
+                self._health.report(connection, health)
+        except Exception as error:
+            logger.debug("vivace writer: health row not written (%s)", error)
 
     def _drain(self) -> None:
         queue = self._queue
@@ -431,6 +465,7 @@ def get_writer() -> BatchWriter:
                 max_queue=settings.recorder_max_queue,
                 retry_seconds=settings.recorder_retry_seconds,
                 journal_dir=settings.home / "journal",
+                stats_interval=settings.writer_stats_interval,
             )
             writer.start()
             _writers[url] = writer
