@@ -11,6 +11,15 @@ Every error a user can meet derives from :class:`VivaceError`::
     ├── UnpicklableError            a task, argument or result could not be pickled
     ├── MissingExtraError           a runner needs an optional extra that is not installed
     ├── MissingContextError         get_run_logger() outside a flow or task
+    ├── ResultError                 a persisted result cannot be read (never persisted, or gone)
+    ├── ResumeError                 a flow run cannot be retried (not failed, cannot be reloaded)
+    ├── BlockError                  a stored block cannot be saved, loaded or used
+    │   ├── BlockNotFoundError      no block is saved under that name
+    │   ├── BlockExistsError        save() of a taken name without overwrite=True
+    │   ├── BlockTypeError          the stored block type cannot be imported or is another one
+    │   ├── SecretDecryptionError   secrets were encrypted with another encryption key
+    │   ├── BlockPathError          a path escapes a filesystem block's basepath
+    │   └── ReadOnlyBlockError      a write to a read-only filesystem block
     └── StoreError                  the run-history database
         └── StoreUnavailableError   the database URL cannot be reached or used
 
@@ -54,6 +63,42 @@ class MissingExtraError(VivaceError, ImportError):
 
 class MissingContextError(VivaceError, RuntimeError):
     """A run-scoped helper was used outside of a flow or task run."""
+
+
+class ResultError(VivaceError):
+    """A run's persisted result cannot be read: it was never persisted, or its storage lost it."""
+
+
+class ResumeError(VivaceError):
+    """A flow run cannot be retried: it did not fail, or its flow or parameters cannot be loaded."""
+
+
+class BlockError(VivaceError):
+    """A stored block (configuration, secrets, filesystem) cannot be saved, loaded or used."""
+
+
+class BlockNotFoundError(BlockError, ValueError):
+    """No block is saved under the name given."""
+
+
+class BlockExistsError(BlockError, ValueError):
+    """A block was saved under a taken name without ``overwrite=True``."""
+
+
+class BlockTypeError(BlockError, TypeError):
+    """A stored block's type cannot be imported, or is not the Block class it was loaded as."""
+
+
+class SecretDecryptionError(BlockError):
+    """A block's secret fields were encrypted with another key than the one in use now."""
+
+
+class BlockPathError(BlockError, ValueError):
+    """A path given to a filesystem block points outside its basepath."""
+
+
+class ReadOnlyBlockError(BlockError):
+    """A write was asked of a read-only filesystem block (a git repository)."""
 
 
 class StoreError(VivaceError):

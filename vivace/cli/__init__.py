@@ -380,3 +380,4 @@ def _duration(value: dt.timedelta | None) -> str:
 
 # Command groups kept in their own modules register themselves on `cli` when imported; import
 # them last, once `cli` exists. Their heavy imports stay inside the commands.
+from vivace.cli import blocks as _blocks  # noqa: E402, F401
