@@ -12,6 +12,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -19,7 +20,13 @@ import pytest
 
 @pytest.fixture
 def api(database_url: str) -> Iterator[object]:
-    from fastapi.testclient import TestClient
+    with warnings.catch_warnings():
+        # Starlette 1.x's TestClient prefers httpx2 and warns (once, on import) that it falls
+        # back to httpx, which the dev extra pins; the fallback works as before.
+        warnings.filterwarnings(
+            "ignore", "Using `httpx` with `starlette.testclient`", category=UserWarning
+        )
+        from fastapi.testclient import TestClient
 
     from vivace.server.app import create_app
 

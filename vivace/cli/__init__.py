@@ -2,19 +2,23 @@
 
     vivace config view [--show-defaults] [--show-sources]
     vivace db upgrade | reset [--yes]
-    vivace flow-run ls [--state TYPE]... [--flow NAME] [--limit N]
-    vivace flow-run inspect ID
-    vivace flow-run logs ID [--level LEVEL]
+    vivace flow-run ls [--state TYPE]... [--flow NAME] [--limit N] [--api-url URL]
+    vivace flow-run inspect ID [--api-url URL]
+    vivace flow-run logs ID [--level LEVEL] [--api-url URL]
 
 Errors print one line, ``Error: ...``, and exit with 2 for bad input (an id, a state, a setting)
 and 1 when the database cannot be used or the run does not exist. SQLAlchemy and rich are imported
 inside the commands, so ``vivace --help`` stays quick.
+
+The ``flow-run`` commands read the database, or, given ``--api-url`` (or ``VIVACE_API_URL``), a
+vivace server's API through ``vivace.client`` (sending ``VIVACE_API_KEY``), with the same output.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +31,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
-    from vivace.store.records import FlowRunRecord, StateRecord, TaskRunRecord
+    from vivace.client import VivaceClient
+    from vivace.store.records import FlowRunRecord, LogRecord, StateRecord, TaskRunRecord
 
 _STATE_STYLES = {
     "COMPLETED": "green",
@@ -154,18 +159,29 @@ def flow_run() -> None:
     """Flow runs recorded in the run history."""
 
 
+_api_url_option = click.option(
+    "--api-url",
+    metavar="URL",
+    help=(
+        "Read through the vivace server at URL (e.g. http://127.0.0.1:4200/api) instead of the "
+        "database. Default: VIVACE_API_URL when set."
+    ),
+)
+
+
 @flow_run.command("ls")
 @click.option(
     "--state", "states", multiple=True, metavar="TYPE", help="Only runs in this state type."
 )
 @click.option("--flow", "flow_name", metavar="NAME", help="Only runs of this flow.")
 @click.option("--limit", default=20, show_default=True, help="How many runs to list (1-1000).")
-def flow_run_ls(states: tuple[str, ...], flow_name: str | None, limit: int) -> None:
+@_api_url_option
+def flow_run_ls(
+    states: tuple[str, ...], flow_name: str | None, limit: int, api_url: str | None
+) -> None:
     """List flow runs, most recent first (those not started yet on top)."""
-    from vivace.store.queries import read_flow_runs
-
-    runs, next_cursor = read_flow_runs(
-        _database_url(), flow_name=flow_name, state_types=states or None, limit=limit
+    runs, next_cursor = _history(api_url).read_flow_runs(
+        flow_name=flow_name, state_types=states or None, limit=limit
     )
     if not runs:
         click.echo("No flow runs found.")
@@ -188,16 +204,15 @@ def flow_run_ls(states: tuple[str, ...], flow_name: str | None, limit: int) -> N
 
 @flow_run.command("inspect")
 @click.argument("flow_run_id", metavar="ID")
-def flow_run_inspect(flow_run_id: str) -> None:
+@_api_url_option
+def flow_run_inspect(flow_run_id: str, api_url: str | None) -> None:
     """Show a flow run: its details, state history, task runs and subflow runs."""
-    from vivace.store import queries
-
-    url = _database_url()
-    run = _existing_flow_run(url, flow_run_id)
-    states = queries.read_flow_run_states(url, run.id)
-    task_runs, _ = queries.read_task_runs(url, run.id, limit=_INSPECT_TASK_RUNS)
-    task_run_count = queries.count_task_runs(url, run.id)
-    subflow_runs = queries.read_subflow_runs(url, run.id)
+    history = _history(api_url)
+    run = _existing_flow_run(history, flow_run_id)
+    states = history.read_flow_run_states(run.id)
+    task_runs, _ = history.read_task_runs(run.id, limit=_INSPECT_TASK_RUNS)
+    task_run_count = history.count_task_runs(run.id)
+    subflow_runs = history.read_subflow_runs(run.id)
 
     console = _console()
     console.print(_run_details(run))
@@ -226,17 +241,16 @@ def flow_run_inspect(flow_run_id: str) -> None:
 @flow_run.command("logs")
 @click.argument("flow_run_id", metavar="ID")
 @click.option("--level", metavar="LEVEL", help="Only lines at this level or above (e.g. WARNING).")
-def flow_run_logs(flow_run_id: str, level: str | None) -> None:
+@_api_url_option
+def flow_run_logs(flow_run_id: str, level: str | None, api_url: str | None) -> None:
     """Print a flow run's logs (its task runs' included), oldest first."""
-    from vivace.store.queries import read_logs
-
-    url = _database_url()
-    run = _existing_flow_run(url, flow_run_id)
+    history = _history(api_url)
+    run = _existing_flow_run(history, flow_run_id)
     cursor: str | None = None
     printed = 0
     while True:
-        lines, cursor = read_logs(
-            url, flow_run_id=run.id, min_level=level, limit=_LOG_PAGE, cursor=cursor
+        lines, cursor = history.read_logs(
+            flow_run_id=run.id, min_level=level, limit=_LOG_PAGE, cursor=cursor
         )
         for line in lines:
             stamp = line.timestamp.astimezone().isoformat(sep=" ", timespec="milliseconds")
@@ -257,12 +271,60 @@ def _database_url() -> str:
     return get_settings().resolved_database_url
 
 
-def _existing_flow_run(url: str, flow_run_id: str) -> FlowRunRecord:
+class _DatabaseHistory:
+    """The flow-run commands' reads, straight from the database (``vivace.store.queries``).
+
+    Has the methods of ``vivace.client.VivaceClient`` that the commands use, with the same
+    arguments, so a command reads the same way from either.
+    """
+
+    def __init__(self, url: str) -> None:
+        from vivace.store import queries
+
+        self.url = url
+        self.queries = queries
+
+    def read_flow_runs(self, **filters: Any) -> tuple[list[FlowRunRecord], str | None]:
+        return self.queries.read_flow_runs(self.url, **filters)
+
+    def read_flow_run(self, flow_run_id: uuid.UUID) -> FlowRunRecord | None:
+        return self.queries.read_flow_run(self.url, flow_run_id)
+
+    def read_flow_run_states(self, flow_run_id: uuid.UUID) -> list[StateRecord]:
+        return self.queries.read_flow_run_states(self.url, flow_run_id)
+
+    def read_task_runs(
+        self, flow_run_id: uuid.UUID, **options: Any
+    ) -> tuple[list[TaskRunRecord], str | None]:
+        return self.queries.read_task_runs(self.url, flow_run_id, **options)
+
+    def count_task_runs(self, flow_run_id: uuid.UUID) -> int:
+        return self.queries.count_task_runs(self.url, flow_run_id)
+
+    def read_subflow_runs(self, flow_run_id: uuid.UUID) -> list[FlowRunRecord]:
+        return self.queries.read_subflow_runs(self.url, flow_run_id)
+
+    def read_logs(self, **options: Any) -> tuple[list[LogRecord], str | None]:
+        return self.queries.read_logs(self.url, **options)
+
+
+def _history(api_url: str | None) -> _DatabaseHistory | VivaceClient:
+    """Where the flow-run commands read: the server at ``api_url`` or VIVACE_API_URL, else the
+    database."""
+    from vivace.settings import get_settings
+
+    if api_url or get_settings().api_url:
+        from vivace.client import VivaceClient
+
+        return VivaceClient.from_settings(api_url)
+    return _DatabaseHistory(_database_url())
+
+
+def _existing_flow_run(history: _DatabaseHistory | VivaceClient, flow_run_id: str) -> FlowRunRecord:
     from vivace._ids import parse_id
-    from vivace.store.queries import read_flow_run
 
     run_id = parse_id(flow_run_id, "flow run id")
-    run = read_flow_run(url, run_id)
+    run = history.read_flow_run(run_id)
     if run is None:
         raise _Failure(f"flow run {flow_run_id!r} not found in the run history")
     return run
@@ -380,4 +442,7 @@ def _duration(value: dt.timedelta | None) -> str:
 
 # Command groups kept in their own modules register themselves on `cli` when imported; import
 # them last, once `cli` exists. Their heavy imports stay inside the commands.
+from vivace.cli import api_keys as _api_keys  # noqa: E402, F401
 from vivace.cli import blocks as _blocks  # noqa: E402, F401
+from vivace.cli import results as _results  # noqa: E402, F401
+from vivace.cli import server as _server  # noqa: E402, F401

@@ -1,9 +1,18 @@
-"""All API routes, under one router that requires a read key."""
+"""All API routes, under one router that requires a read key.
+
+Each module holds the routes of one resource; this one only puts them together.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
 from vivace.server import auth
+from vivace.server.api import flow_runs, flows, health, logs, task_runs
 
 router = APIRouter(dependencies=[Depends(auth.require_read)])
+router.include_router(health.router)
+router.include_router(flows.router)
+router.include_router(flow_runs.router)
+router.include_router(logs.router)
+router.include_router(task_runs.router)

@@ -1,0 +1,118 @@
+"""``vivace server start``: the HTTP server (history API, web UI, /metrics) under uvicorn.
+
+    vivace server start [--host 127.0.0.1] [--port 4200] [--allow-unauthenticated]
+
+It migrates the database first, then serves until SIGTERM or Ctrl-C, and exits 0 after a clean
+shutdown. While no API key exists (none stored, not even revoked, none in ``VIVACE_API_KEYS``)
+the server is open, so it refuses to listen on an address other machines can reach unless told
+``--allow-unauthenticated``; and, unless so told, while open it answers only requests addressed to
+``localhost`` or an IP address, so that no other site's page can read it through a browser.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import socket
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import click
+
+from vivace.cli import _BadInput, _database_url, cli
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+
+@cli.group("server")
+def server() -> None:
+    """The HTTP server: the history API, the web UI and /metrics."""
+
+
+@server.command("start")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0: every interface).",
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=4200, show_default=True)
+@click.option(
+    "--allow-unauthenticated",
+    is_flag=True,
+    help=(
+        "Serve without an API key beyond this machine, and under any host name (anyone who can "
+        "reach the server can read)."
+    ),
+)
+def server_start(host: str, port: int, allow_unauthenticated: bool) -> None:
+    """Serve the run history over HTTP until stopped (SIGTERM or Ctrl-C)."""
+    from vivace.settings import get_settings
+    from vivace.store.api_keys import parse_env_api_keys, read_key_roles
+    from vivace.store.database import masked_url, upgrade_database
+
+    url = _database_url()
+    env_keys = parse_env_api_keys(get_settings().api_keys)  # a bad value stops us before I/O
+    upgrade_database(url)
+    roles = {**read_key_roles(url), **env_keys}  # revoked keys too: they keep the server closed
+    if not roles and not allow_unauthenticated and not is_loopback(host):
+        raise _BadInput(
+            f"refusing to listen on {host}: no API key exists, so anyone who can reach the server "
+            "could read the run history; create one with `vivace api-key create --name NAME "
+            "--role admin`, or pass --allow-unauthenticated"
+        )
+
+    from vivace.server.app import create_app
+
+    # Open and on this machine: refuse requests addressed to another name (DNS rebinding).
+    app = create_app(url, local_hosts_only_while_open=not allow_unauthenticated)
+    if roles:
+        active = sum(role is not None for role in roles.values())
+        access = f"API keys required ({active} active)"
+    else:
+        access = "no API key exists: open to anyone who can reach it"
+    click.echo(f"vivace server on {_base_url(host, port)} over {masked_url(url)}; {access}")
+    serve(app, host, port)
+
+
+def serve(app: FastAPI, host: str, port: int) -> None:
+    """Run ``app`` under uvicorn until SIGTERM or SIGINT, then return after a clean shutdown."""
+    import uvicorn
+
+    # Once shut down, uvicorn raises the signal that stopped it again, for the handler that was
+    # there before. Python's default handlers would then kill the process (SIGTERM: exit -15) or
+    # raise KeyboardInterrupt; a handler that does nothing lets the command end with exit 0.
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.signal(number, _already_handled) for number in stop_signals}
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or a name) reaches only this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None)}
+    except OSError:
+        return False  # uvicorn will say it cannot listen there
+    return bool(addresses) and all(
+        ipaddress.ip_address(str(address)).is_loopback for address in addresses
+    )
+
+
+def _base_url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"http://{shown}:{port}"
+
+
+def _already_handled(number: int, frame: FrameType | None) -> None:
+    """uvicorn has already shut down cleanly on this signal: nothing is left to do."""

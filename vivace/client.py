@@ -1,0 +1,397 @@
+"""A small client of vivace's history API; HTTP on the standard library alone (urllib, json).
+
+It reads what the store's read helpers read (``vivace.store.queries``), with the same names and
+the same record types, so code written against one works with the other: the CLI's
+``vivace flow-run ls|inspect|logs --api-url URL`` prints the same output through a server as
+straight from the database. Example::
+
+    client = VivaceClient("http://127.0.0.1:4200/api", api_key=os.environ.get("VIVACE_API_KEY"))
+    runs, cursor = client.read_flow_runs(state_types=["FAILED"], limit=100)
+
+Failures are vivace's errors, each saying what to do: the server cannot be reached
+(``StoreUnavailableError``), it wants an API key or another one, or refused a parameter
+(``ConfigurationError``), it failed (``StoreError``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import http.client
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from vivace.engine.states import StateType
+from vivace.exceptions import ConfigurationError, StoreError, StoreUnavailableError
+from vivace.store.records import FlowRunRecord, LogRecord, StateRecord, TaskRunRecord
+
+_Params = Mapping[str, str | int | Sequence[str] | None]
+_Record = TypeVar("_Record", FlowRunRecord, TaskRunRecord, StateRecord, LogRecord)
+_DEFAULT_TIMEOUT = 30.0
+
+
+class VivaceClient:
+    """Reads the run history through the vivace server at ``api_url``.
+
+    ``api_url`` is the API's root, such as ``http://127.0.0.1:4200/api``; a server's base URL
+    (``http://127.0.0.1:4200``) is taken to mean its ``/api``. ``api_key`` is sent as
+    ``Authorization: Bearer <key>``.
+    """
+
+    def __init__(
+        self, api_url: str, *, api_key: str | None = None, timeout: float = _DEFAULT_TIMEOUT
+    ) -> None:
+        self.api_url = _api_root(api_url)
+        self.api_key = api_key or None
+        self.timeout = timeout
+        self._opener = urllib.request.build_opener(_KeyStaysHome())
+
+    @classmethod
+    def from_settings(cls, api_url: str | None = None) -> VivaceClient:
+        """A client of ``api_url`` (default ``VIVACE_API_URL``) with the key ``VIVACE_API_KEY``."""
+        from vivace.settings import get_settings
+
+        settings = get_settings()
+        url = api_url or settings.api_url
+        if not url:
+            raise ConfigurationError(
+                "no vivace server given; expected --api-url URL or VIVACE_API_URL, such as "
+                "http://127.0.0.1:4200/api"
+            )
+        return cls(url, api_key=settings.api_key)
+
+    # -- the server --------------------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """``{"status": "ok", "version": ..., "database": "ok"}``; raises if either is down."""
+        body: dict[str, Any] = self._get("/health")
+        return body
+
+    # -- flow runs ---------------------------------------------------------------------------------
+
+    def read_flow_runs(
+        self,
+        *,
+        flow_name: str | None = None,
+        state_types: Iterable[StateType | str] | None = None,
+        name_like: str | None = None,
+        tags: Sequence[str] | None = None,
+        started_after: dt.datetime | None = None,
+        started_before: dt.datetime | None = None,
+        sort: str = "start_time_desc",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[FlowRunRecord], str | None]:
+        """A page of flow runs matching every filter given, and the cursor of the next page."""
+        page = self._get(
+            "/flow-runs",
+            {
+                "flow": flow_name,
+                "state": _state_names(state_types),
+                "name_like": name_like,
+                "tag": None if tags is None else list(tags),
+                "started_after": _iso(started_after),
+                "started_before": _iso(started_before),
+                "sort": sort,
+                "limit": limit,
+                "cursor": cursor,
+            },
+        )
+        return [_flow_run(item) for item in page["items"]], page["next_cursor"]
+
+    def read_flow_run(self, flow_run_id: uuid.UUID | str) -> FlowRunRecord | None:
+        """The flow run with this id, or None if there is none."""
+        body = self._get(f"/flow-runs/{_path_id(flow_run_id)}", missing_ok=True)
+        return None if body is None else _flow_run(body)
+
+    def count_task_runs(self, flow_run_id: uuid.UUID | str) -> int:
+        """How many task runs the flow run has."""
+        count: int = self._get(f"/flow-runs/{_path_id(flow_run_id)}")["task_run_count"]
+        return count
+
+    def read_flow_run_states(self, flow_run_id: uuid.UUID | str) -> list[StateRecord]:
+        """The flow run's state history, oldest first."""
+        states = self._get(f"/flow-runs/{_path_id(flow_run_id)}/states")
+        return [_state(state) for state in states]
+
+    def read_subflow_runs(
+        self, parent_flow_run_id: uuid.UUID | str, *, limit: int = 1000
+    ) -> list[FlowRunRecord]:
+        """Flow runs started from inside the given flow run, in the order they were created."""
+        path = f"/flow-runs/{_path_id(parent_flow_run_id)}/subflow-runs"
+        return [_flow_run(item) for item in self._get(path, {"limit": limit})]
+
+    # -- task runs ---------------------------------------------------------------------------------
+
+    def read_task_runs(
+        self,
+        flow_run_id: uuid.UUID | str,
+        *,
+        state_types: Iterable[StateType | str] | None = None,
+        name_like: str | None = None,
+        sort: str = "start_time_asc",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[TaskRunRecord], str | None]:
+        """A page of the flow run's task runs, and the cursor of the next page."""
+        page = self._get(
+            f"/flow-runs/{_path_id(flow_run_id)}/task-runs",
+            {
+                "state": _state_names(state_types),
+                "name_like": name_like,
+                "sort": sort,
+                "limit": limit,
+                "cursor": cursor,
+            },
+        )
+        return [_task_run(item) for item in page["items"]], page["next_cursor"]
+
+    # -- logs --------------------------------------------------------------------------------------
+
+    def read_logs(
+        self,
+        *,
+        flow_run_id: uuid.UUID | str,
+        task_run_id: uuid.UUID | str | None = None,
+        min_level: int | str | None = None,
+        limit: int = 200,
+        cursor: str | None = None,
+    ) -> tuple[list[LogRecord], str | None]:
+        """A page of the flow run's log lines, oldest first, and the cursor of the next page."""
+        page = self._get(
+            f"/flow-runs/{_path_id(flow_run_id)}/logs",
+            {
+                "task_run_id": None if task_run_id is None else str(task_run_id),
+                "level": None if min_level is None else str(min_level),
+                "limit": limit,
+                "cursor": cursor,
+            },
+        )
+        return [_log(item) for item in page["items"]], page["next_cursor"]
+
+    # -- HTTP --------------------------------------------------------------------------------------
+
+    def _get(self, path: str, params: _Params | None = None, *, missing_ok: bool = False) -> Any:
+        """GET ``path`` below the API root; JSON in, vivace's errors out.
+
+        With ``missing_ok``, a 404 gives None instead of an error.
+        """
+        url = self.api_url + path
+        query = _query(params or {})
+        if query:
+            url += "?" + query
+        request = urllib.request.Request(url, headers=self._headers())
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                return _json(url, response.read())
+        except urllib.error.HTTPError as error:
+            with error:
+                detail = _detail(error.read())
+            if error.code == 404 and missing_ok:
+                return None
+            raise self._http_error(error.code, detail) from None
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise StoreUnavailableError(
+                f"cannot reach the vivace server at {self.api_url}: {reason}; check that the "
+                "server is running and the URL is right (--api-url or VIVACE_API_URL)"
+            ) from None
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": "vivace-client"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def _http_error(self, status: int, detail: str) -> Exception:
+        where = f"the vivace server at {self.api_url}"
+        if status == 401:
+            sent = "the API key sent was refused" if self.api_key else "no API key was sent"
+            return ConfigurationError(
+                f"{where} needs an API key ({sent}: {detail}); set VIVACE_API_KEY to a key "
+                "it accepts"
+            )
+        if status == 403:
+            return ConfigurationError(
+                f"{where} refused the API key in VIVACE_API_KEY: {detail}; expected a key with "
+                "the role this needs"
+            )
+        if 400 <= status < 500:
+            return ConfigurationError(f"{where} refused the request ({status}): {detail}")
+        if status == 503:
+            return StoreUnavailableError(f"{where} cannot use its database now: {detail}")
+        return StoreError(f"{where} failed ({status}): {detail}")
+
+
+# -- requests --------------------------------------------------------------------------------------
+
+
+class _KeyStaysHome(urllib.request.HTTPRedirectHandler):
+    """Follows redirects, but sends the API key only where it was meant to go.
+
+    urllib copies every header onto the redirected request, ``Authorization`` included, whatever
+    host the redirect names; a proxy or a mistyped URL could then collect the key. It is kept
+    for the same origin and for an upgrade of the same host from http to https (as requests
+    does), and dropped otherwise.
+    """
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        redirected = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if redirected is not None and not _same_server(req.full_url, redirected.full_url):
+            redirected.remove_header("Authorization")
+        return redirected
+
+
+def _same_server(old_url: str, new_url: str) -> bool:
+    """Whether a key sent to ``old_url`` may follow a redirect to ``new_url``."""
+    old, new = urllib.parse.urlsplit(old_url), urllib.parse.urlsplit(new_url)
+    default_ports = {"http": 80, "https": 443}
+    try:
+        old_port = old.port or default_ports.get(old.scheme)
+        new_port = new.port or default_ports.get(new.scheme)
+    except ValueError:  # a port that is not a number
+        return False
+    if old.hostname != new.hostname:
+        return False
+    if (old.scheme, old_port) == (new.scheme, new_port):
+        return True
+    return (old.scheme, old_port, new.scheme, new_port) == ("http", 80, "https", 443)
+
+
+def _api_root(api_url: str) -> str:
+    parsed = urllib.parse.urlsplit(api_url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigurationError(
+            f"API URL {api_url!r} is not an http(s) URL; expected the URL of a vivace server's "
+            "API, such as http://127.0.0.1:4200/api"
+        )
+    path = parsed.path.rstrip("/")
+    if not path.endswith("/api"):
+        path += "/api"
+    return urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, path, "", ""))
+
+
+def _query(params: _Params) -> str:
+    pairs: list[tuple[str, str]] = []
+    for name, value in params.items():
+        if value is None:
+            continue
+        if isinstance(value, (list, tuple)):
+            pairs.extend((name, str(item)) for item in value)
+        else:
+            pairs.append((name, str(value)))
+    return urllib.parse.urlencode(pairs)
+
+
+def _path_id(value: uuid.UUID | str) -> str:
+    # Quoted: a malformed id reaches the server as it was typed, which names it in its 422.
+    return urllib.parse.quote(str(value), safe="")
+
+
+def _state_names(state_types: Iterable[StateType | str] | None) -> list[str] | None:
+    if state_types is None:
+        return None
+    if isinstance(state_types, str):
+        state_types = [state_types]
+    return [str(state_type).upper() for state_type in state_types]
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _json(url: str, payload: bytes) -> Any:
+    try:
+        return json.loads(payload)
+    except ValueError:
+        raise StoreError(
+            f"{url} answered with something that is not JSON; expected the API of a vivace "
+            "server, such as http://127.0.0.1:4200/api"
+        ) from None
+
+
+def _detail(payload: bytes) -> str:
+    try:
+        detail = json.loads(payload)["detail"]
+    except (ValueError, KeyError, TypeError):
+        return payload.decode(errors="replace").strip()[:200] or "no details"
+    return detail if isinstance(detail, str) else json.dumps(detail)
+
+
+# -- JSON to records ----------------------------------------------------------------------------
+
+
+def _time(value: str | None) -> dt.datetime | None:
+    return None if value is None else dt.datetime.fromisoformat(value)
+
+
+def _id(value: str | None) -> uuid.UUID | None:
+    return None if value is None else uuid.UUID(value)
+
+
+def _state_type(value: str) -> StateType:
+    return StateType(value)
+
+
+def _tuple(value: list[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+# How a JSON value becomes a record's field, where it is not the JSON value itself.
+_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "id": _id,
+    "flow_id": _id,
+    "flow_run_id": _id,
+    "task_run_id": _id,
+    "parent_flow_run_id": _id,
+    "parent_task_run_id": _id,
+    "state_type": _state_type,
+    "type": _state_type,
+    "state_timestamp": _time,
+    "start_time": _time,
+    "end_time": _time,
+    "created": _time,
+    "timestamp": _time,
+    "tags": _tuple,
+}
+
+
+def _record(record_type: type[_Record], item: dict[str, Any]) -> _Record:
+    """The record of an API item: every field the item has, decoded; absent ones keep their
+    default (a server older than this client)."""
+    values = {}
+    for field in dataclasses.fields(record_type):
+        if field.name in item:
+            decode = _DECODERS.get(field.name)
+            value = item[field.name]
+            values[field.name] = value if decode is None else decode(value)
+    return record_type(**values)
+
+
+def _flow_run(item: dict[str, Any]) -> FlowRunRecord:
+    return _record(FlowRunRecord, item)
+
+
+def _task_run(item: dict[str, Any]) -> TaskRunRecord:
+    return _record(TaskRunRecord, item)
+
+
+def _state(item: dict[str, Any]) -> StateRecord:
+    return _record(StateRecord, item)
+
+
+def _log(item: dict[str, Any]) -> LogRecord:
+    return _record(LogRecord, item)

@@ -1,0 +1,312 @@
+"""The API's response bodies, as pydantic models: they make /api/openapi.json exact.
+
+Each model mirrors a store record (``vivace.store.records``) and is built from one with
+``from_record``. Ids are UUID strings, times ISO 8601 with their timezone (UTC), state types
+their upper-case names.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from vivace.engine.states import StateType
+from vivace.server import graph
+from vivace.store import queries
+from vivace.store.records import (
+    FlowRecord,
+    FlowRunRecord,
+    LogRecord,
+    StateRecord,
+    TaskRunRecord,
+)
+
+# -- errors -------------------------------------------------------------------------------------
+
+
+class ErrorMessage(BaseModel):
+    """Every error response: what was wrong, in one sentence."""
+
+    detail: str = Field(examples=["flow run 0190f6f1-7c2a-7b4e-9a51-4c8f1e2d3a4b not found"])
+
+
+def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route that can answer with these error codes."""
+    meaning = {
+        404: "No such run.",
+        422: "A parameter is malformed or out of range; the message names it.",
+        503: "The run-history database cannot be reached.",
+    }
+    return {code: {"model": ErrorMessage, "description": meaning[code]} for code in status_codes}
+
+
+# -- health -------------------------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    """The server answers and its database does too."""
+
+    status: Literal["ok"]
+    version: str
+    database: Literal["ok"]
+
+
+# -- flows --------------------------------------------------------------------------------------
+
+
+class Flow(BaseModel):
+    """A flow: the name its runs are grouped under."""
+
+    id: uuid.UUID
+    name: str
+    created: dt.datetime
+    run_count: int = Field(description="How many runs of this flow the history holds.")
+
+    @classmethod
+    def from_record(cls, record: FlowRecord, run_count: int) -> Flow:
+        return cls(id=record.id, name=record.name, created=record.created, run_count=run_count)
+
+
+# -- flow runs ----------------------------------------------------------------------------------
+
+
+class FlowRun(BaseModel):
+    """One run of a flow, with its current state and timing."""
+
+    id: uuid.UUID
+    flow_id: uuid.UUID
+    flow_name: str
+    name: str
+    parent_flow_run_id: uuid.UUID | None = Field(description="Set for a subflow run.")
+    parent_task_run_id: uuid.UUID | None
+    state_type: StateType
+    state_name: str
+    state_timestamp: dt.datetime
+    state_message: str | None
+    start_time: dt.datetime | None
+    end_time: dt.datetime | None
+    duration_seconds: float | None = Field(description="End minus start; null until both.")
+    run_count: int
+    tags: list[str]
+    parameters: dict[str, Any]
+    created: dt.datetime
+    entrypoint: str | None = Field(
+        default=None, description='Where the flow loads from: "path/file.py:fn" or "module:fn".'
+    )
+    opaque_parameters: list[str] | None = Field(
+        default=None, description="Parameters stored only as their repr (not replayable)."
+    )
+    result_storage: str | None = Field(
+        default=None, description="Where the persisted result lives; null if not persisted."
+    )
+    result_key: str | None = None
+    result_serializer: str | None = None
+
+    @classmethod
+    def from_record(cls, record: FlowRunRecord) -> FlowRun:
+        return cls(**_fields(record), duration_seconds=_seconds(record.duration))
+
+
+class FlowRunDetail(FlowRun):
+    """A flow run and how many task runs it has, in all and per state type."""
+
+    task_run_count: int
+    task_run_counts: dict[StateType, int] = Field(
+        description="Task runs per state type; every state type is a key."
+    )
+
+
+class FlowRunPage(BaseModel):
+    """A page of flow runs; pass ``next_cursor`` as ``cursor`` for the next one."""
+
+    items: list[FlowRun]
+    next_cursor: str | None = Field(description="null on the last page.")
+
+
+# -- states -------------------------------------------------------------------------------------
+
+
+class State(BaseModel):
+    """One entry of a run's state history; ``seq`` numbers the run's transitions from 1."""
+
+    seq: int
+    type: StateType
+    name: str
+    timestamp: dt.datetime
+    message: str | None
+
+    @classmethod
+    def from_record(cls, record: StateRecord) -> State:
+        return cls(**_fields(record))
+
+
+# -- task runs ----------------------------------------------------------------------------------
+
+
+class TaskRun(BaseModel):
+    """One run of a task, with its current state, timing and upstream task run ids."""
+
+    id: uuid.UUID
+    flow_run_id: uuid.UUID | None
+    parent_task_run_id: uuid.UUID | None
+    task_key: str
+    name: str
+    state_type: StateType
+    state_name: str
+    state_timestamp: dt.datetime
+    state_message: str | None
+    start_time: dt.datetime | None
+    end_time: dt.datetime | None
+    duration_seconds: float | None = Field(description="End minus start; null until both.")
+    run_count: int
+    tags: list[str]
+    task_inputs: dict[str, list[str]] = Field(
+        description=(
+            'Upstream task run ids per parameter; "__wait_for__" lists those given as wait_for.'
+        )
+    )
+    created: dt.datetime
+    dynamic_key: str | None = Field(
+        default=None, description="The call's identity in its flow run, the same every attempt."
+    )
+    cache_key: str | None = None
+    result_storage: str | None = Field(
+        default=None, description="Where the persisted result lives; null if not persisted."
+    )
+    result_key: str | None = None
+    result_serializer: str | None = None
+
+    @classmethod
+    def from_record(cls, record: TaskRunRecord) -> TaskRun:
+        return cls(**_fields(record), duration_seconds=_seconds(record.duration))
+
+
+class UpstreamInput(BaseModel):
+    """A task run this one took an input from (``data``) or waited for (``wait_for``)."""
+
+    parameter: str
+    kind: Literal["data", "wait_for"]
+    task_run_id: uuid.UUID
+    name: str | None = Field(description="null if the upstream run is not in the history.")
+    state_type: StateType | None
+
+
+class TaskRunDetail(TaskRun):
+    """A task run and its upstream runs, with their names and states."""
+
+    upstreams: list[UpstreamInput]
+
+
+class TaskRunPage(BaseModel):
+    """A page of task runs; pass ``next_cursor`` as ``cursor`` for the next one."""
+
+    items: list[TaskRun]
+    next_cursor: str | None = Field(description="null on the last page.")
+
+
+# -- logs ---------------------------------------------------------------------------------------
+
+
+class Log(BaseModel):
+    """One log line of a flow run or task run."""
+
+    id: uuid.UUID
+    flow_run_id: uuid.UUID | None
+    task_run_id: uuid.UUID | None
+    name: str = Field(description="The logger's name.")
+    level: int
+    level_name: str = Field(examples=["INFO"])
+    message: str
+    timestamp: dt.datetime
+
+    @classmethod
+    def from_record(cls, record: LogRecord) -> Log:
+        return cls(**_fields(record), level_name=record.level_name)
+
+
+class LogPage(BaseModel):
+    """A page of log lines, oldest first.
+
+    ``next_cursor`` is null on the last page. ``resume_cursor`` is for a live tail: poll with
+    ``cursor=resume_cursor`` and get only the lines recorded after this page.
+    """
+
+    items: list[Log]
+    next_cursor: str | None = Field(description="null on the last page.")
+    resume_cursor: str | None = Field(
+        description="Poll with this cursor to get only newer lines (null before any line)."
+    )
+
+    @classmethod
+    def from_page(cls, page: queries.LogPage) -> LogPage:
+        return cls(
+            items=[Log.from_record(record) for record in page.records],
+            next_cursor=page.next_cursor,
+            resume_cursor=page.resume_cursor,
+        )
+
+
+# -- graph --------------------------------------------------------------------------------------
+
+
+class TaskGraphNode(BaseModel):
+    """A task run, or all runs of one task (``grouped``, id ``group:<task_key>``)."""
+
+    id: str
+    label: str
+    task_key: str
+    count: int
+    states: dict[StateType, int] = Field(description="The node's runs per state type.")
+    start_time: dt.datetime | None = Field(description="The earliest start of the node's runs.")
+    end_time: dt.datetime | None = Field(description="The latest end of the node's runs.")
+    grouped: bool
+
+    @classmethod
+    def from_node(cls, node: graph.GraphNode) -> TaskGraphNode:
+        return cls(**_fields(node))
+
+
+class TaskGraphEdge(BaseModel):
+    """``target`` took input from (``data``) or waited for (``wait_for``) ``source``."""
+
+    source: str
+    target: str
+    kind: Literal["data", "wait_for"]
+    count: int = Field(description="How many run-to-run dependencies this edge stands for.")
+
+    @classmethod
+    def from_edge(cls, edge: graph.GraphEdge) -> TaskGraphEdge:
+        return cls(**_fields(edge))
+
+
+class TaskGraph(BaseModel):
+    """The flow run's task dependency graph, mapped tasks grouped."""
+
+    nodes: list[TaskGraphNode]
+    edges: list[TaskGraphEdge]
+    task_run_count: int
+    truncated: bool = Field(description="Nodes were dropped to stay under max_nodes.")
+
+    @classmethod
+    def from_graph(cls, task_graph: graph.TaskGraph) -> TaskGraph:
+        return cls(
+            nodes=[TaskGraphNode.from_node(node) for node in task_graph.nodes],
+            edges=[TaskGraphEdge.from_edge(edge) for edge in task_graph.edges],
+            task_run_count=task_graph.task_run_count,
+            truncated=task_graph.truncated,
+        )
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _fields(record: Any) -> dict[str, Any]:
+    """A slotted dataclass's fields by name (``dataclasses.asdict`` would deep-copy them)."""
+    return {name: getattr(record, name) for name in record.__dataclass_fields__}
+
+
+def _seconds(duration: dt.timedelta | None) -> float | None:
+    return None if duration is None else duration.total_seconds()
