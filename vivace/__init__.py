@@ -11,6 +11,7 @@ from vivace.engine.futures import VivaceFuture, as_completed, unmapped, wait
 from vivace.engine.run_logging import get_run_logger
 from vivace.engine.states import State, StateType
 from vivace.engine.tasks import Task, task
+from vivace.results.resume import resume_flow_run
 
 __version__ = "0.1.0"
 
@@ -24,6 +25,7 @@ __all__ = [
     "as_completed",
     "flow",
     "get_run_logger",
+    "resume_flow_run",
     "task",
     "unmapped",
     "wait",

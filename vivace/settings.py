@@ -91,6 +91,20 @@ class Settings(BaseSettings):
             "once into $VIVACE_HOME/encryption.key (mode 0600)."
         ),
     )
+    local_storage_path: Path | None = Field(
+        default=None,
+        description=(
+            "Folder where persisted task and flow results are written when a task names no "
+            "result_storage; default: $VIVACE_HOME/storage."
+        ),
+    )
+    results_persist_by_default: bool = Field(
+        default=False,
+        description=(
+            "Persist every task's and flow's result unless it says persist_result=False "
+            "(results a resumed flow run can reuse)."
+        ),
+    )
     writer_stats_interval: float = Field(
         default=10.0,
         gt=0,
@@ -112,6 +126,12 @@ class Settings(BaseSettings):
                 "expected DEBUG, INFO, WARNING, ERROR or CRITICAL"
             )
         return level
+
+    @property
+    def resolved_local_storage_path(self) -> Path:
+        """The folder for local results in force: the setting, or ``$VIVACE_HOME/storage``."""
+        path = self.local_storage_path or self.home / "storage"
+        return path.expanduser().absolute()
 
     @property
     def resolved_database_url(self) -> str:

@@ -19,6 +19,7 @@ PUBLIC_NAMES = [
     "as_completed",
     "flow",
     "get_run_logger",
+    "resume_flow_run",
     "task",
     "unmapped",
     "wait",

@@ -82,6 +82,11 @@ def test_a_new_task_run_is_pending_with_seq_1_and_no_attempts() -> None:
         "tags": ("etl",),
         "task_inputs": {"x": ["some-id"]},
         "created": 100.0,
+        "dynamic_key": None,
+        "cache_key": None,
+        "result_storage": None,
+        "result_key": None,
+        "result_serializer": None,
     }
 
 
@@ -161,4 +166,9 @@ def test_flow_run_snapshot_has_its_parameters_and_lineage() -> None:
         "tags": None,
         "parameters": {"n": 1},
         "created": 100.0,
+        "entrypoint": None,
+        "opaque_parameters": None,
+        "result_storage": None,
+        "result_key": None,
+        "result_serializer": None,
     }

@@ -40,6 +40,7 @@ VIVACE_TABLES = {
     "api_keys",
     "blocks",
     "writer_stats",
+    "task_cache",
 }
 
 

@@ -22,11 +22,23 @@ if TYPE_CHECKING:
 class FlowRunScope:
     """What every task of one flow run shares: its runner, its writer, its unfinished futures."""
 
-    __slots__ = ("_name_counters", "flow_run", "log_prints", "pending", "task_runner", "writer")
+    __slots__ = (
+        "_name_counters",
+        "flow_run",
+        "log_prints",
+        "pending",
+        "persist_by_default",
+        "remote_cluster",
+        "reusable",
+        "task_runner",
+        "writer",
+    )
 
     def __init__(
         self, flow_run: FlowRun, task_runner: TaskRunner, writer: BatchWriter, log_prints: bool
     ) -> None:
+        from vivace.settings import get_settings
+
         self.flow_run = flow_run
         self.task_runner = task_runner
         self.writer = writer
@@ -34,6 +46,14 @@ class FlowRunScope:
         # Futures not yet finished; each removes itself when done, so finished tasks cost nothing.
         self.pending: set[VivaceFuture] = set()
         self._name_counters: dict[str, Iterator[int]] = {}
+        # VIVACE_RESULTS_PERSIST_BY_DEFAULT, read once per flow run, not per task.
+        self.persist_by_default = get_settings().results_persist_by_default
+        # In a later attempt of the flow run: the task runs an earlier attempt completed with a
+        # persisted result, by (task_key, dynamic_key); they are reused instead of run again.
+        self.reusable: dict[tuple[str, str], Any] | None = None
+        # Whether the runner reaches a cluster that may be on other machines (local result
+        # folders are then a trap: see vivace.results.storage.warn_if_local).
+        self.remote_cluster = False
 
     def next_task_run_name(self, task_name: str) -> str:
         counter = self._name_counters.get(task_name)
@@ -45,7 +65,7 @@ class FlowRunScope:
 class RunContext:
     """The flow run (if any) and task run (if any) that code is running in."""
 
-    __slots__ = ("flow", "is_async", "log_prints", "task_run", "writer")
+    __slots__ = ("call_counts", "flow", "is_async", "log_prints", "task_run", "writer")
 
     def __init__(
         self,
@@ -62,6 +82,10 @@ class RunContext:
         # Whether the function running in this context is a coroutine function: only async code
         # gets coroutines back from async tasks and flows; sync code gets them run to the end.
         self.is_async = is_async
+        # A counter of the calls made from this code, per task_key: each call's dynamic key.
+        # Made on the first call (most task runs call no task); a flow run's is made up front,
+        # as threads may share it.
+        self.call_counts: dict[str, Iterator[int]] | None = None
 
     @property
     def flow_run(self) -> FlowRun | None:

@@ -8,6 +8,12 @@ Around the user's function the engine: creates the flow run, validates parameter
 copy of the flow's task runner, sets the run context so tasks know their flow run, waits for every
 still-unfinished task future when the function returns, records the final state and flushes the
 writer, so everything the run did is in the database when the call returns.
+
+Each run records its flow's entrypoint and which parameters were stored only as their repr, so
+that a failed run can be resumed (:mod:`vivace.results.resume`): ``resume=<FlowRunRecord>`` makes
+the engine continue that run (same id, state history and run count) instead of creating one. In
+every later attempt, resumed or retried, tasks an earlier attempt completed with a persisted
+result are reused rather than run again.
 """
 
 from __future__ import annotations
@@ -51,10 +57,12 @@ from vivace.engine.states import (
 from vivace.engine.task_engine import retry_delay
 from vivace.engine.timeouts import call_with_timeout, timeout_error
 from vivace.exceptions import ParameterValidationError, TaskTimeoutError
+from vivace.results.storage import is_remote_address
 
 if TYPE_CHECKING:
     from vivace.engine.flows import Flow
     from vivace.runners.base import TaskRunner
+    from vivace.store.records import FlowRunRecord
 
 logger = logging.getLogger("vivace.flow_runs")
 
@@ -62,7 +70,13 @@ logger = logging.getLogger("vivace.flow_runs")
 class FlowRunEngine:
     """The decisions of one flow run; ``run_flow_sync``/``run_flow_async`` drive it."""
 
-    def __init__(self, flow: Flow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]):
+    def __init__(
+        self,
+        flow: Flow[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        resume: FlowRunRecord | None = None,
+    ):
         from vivace.store.writer import get_writer
 
         self.flow = flow
@@ -76,17 +90,24 @@ class FlowRunEngine:
         parent_flow_run = None if parent is None else parent.flow_run
         parent_task_run = None if parent is None else parent.task_run
         self.writer.record_flow(flow.flow_id, flow.name, time.time())
-        self.run = FlowRun(
-            uuid7(),
-            flow.flow_id,
-            flow.name,
-            random_run_name(),
-            None if parent_flow_run is None else parent_flow_run.id,
-            None if parent_task_run is None else parent_task_run.id,
-            None,
-            None,
-            State(StateType.PENDING),
-        )
+        self.resume = resume
+        if resume is not None:
+            self.run = _continued_run(flow, resume, self.writer.url)
+            self.args, self.kwargs = (), dict(resume.parameters)
+        else:
+            self.run = FlowRun(
+                uuid7(),
+                flow.flow_id,
+                flow.name,
+                random_run_name(),
+                None if parent_flow_run is None else parent_flow_run.id,
+                None if parent_task_run is None else parent_task_run.id,
+                None,
+                None,
+                State(StateType.PENDING),
+            )
+        self.run.entrypoint = flow.entrypoint
+        self.context: RunContext | None = None
         self.runner: TaskRunner | None = None
         self.scope: FlowRunScope | None = None
         self.timed_out = False
@@ -131,9 +152,9 @@ class FlowRunEngine:
             self.args, self.kwargs = resolve_arguments(self.args, self.kwargs)
         try:
             self.args, self.kwargs, parameters = bind_parameters(flow, self.args, self.kwargs)
-            run.parameters = jsonable_parameters(parameters)
+            self._record_parameters(parameters)
         except ParameterValidationError as error:
-            run.parameters = jsonable_parameters(given_parameters(flow, self.args, self.kwargs))
+            self._record_parameters(given_parameters(flow, self.args, self.kwargs))
             self.writer.record_flow_run(run)
             self.set_state(Failed(error))
             self._log(logging.ERROR, str(error))
@@ -154,15 +175,56 @@ class FlowRunEngine:
             return False
         self.runner = runner
         self.scope = FlowRunScope(run, self.runner, self.writer, flow.log_prints)
-        self._token = run_context.set(
-            RunContext(self.scope, None, self.writer, flow.log_prints, flow.is_async)
-        )
-        self._log(logging.INFO, f"Beginning flow run {run.name!r} for flow {flow.name!r}")
+        self.scope.remote_cluster = is_remote_address(getattr(runner, "address", None))
+        self.context = RunContext(self.scope, None, self.writer, flow.log_prints, flow.is_async)
+        self.context.call_counts = {}
+        self._token = run_context.set(self.context)
+        if self.resume is None:
+            self._log(logging.INFO, f"Beginning flow run {run.name!r} for flow {flow.name!r}")
+        else:
+            self._log(
+                logging.INFO,
+                f"Resuming flow run {run.name!r} for flow {flow.name!r} "
+                f"(attempt {run.run_count + 1})",
+            )
         return True
+
+    def _record_parameters(self, parameters: dict[str, Any]) -> None:
+        """Parameters as JSON; those JSON cannot hold are kept as their repr and named, so a
+        resume refuses to replay them rather than pass a repr in their place."""
+        run = self.run
+        run.parameters = jsonable_parameters(parameters)
+        opaque = [name for name, value in parameters.items() if run.parameters[name] is not value]
+        run.opaque_parameters = opaque or None
 
     def start_attempt(self) -> None:
         retry = self.run.run_count > 0
+        if retry:
+            self._prepare_reuse()
         self.set_state(State(StateType.RUNNING, name=RETRYING if retry else None))
+
+    def _prepare_reuse(self) -> None:
+        """Before a later attempt: number the calls afresh, and find the task runs earlier
+        attempts completed with persisted results, so they are reused instead of run again."""
+        from vivace.results.resume import reusable_task_runs
+
+        if self.context is not None:
+            self.context.call_counts = {}
+        scope = self.scope
+        if scope is None:
+            return
+        if self.runner is not None:
+            self._flush_task_records()
+        try:
+            self.writer.flush(timeout=self.writer.retry_seconds + 5)
+            scope.reusable = reusable_task_runs(self.writer.url, self.run.id) or None
+        except Exception as error:
+            scope.reusable = None
+            self._log(
+                logging.WARNING,
+                "the results of earlier attempts cannot be looked up, so every task runs "
+                f"again: {describe_exception(error)}",
+            )
 
     def succeeded(self, value: Any) -> None:
         """The function returned: wait for its tasks, then settle the final state."""
@@ -180,7 +242,27 @@ class FlowRunEngine:
                 )
         else:
             state = Completed(value)
+        if state.type is StateType.COMPLETED:
+            self._persist(state.data)
         self.set_state(state)
+
+    def _persist(self, value: Any) -> None:
+        """Write the flow's result to result storage if it persists results (a failed write is
+        a warning: the run still completed)."""
+        results = self.flow.results
+        scope = self.scope
+        if results is None or not (
+            results.always or (scope is not None and scope.persist_by_default)
+        ):
+            return
+        from vivace.results.persistence import write_result
+
+        try:
+            self.run.result_ref = write_result(
+                value, results.storage, results.serializer, self.run.id.hex
+            )
+        except Exception as error:
+            self._log(logging.WARNING, f"result not persisted: {describe_exception(error)}")
 
     def failed(self, error: Exception) -> float | None:
         """Record the failure; return the delay before the next attempt, or None if final."""
@@ -272,10 +354,43 @@ class FlowRunEngine:
         )
 
 
+def _continued_run(flow: Flow[Any, Any], record: FlowRunRecord, url: str) -> FlowRun:
+    """The run object of a recorded flow run, ready to continue where its history ends."""
+    from vivace.store.queries import read_flow_run_states
+
+    current = State(
+        record.state_type,
+        record.state_name,
+        record.state_message,
+        timestamp=record.state_timestamp.timestamp(),
+    )
+    run = FlowRun(
+        record.id,
+        flow.flow_id,
+        flow.name,
+        record.name,
+        record.parent_flow_run_id,
+        record.parent_task_run_id,
+        record.tags or None,
+        dict(record.parameters),
+        current,
+    )
+    run.created = record.created.timestamp()
+    run.run_count = record.run_count
+    run.start_time = None if record.start_time is None else record.start_time.timestamp()
+    states = read_flow_run_states(url, record.id)
+    run.state_seq = max((state.seq for state in states), default=0)
+    return run
+
+
 def run_flow_sync(
-    flow: Flow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool
+    flow: Flow[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    return_state: bool,
+    resume: FlowRunRecord | None = None,
 ) -> Any:
-    engine = FlowRunEngine(flow, args, kwargs)
+    engine = FlowRunEngine(flow, args, kwargs, resume)
     try:
         if engine.begin():
             while True:
@@ -309,10 +424,14 @@ def run_flow_sync(
 
 
 async def run_flow_async(
-    flow: Flow[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any], return_state: bool
+    flow: Flow[Any, Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    return_state: bool,
+    resume: FlowRunRecord | None = None,
 ) -> Any:
     await await_upstreams(find_upstreams((), args, kwargs, None))  # not on the loop's thread
-    engine = FlowRunEngine(flow, args, kwargs)
+    engine = FlowRunEngine(flow, args, kwargs, resume)
     try:
         if engine.begin():
             while True:

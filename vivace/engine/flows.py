@@ -18,6 +18,7 @@ from vivace.engine.options import (
     reject_unknown,
 )
 from vivace.exceptions import ConfigurationError
+from vivace.results.options import flow_result_options
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -33,6 +34,9 @@ FLOW_OPTIONS = (
     "timeout_seconds",
     "validate_parameters",
     "log_prints",
+    "persist_result",
+    "result_storage",
+    "result_serializer",
 )
 
 
@@ -49,6 +53,9 @@ class Flow(Generic[P, R]):
         timeout_seconds: float | None = None,
         validate_parameters: bool = True,
         log_prints: bool = False,
+        persist_result: bool | None = None,
+        result_storage: Any = None,
+        result_serializer: Any = None,
     ) -> None:
         if not callable(fn):
             raise ConfigurationError(f"@flow expects a function, got {fn!r} ({type(fn).__name__})")
@@ -78,7 +85,21 @@ class Flow(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         self._parameter_model: Any = NOT_SET
+        self.persist_result = persist_result
+        self.result_storage = result_storage
+        self.result_serializer = result_serializer
+        self.results = flow_result_options(what, persist_result, result_storage, result_serializer)
+        self._entrypoint: Any = NOT_SET
         functools.update_wrapper(self, fn)
+
+    @property
+    def entrypoint(self) -> str | None:
+        """Where the flow can be loaded from again (to resume its runs); found on first use."""
+        if self._entrypoint is NOT_SET:
+            from vivace.results.resume import entrypoint_of
+
+            self._entrypoint = entrypoint_of(self.fn)
+        return self._entrypoint  # type: ignore[no-any-return]
 
     def parameter_model(self) -> Any:
         """The pydantic model that validates this flow's parameters, built on first use."""
@@ -100,6 +121,9 @@ class Flow(Generic[P, R]):
         timeout_seconds: Any = NOT_SET,
         validate_parameters: Any = NOT_SET,
         log_prints: Any = NOT_SET,
+        persist_result: Any = NOT_SET,
+        result_storage: Any = NOT_SET,
+        result_serializer: Any = NOT_SET,
         **unknown: Any,
     ) -> Flow[P, R]:
         """A copy of this flow with the given options changed."""
@@ -112,6 +136,9 @@ class Flow(Generic[P, R]):
             "timeout_seconds": timeout_seconds,
             "validate_parameters": validate_parameters,
             "log_prints": log_prints,
+            "persist_result": persist_result,
+            "result_storage": result_storage,
+            "result_serializer": result_serializer,
         }
         options = {k: getattr(self, k) if v is NOT_SET else v for k, v in given.items()}
         return type(self)(self.fn, **options)
@@ -153,6 +180,9 @@ def flow(
     timeout_seconds: float | None = None,
     validate_parameters: bool = True,
     log_prints: bool = False,
+    persist_result: bool | None = None,
+    result_storage: Any = None,
+    result_serializer: Any = None,
 ) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
 
 
@@ -167,9 +197,16 @@ def flow(
     timeout_seconds: float | None = None,
     validate_parameters: bool = True,
     log_prints: bool = False,
+    persist_result: bool | None = None,
+    result_storage: Any = None,
+    result_serializer: Any = None,
     **unknown: Any,
 ) -> Any:
-    """Make a function a flow: ``@flow`` or ``@flow(task_runner=ConcurrentTaskRunner())``."""
+    """Make a function a flow: ``@flow`` or ``@flow(task_runner=ConcurrentTaskRunner())``.
+
+    ``persist_result``, ``result_storage`` and ``result_serializer`` persist the flow's return
+    value as for a task (see :func:`vivace.task`); its tasks keep their own result options.
+    """
     reject_unknown("@flow", unknown, FLOW_OPTIONS)
     options: dict[str, Any] = dict(
         name=name,
@@ -179,6 +216,9 @@ def flow(
         timeout_seconds=timeout_seconds,
         validate_parameters=validate_parameters,
         log_prints=log_prints,
+        persist_result=persist_result,
+        result_storage=result_storage,
+        result_serializer=result_serializer,
     )
     if fn is None:
         return lambda f: Flow(f, **options)

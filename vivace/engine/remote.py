@@ -199,6 +199,7 @@ class RemoteCall:
             state.name,
             state.message,
             state.timestamp,
+            run.dynamic_key,
         )
         return (
             _remote_call,
@@ -242,6 +243,7 @@ def _remote_call(
         state_name,
         message,
         timestamp,
+        dynamic_key,
     ) = fields
     state = State(type_, state_name, message, timestamp=timestamp)
     run = TaskRun(id_, task_key, name, flow_run_id, parent_task_run_id, tags, task_inputs, state)
@@ -250,6 +252,7 @@ def _remote_call(
     run.run_count = run_count
     run.start_time = start_time
     run.end_time = end_time
+    run.dynamic_key = dynamic_key
     return RemoteCall(spec, run, args, kwargs, upstreams, refs, log_prints, flow)
 
 

@@ -13,17 +13,22 @@ from typing import Any
 
 from vivace.engine.states import FINAL_TYPES, State, StateType
 
+_NO_RESULT = (None, None, None)  # the result columns of a run whose result is not persisted
+
 
 class TaskRun:
     """One execution of a task: identity, lineage, and current state."""
 
     __slots__ = (
+        "cache_key",
         "created",
+        "dynamic_key",
         "end_time",
         "flow_run_id",
         "id",
         "name",
         "parent_task_run_id",
+        "result_ref",
         "run_count",
         "start_time",
         "state",
@@ -58,11 +63,18 @@ class TaskRun:
         self.start_time: float | None = None
         self.end_time: float | None = None
         self.run_count = 0
+        # Which call of its task this is in its flow run, the same in every attempt (an index,
+        # or "<parent digest>/<index>" inside a task): how a resumed flow run finds it again.
+        self.dynamic_key: int | str | None = None
+        self.cache_key: str | None = None
+        # (storage location, key, serializer name) once its result is persisted.
+        self.result_ref: tuple[str, str, str] | None = None
 
     def snapshot(self) -> tuple[Any, ...]:
         """The run's row, in the column order of :data:`TASK_RUN_COLUMNS`."""
         seq = self.state_seq  # first: see apply_state
         state = self.state
+        ref = self.result_ref or _NO_RESULT  # indexed, not *-unpacked: a plain tuple is faster
         return (
             self.id,
             self.flow_run_id,
@@ -80,6 +92,11 @@ class TaskRun:
             self.tags,
             self.task_inputs,
             self.created,
+            self.dynamic_key,
+            self.cache_key,
+            ref[0],
+            ref[1],
+            ref[2],
         )
 
     def __repr__(self) -> str:
@@ -103,6 +120,11 @@ TASK_RUN_COLUMNS = (
     "tags",
     "task_inputs",
     "created",
+    "dynamic_key",
+    "cache_key",
+    "result_storage",
+    "result_key",
+    "result_serializer",
 )
 
 
@@ -112,13 +134,16 @@ class FlowRun:
     __slots__ = (
         "created",
         "end_time",
+        "entrypoint",
         "flow_id",
         "flow_name",
         "id",
         "name",
+        "opaque_parameters",
         "parameters",
         "parent_flow_run_id",
         "parent_task_run_id",
+        "result_ref",
         "run_count",
         "start_time",
         "state",
@@ -153,11 +178,17 @@ class FlowRun:
         self.start_time: float | None = None
         self.end_time: float | None = None
         self.run_count = 0
+        # Where the flow can be loaded from again ("path/file.py:fn" or "module:fn"), to resume.
+        self.entrypoint: str | None = None
+        # Parameters stored only as their repr (not JSON): the run cannot be replayed.
+        self.opaque_parameters: list[str] | None = None
+        self.result_ref: tuple[str, str, str] | None = None
 
     def snapshot(self) -> tuple[Any, ...]:
         """The run's row, in the column order of :data:`FLOW_RUN_COLUMNS`."""
         seq = self.state_seq  # first: see apply_state
         state = self.state
+        ref = self.result_ref or _NO_RESULT
         return (
             self.id,
             self.flow_id,
@@ -176,6 +207,11 @@ class FlowRun:
             self.tags,
             self.parameters,
             self.created,
+            self.entrypoint,
+            self.opaque_parameters,
+            ref[0],
+            ref[1],
+            ref[2],
         )
 
     def __repr__(self) -> str:
@@ -200,6 +236,11 @@ FLOW_RUN_COLUMNS = (
     "tags",
     "parameters",
     "created",
+    "entrypoint",
+    "opaque_parameters",
+    "result_storage",
+    "result_key",
+    "result_serializer",
 )
 
 

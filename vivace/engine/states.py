@@ -40,6 +40,7 @@ RETRYING = "Retrying"
 AWAITING_RETRY = "AwaitingRetry"
 TIMED_OUT = "TimedOut"
 UPSTREAM_FAILED = "UpstreamFailed"
+CACHED = "Cached"  # COMPLETED from the cache index, without running
 
 _NO_DATA: Any = object()
 _TITLES = {member: member.value.title() for member in StateType}

@@ -22,6 +22,17 @@ tasks share one state machine.
 The hot path — a task called directly in a flow — is: make a :class:`TaskRun` (PENDING), then
 RUNNING, call, COMPLETED. Each transition is one tuple appended to an in-memory queue; nothing on
 this path does I/O.
+
+Results and caching cost only the tasks that ask for them (``task.results`` is resolved when the
+task is decorated):
+
+    PENDING ── cache policy, key found in the cache index ──► COMPLETED [Cached]  (never runs)
+    COMPLETED: the value is persisted first when the task persists results; a cache entry is
+               written only once that succeeded. A failed write is a warning, never a failure.
+
+A flow run's later attempt (``resume_flow_run``, or a flow retry) does not even create a run for a
+call that an earlier attempt completed with a persisted result: ``Task._prepare`` finds it by its
+dynamic key and hands back :func:`reused_call`, whose future is already final.
 """
 
 from __future__ import annotations
@@ -37,8 +48,10 @@ from vivace.engine.inputs import Upstream, await_upstreams, resolve_arguments, u
 from vivace.engine.run_logging import log_for_run, retry_note
 from vivace.engine.runs import TaskRun, apply_state
 from vivace.engine.states import (
+    CACHED,
     RETRYING,
     TIMED_OUT,
+    UPSTREAM_FAILED,
     Completed,
     Failed,
     State,
@@ -48,10 +61,13 @@ from vivace.engine.states import (
     retry_scheduled,
 )
 from vivace.engine.timeouts import call_with_timeout, timeout_error
-from vivace.exceptions import TaskTimeoutError
+from vivace.exceptions import ResultError, TaskTimeoutError, UpstreamTaskError
 
 if TYPE_CHECKING:
+    from vivace.engine.futures import VivaceFuture
     from vivace.engine.tasks import Task
+    from vivace.results.options import ResultOptions
+    from vivace.results.resume import TaskRunRecordLike
     from vivace.store.writer import BatchWriter
 
 logger = logging.getLogger("vivace.task_runs")
@@ -60,7 +76,17 @@ logger = logging.getLogger("vivace.task_runs")
 class TaskCall:
     """Everything needed to execute one task run, wherever it executes."""
 
-    __slots__ = ("args", "kwargs", "log_prints", "run", "scope", "task", "upstreams", "writer")
+    __slots__ = (
+        "args",
+        "kwargs",
+        "log_prints",
+        "reused",
+        "run",
+        "scope",
+        "task",
+        "upstreams",
+        "writer",
+    )
 
     def __init__(
         self,
@@ -81,6 +107,8 @@ class TaskCall:
         self.scope = scope
         self.writer = writer
         self.log_prints = log_prints
+        # The final state of a call completed in an earlier attempt: nothing to run.
+        self.reused: State | None = None
 
 
 class TaskRunEngine:
@@ -111,12 +139,37 @@ class TaskRunEngine:
                 self.set_state(failure)
                 self._log_failure(failure, None)
                 return None
-            args, kwargs = resolve_arguments(args, kwargs)
+            try:
+                args, kwargs = resolve_arguments(args, kwargs)
+            except ResultError as error:
+                # An upstream reused from an earlier attempt whose persisted value is gone:
+                # this run fails (it does not crash the flow), saying which value and where.
+                message = f"an upstream's persisted result cannot be loaded: {error}"
+                upstream_error = UpstreamTaskError(message)
+                upstream_error.__cause__ = error
+                failure = Failed(upstream_error, name=UPSTREAM_FAILED, message=message)
+                self.set_state(failure)
+                self._log_failure(failure, None)
+                return None
         call.args = call.kwargs = None  # type: ignore[assignment]  # drop inputs: memory
+        results = self.task.results
+        if (
+            results is not None
+            and results.cache is not None
+            and self._cache_hit(results, args, kwargs)
+        ):
+            return None
         self.set_state(State(StateType.RUNNING))
         return args, kwargs
 
     def succeeded(self, value: Any) -> None:
+        results = self.task.results
+        if results is not None:
+            scope = self.call.scope
+            if results.always or (
+                scope.persist_by_default if scope is not None else _persist_by_default()
+            ):
+                self._persist(results, value)
         self.set_state(Completed(value))
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("Task run %r finished in state Completed", self.run.name)
@@ -160,6 +213,85 @@ class TaskRunEngine:
         self._log(logging.ERROR, state.message or "crashed", None)
         self.writer.flush(timeout=self.writer.retry_seconds + 5)
 
+    def _cache_hit(self, results: ResultOptions, args: tuple[Any, ...], kwargs: Any) -> bool:
+        """Compute the call's cache key; on a hit, end the run COMPLETED [Cached].
+
+        An input that cannot be hashed, or a cache index that cannot be read, is a warning: the
+        task then runs (without caching when there is no key).
+        """
+        from vivace.cache_policies import CacheContext, cache_key
+        from vivace.results.hashing import UnhashableInputError
+
+        run, scope = self.run, self.call.scope
+        context = CacheContext(self.task, run, None if scope is None else scope.flow_run.id)
+        try:
+            key = cache_key(results.cache, context, results.parameters(args, kwargs))
+        except UnhashableInputError as error:
+            self._log(logging.WARNING, f"not cached: no cache key can be made: {error}", None)
+            return False
+        except Exception as error:
+            self._log(
+                logging.WARNING,
+                f"not cached: the cache policy {results.cache!r} raised "
+                f"{describe_exception(error)}",
+                error,
+            )
+            return False
+        if key is None:
+            return False
+        run.cache_key = key
+        if results.refresh:
+            return False
+        from vivace.results import cache_index
+        from vivace.results.persistence import read_result
+
+        try:
+            found = cache_index.lookup(self.writer.url, key)
+            if found is None:
+                return False
+            ref, source_run_id = found
+            value = read_result(ref)
+        except Exception as error:
+            self._log(
+                logging.WARNING,
+                f"cache entry {key[:16]}... not used, running the task: "
+                f"{describe_exception(error)}",
+                None,
+            )
+            return False
+        run.result_ref = ref
+        self.set_state(
+            Completed(value, name=CACHED, message=f"cached result of task run {source_run_id}")
+        )
+        return True
+
+    def _persist(self, results: ResultOptions, value: Any) -> None:
+        """Write the value to result storage; on success record its reference (and cache entry)."""
+        from vivace.results import cache_index
+        from vivace.results.persistence import storage_key, write_result
+
+        run = self.run
+        key = run.id.hex if run.cache_key is None else storage_key(run.cache_key)
+        try:
+            ref = write_result(value, results.storage, results.serializer, key)
+        except Exception as error:
+            self._log(
+                logging.WARNING,
+                f"result not persisted (a resumed flow run will run this task again"
+                f"{', and it is not cached' if run.cache_key is not None else ''}): "
+                f"{describe_exception(error)}",
+                None,
+            )
+            return
+        run.result_ref = ref
+        if run.cache_key is not None:
+            task = self.task
+            self.writer.record_cache_entry(
+                cache_index.entry(
+                    run.cache_key, task.task_key, task.name, run.id, ref, results.expiration
+                )
+            )
+
     def _may_retry(self, state: State) -> bool:
         condition = self.task.retry_condition_fn
         if condition is None:
@@ -190,6 +322,82 @@ class TaskRunEngine:
             label=f"Task run {run.name!r}",
             error=error,
         )
+
+
+def _persist_by_default() -> bool:
+    """VIVACE_RESULTS_PERSIST_BY_DEFAULT for a task called outside flows (a flow run reads it
+    once, into its scope)."""
+    from vivace.settings import get_settings
+
+    return get_settings().results_persist_by_default
+
+
+def _does_io(engine: TaskRunEngine, stage: str) -> bool:
+    """Whether ``begin`` (a cache lookup) or ``succeeded`` (a write to result storage) of this
+    run will wait on I/O: the async driver then runs it on a worker thread, off the shared loop.
+    """
+    results = engine.task.results
+    if results is None:
+        return False
+    if stage == "begin":
+        return results.cache is not None
+    scope = engine.call.scope
+    return results.always or (
+        scope.persist_by_default if scope is not None else _persist_by_default()
+    )
+
+
+def nested_dynamic_key(parent: TaskRun, index: int) -> str:
+    """The dynamic key of a call made inside a task run: its parent's identity, then its index.
+
+    Calls made by tasks running at the same time are counted per parent, so the keys do not
+    depend on which of them ran first.
+    """
+    import hashlib
+
+    digest = hashlib.sha256(f"{parent.task_key}\0{parent.dynamic_key}".encode()).hexdigest()
+    return f"{digest[:12]}/{index}"
+
+
+def reused_call(
+    task: Task[Any, Any], reused: TaskRunRecordLike, scope: FlowRunScope, writer: BatchWriter
+) -> TaskCall:
+    """A call an earlier attempt of the flow run completed with a persisted result.
+
+    No new run is made: the call stands for the earlier run, and its state loads the persisted
+    value on the first ``result()``.
+    """
+    from vivace.results.states import PersistedState
+
+    state = PersistedState(
+        reused.ref, reused.state_name, reused.state_message, reused.timestamp, reused.id
+    )
+    run = TaskRun(reused.id, task.task_key, reused.name, scope.flow_run.id, None, None, None, state)
+    run.dynamic_key = reused.dynamic_key
+    run.result_ref = reused.ref
+    call = TaskCall(task, run, (), {}, None, scope, writer, False)
+    call.reused = state
+    log_for_run(
+        logger,
+        logging.INFO,
+        f"Task run {reused.name!r} completed in an earlier attempt; reusing its persisted result",
+        flow_run_id=scope.flow_run.id,
+        task_run_id=reused.id,
+        writer=writer,
+        label=f"Task run {reused.name!r}",
+        error=None,
+    )
+    return call
+
+
+def finished_future(call: TaskCall) -> VivaceFuture:
+    """The future of a reused call: final already."""
+    from vivace.engine.futures import VivaceFuture
+
+    future = VivaceFuture(call.run)
+    assert call.reused is not None
+    future.set_final_state(call.reused)
+    return future
 
 
 def _context_for(call: TaskCall) -> RunContext:
@@ -241,7 +449,12 @@ async def run_task_async(call: TaskCall) -> State:
     task = call.task
     token = run_context.set(_context_for(call))
     try:
-        inputs = engine.begin()
+        # A cache lookup and a result write are blocking I/O (database, result storage): on
+        # a worker thread, so that they do not stall every other coroutine on the shared loop.
+        if _does_io(engine, "begin"):
+            inputs = await asyncio.to_thread(engine.begin)
+        else:
+            inputs = engine.begin()
         while inputs is not None:
             args, kwargs = inputs
             try:
@@ -257,7 +470,10 @@ async def run_task_async(call: TaskCall) -> State:
                     await asyncio.sleep(delay)
                 engine.retrying()
             else:
-                engine.succeeded(value)
+                if _does_io(engine, "succeeded"):
+                    await asyncio.to_thread(engine.succeeded, value)
+                else:
+                    engine.succeeded(value)
                 break
     except BaseException as error:
         engine.crashed(error)

@@ -30,12 +30,16 @@ from vivace.engine.runs import TaskRun
 from vivace.engine.states import State, StateType
 from vivace.engine.task_engine import (
     TaskCall,
+    finished_future,
+    nested_dynamic_key,
     retry_delay,
+    reused_call,
     run_task_async,
     run_task_blocking,
     run_task_sync,
 )
 from vivace.exceptions import ConfigurationError
+from vivace.results.options import task_result_options
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -52,6 +56,13 @@ TASK_OPTIONS = (
     "tags",
     "log_prints",
     "runner_options",
+    "persist_result",
+    "result_storage",
+    "result_serializer",
+    "cache_policy",
+    "cache_key_fn",
+    "cache_expiration",
+    "refresh_cache",
 )
 
 
@@ -70,6 +81,13 @@ class Task(Generic[P, R]):
         tags: Iterable[str] | None = None,
         log_prints: bool | None = None,
         runner_options: dict[str, Any] | None = None,
+        persist_result: bool | None = None,
+        result_storage: Any = None,
+        result_serializer: Any = None,
+        cache_policy: Any = None,
+        cache_key_fn: Callable[..., str | None] | None = None,
+        cache_expiration: Any = None,
+        refresh_cache: bool = False,
     ) -> None:
         if not callable(fn):
             raise ConfigurationError(f"@task expects a function, got {fn!r} ({type(fn).__name__})")
@@ -91,6 +109,28 @@ class Task(Generic[P, R]):
         self.task_key = f"{getattr(fn, '__module__', None)}.{qualname}"
         self.is_async = inspect.iscoroutinefunction(fn)
         self.parameter_names = _positional_names(fn)
+        # Result and cache options as given (for with_options), then resolved once, here: the
+        # engine reads only ``results`` (None: this task never persists anything).
+        self.persist_result = persist_result
+        self.result_storage = result_storage
+        self.result_serializer = result_serializer
+        self.cache_policy = cache_policy
+        self.cache_key_fn = cache_key_fn
+        self.cache_expiration = cache_expiration
+        self.refresh_cache = refresh_cache
+        self.source_digest: str | None = None  # set by TASK_SOURCE when it is the cache policy
+        self.results = task_result_options(
+            what,
+            fn,
+            self,
+            persist_result,
+            result_storage,
+            result_serializer,
+            cache_policy,
+            cache_key_fn,
+            cache_expiration,
+            refresh_cache,
+        )
         functools.update_wrapper(self, fn)
 
     def with_options(
@@ -105,6 +145,13 @@ class Task(Generic[P, R]):
         tags: Any = NOT_SET,
         log_prints: Any = NOT_SET,
         runner_options: Any = NOT_SET,
+        persist_result: Any = NOT_SET,
+        result_storage: Any = NOT_SET,
+        result_serializer: Any = NOT_SET,
+        cache_policy: Any = NOT_SET,
+        cache_key_fn: Any = NOT_SET,
+        cache_expiration: Any = NOT_SET,
+        refresh_cache: Any = NOT_SET,
         **unknown: Any,
     ) -> Task[P, R]:
         """A copy of this task with the given options changed."""
@@ -119,6 +166,13 @@ class Task(Generic[P, R]):
             "tags": tags,
             "log_prints": log_prints,
             "runner_options": runner_options,
+            "persist_result": persist_result,
+            "result_storage": result_storage,
+            "result_serializer": result_serializer,
+            "cache_policy": cache_policy,
+            "cache_key_fn": cache_key_fn,
+            "cache_expiration": cache_expiration,
+            "refresh_cache": refresh_cache,
         }
         current = {
             "name": self.name,
@@ -130,6 +184,13 @@ class Task(Generic[P, R]):
             "tags": self.tags,
             "log_prints": self.log_prints,
             "runner_options": self.runner_options,
+            "persist_result": self.persist_result,
+            "result_storage": self.result_storage,
+            "result_serializer": self.result_serializer,
+            "cache_policy": self.cache_policy,
+            "cache_key_fn": self.cache_key_fn,
+            "cache_expiration": self.cache_expiration,
+            "refresh_cache": self.refresh_cache,
         }
         options = {k: current[k] if v is NOT_SET else v for k, v in given.items()}
         return type(self)(self.fn, **options)
@@ -154,6 +215,22 @@ class Task(Generic[P, R]):
             else None
         )
         parent = ctx.task_run
+        # The call's dynamic key: its index among this context's calls of the task (stable
+        # across attempts of the flow run, unlike the run id). A counter per task, not a
+        # get-then-set of an int, so that threads sharing the context (``asyncio.to_thread``
+        # copies it) never draw the same index: ``next()`` and ``setdefault`` hold the GIL.
+        counts = ctx.call_counts
+        if counts is None:
+            counts = ctx.call_counts = {}
+        counter = counts.get(self.task_key)
+        if counter is None:
+            counter = counts.setdefault(self.task_key, itertools.count())
+        index = next(counter)
+        dynamic_key: int | str = index if parent is None else nested_dynamic_key(parent, index)
+        if scope is not None and scope.reusable is not None:
+            reused = scope.reusable.get((self.task_key, str(dynamic_key)))
+            if reused is not None:
+                return reused_call(self, reused, scope, ctx.writer)
         run = TaskRun(
             uuid7(),
             self.task_key,
@@ -166,6 +243,7 @@ class Task(Generic[P, R]):
             None if upstreams is None else task_inputs_record(upstreams) or None,
             State(StateType.PENDING),
         )
+        run.dynamic_key = dynamic_key
         ctx.writer.record_task_run(run)
         log_prints = ctx.log_prints if self.log_prints is None else self.log_prints
         if self.log_prints:  # the flow installs print capture only when it captures prints
@@ -188,9 +266,14 @@ class Task(Generic[P, R]):
         if ctx is None:
             return self._run_standalone(args, kwargs, return_state, wait_for)  # type: ignore[no-any-return]
         call = self._prepare(ctx, args, kwargs, wait_for)
-        if self.is_async and ctx.is_async and _in_event_loop():
+        if call.reused is not None:  # completed in an earlier attempt of this flow run
+            state = call.reused
+            if self.is_async and ctx.is_async and _in_event_loop():
+                return _finish_async(_ready(state), return_state)  # type: ignore[return-value]
+        elif self.is_async and ctx.is_async and _in_event_loop():
             return _finish_async(run_task_async(call), return_state)  # type: ignore[return-value]
-        state = run_task_blocking(call)
+        else:
+            state = run_task_blocking(call)
         return state if return_state else state.result()  # type: ignore[return-value]
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> VivaceFuture:
@@ -199,6 +282,12 @@ class Task(Generic[P, R]):
         ctx = self._flow_context(".submit()")
         assert ctx.flow is not None
         call = self._prepare(ctx, args, kwargs, wait_for)
+        if call.reused is not None:
+            return finished_future(call)
+        if self.results is not None and ctx.flow.remote_cluster:
+            from vivace.results.storage import warn_if_local
+
+            warn_if_local(self, ctx.flow)
         return ctx.flow.task_runner.submit(call)
 
     def _flow_context(self, method: str) -> RunContext:
@@ -246,7 +335,11 @@ class Task(Generic[P, R]):
             batch = [
                 self._prepare(ctx, a, kw, wait_for) for a, kw in calls[start : start + batch_size]
             ]
-            futures.extend(runner.submit_batch(batch))
+            to_run = [call for call in batch if call.reused is None]
+            submitted = iter(runner.submit_batch(to_run) if to_run else ())
+            futures.extend(
+                next(submitted) if call.reused is None else finished_future(call) for call in batch
+            )
         return futures
 
     def _run_standalone(
@@ -284,6 +377,10 @@ class Task(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"Task(name={self.name!r})"
+
+
+async def _ready(state: State) -> State:
+    return state
 
 
 async def _finish_async(coroutine: Any, return_state: bool) -> Any:
@@ -392,6 +489,13 @@ def task(
     tags: Iterable[str] | None = None,
     log_prints: bool | None = None,
     runner_options: dict[str, Any] | None = None,
+    persist_result: bool | None = None,
+    result_storage: Any = None,
+    result_serializer: Any = None,
+    cache_policy: Any = None,
+    cache_key_fn: Callable[..., str | None] | None = None,
+    cache_expiration: Any = None,
+    refresh_cache: bool = False,
 ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
 
@@ -408,6 +512,13 @@ def task(
     tags: Iterable[str] | None = None,
     log_prints: bool | None = None,
     runner_options: dict[str, Any] | None = None,
+    persist_result: bool | None = None,
+    result_storage: Any = None,
+    result_serializer: Any = None,
+    cache_policy: Any = None,
+    cache_key_fn: Callable[..., str | None] | None = None,
+    cache_expiration: Any = None,
+    refresh_cache: bool = False,
     **unknown: Any,
 ) -> Any:
     """Make a function a task: ``@task`` or ``@task(retries=2, timeout_seconds=30)``.
@@ -415,6 +526,16 @@ def task(
     ``log_prints=None`` (the default) follows the flow's setting. ``runner_options`` places the
     task's runs on a cluster: ``resources``, ``priority``, ``workers``, ``allow_other_workers``
     (Dask) and ``num_cpus``, ``num_gpus``, ``memory``, ``resources`` (Ray); other runners ignore it.
+
+    Results and caching (all off by default): ``persist_result=True`` writes each result to
+    ``result_storage`` (a folder, an fsspec URL, ``"block:NAME"`` or a filesystem block; default
+    ``VIVACE_LOCAL_STORAGE_PATH``) with ``result_serializer`` (``"cloudpickle"``, ``"json"``,
+    ``"compressed/..."``), so a resumed flow run reuses it instead of running the task again.
+    ``cache_policy`` (``INPUTS``, ``TASK_SOURCE``, ``INPUTS + TASK_SOURCE`` from
+    :mod:`vivace.cache_policies`) or ``cache_key_fn(context, parameters)`` makes a call with a key
+    seen before end COMPLETED ``Cached`` without running, across flow runs, processes and cluster
+    workers; ``cache_expiration`` (seconds or a timedelta) bounds an entry's life and
+    ``refresh_cache=True`` runs anyway and replaces the entry.
     """
     reject_unknown("@task", unknown, TASK_OPTIONS)
     options: dict[str, Any] = dict(
@@ -427,6 +548,13 @@ def task(
         tags=tags,
         log_prints=log_prints,
         runner_options=runner_options,
+        persist_result=persist_result,
+        result_storage=result_storage,
+        result_serializer=result_serializer,
+        cache_policy=cache_policy,
+        cache_key_fn=cache_key_fn,
+        cache_expiration=cache_expiration,
+        refresh_cache=refresh_cache,
     )
     if fn is None:
         return lambda f: Task(f, **options)

@@ -79,6 +79,24 @@ def read_flows(
         return [FlowRecord(**row._mapping) for row in conn.execute(query)]
 
 
+def count_flow_runs_per_flow(bind: Bind, flow_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """How many runs each of these flows has (0 for a flow without runs)."""
+    ids = list(dict.fromkeys(flow_ids))
+    counts = dict.fromkeys(ids, 0)
+    if not ids:
+        return counts
+    table = schema.flow_runs
+    query = (
+        sa.select(table.c.flow_id, sa.func.count())
+        .where(table.c.flow_id.in_(ids))
+        .group_by(table.c.flow_id)
+    )
+    with _reading(_engine(bind)) as conn:
+        for flow_id, count in conn.execute(query):
+            counts[flow_id] = count
+    return counts
+
+
 # -- flow runs ----------------------------------------------------------------------------------
 
 
@@ -235,6 +253,46 @@ def count_task_runs(
         return int(conn.execute(query).scalar_one())
 
 
+def count_task_runs_by_state(
+    bind: Bind, flow_run_id: uuid.UUID | str | None = None
+) -> dict[StateType, int]:
+    """How many task runs the flow run has per state type (every state type a key, 0 if none)."""
+    table = schema.task_runs
+    query = (
+        sa.select(table.c.state_type, sa.func.count())
+        .where(*_task_run_filters(flow_run_id, None))
+        .group_by(table.c.state_type)
+    )
+    counts = dict.fromkeys(StateType, 0)
+    with _reading(_engine(bind)) as conn:
+        for state_type, count in conn.execute(query):
+            counts[StateType(state_type)] += count
+    return counts
+
+
+def read_task_runs_by_id(
+    bind: Bind, task_run_ids: Iterable[uuid.UUID | str]
+) -> dict[uuid.UUID, TaskRunRecord]:
+    """The task runs with these ids, by id; ids of no task run are left out.
+
+    Any number of ids: they are asked ``MAX_LIMIT`` at a time (a reduce over 10,000 mapped runs
+    has 10,000 upstreams).
+    """
+    ids = list(dict.fromkeys(parse_id(value, "task run id") for value in task_run_ids))
+    table = schema.task_runs
+    found: dict[uuid.UUID, TaskRunRecord] = {}
+    if not ids:
+        return found
+    with _reading(_engine(bind)) as conn:
+        for start in range(0, len(ids), MAX_LIMIT):
+            chunk = ids[start : start + MAX_LIMIT]
+            query = sa.select(*_columns(table, TaskRunRecord)).where(table.c.id.in_(chunk))
+            for row in conn.execute(query):
+                run = _task_run(dict(row._mapping))
+                found[run.id] = run
+    return found
+
+
 def read_task_run_states(bind: Bind, task_run_id: uuid.UUID | str) -> list[StateRecord]:
     """The task run's state history, oldest first (empty for an unknown run)."""
     table = schema.task_run_states
@@ -250,6 +308,7 @@ def read_logs(
     flow_run_id: uuid.UUID | str | None = None,
     task_run_id: uuid.UUID | str | None = None,
     min_level: int | str | None = None,
+    after: dt.datetime | float | None = None,
     limit: int = 200,
     cursor: str | None = None,
 ) -> tuple[list[LogRecord], str | None]:
@@ -257,8 +316,46 @@ def read_logs(
 
     ``flow_run_id`` keeps the lines of a flow run (its task runs' lines included), ``task_run_id``
     those of one task run, ``min_level`` those at or above a level (a number or a name such as
-    ``"WARNING"``).
+    ``"WARNING"``), ``after`` those stamped strictly after a time (aware datetime or Unix seconds).
     """
+    page = read_log_page(
+        bind,
+        flow_run_id=flow_run_id,
+        task_run_id=task_run_id,
+        min_level=min_level,
+        after=after,
+        limit=limit,
+        cursor=cursor,
+    )
+    return page.records, page.next_cursor
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LogPage:
+    """A page of log lines; ``resume_cursor`` is where a live tail polls from next.
+
+    ``next_cursor`` is None on the last page, as for every list. ``resume_cursor`` is the
+    position after the page's last line (the cursor given when the page is empty), so polling
+    with it returns only lines written since. Lines are ordered by their own timestamps, so a
+    line committed late with a time before the cursor is not returned to a tail.
+    """
+
+    records: list[LogRecord]
+    next_cursor: str | None
+    resume_cursor: str | None
+
+
+def read_log_page(
+    bind: Bind,
+    *,
+    flow_run_id: uuid.UUID | str | None = None,
+    task_run_id: uuid.UUID | str | None = None,
+    min_level: int | str | None = None,
+    after: dt.datetime | float | None = None,
+    limit: int = 200,
+    cursor: str | None = None,
+) -> LogPage:
+    """``read_logs`` with the cursor a live tail resumes from (see ``LogPage``)."""
     table = schema.logs
     filters: list[sa.ColumnElement[bool]] = []
     if flow_run_id is not None:
@@ -267,9 +364,19 @@ def read_logs(
         filters.append(table.c.task_run_id == parse_id(task_run_id, "task run id"))
     if min_level is not None:
         filters.append(table.c.level >= _level(min_level))
+    if after is not None:
+        filters.append(table.c.timestamp > _when(after, "after"))
     keyset = _Keyset(kind="logs", column=table.c.timestamp, id_column=table.c.id, descending=False)
     query = sa.select(*_columns(table, LogRecord)).where(*filters)
-    return _page(_engine(bind), query, keyset, limit, cursor, lambda values: LogRecord(**values))
+    rows, next_cursor = _page_rows(_engine(bind), query, keyset, limit, cursor)
+    resume_cursor = cursor
+    if rows:
+        resume_cursor = keyset.encode(rows[-1]["_sort_key"], rows[-1]["id"])
+    records = []
+    for values in rows:
+        del values["_sort_key"]
+        records.append(LogRecord(**values))
+    return LogPage(records, next_cursor, resume_cursor)
 
 
 # -- keyset pagination --------------------------------------------------------------------------
@@ -323,15 +430,21 @@ class _Keyset:
 
     def after(self, value: Any, last_id: uuid.UUID) -> sa.ColumnElement[bool]:
         """Rows that come after the row with sort key ``value`` and id ``last_id``."""
+        # The bound repeated on its own (``column <= value``) lets the index start the scan at
+        # the cursor: a deep page, or a live tail's poll, then costs what the first page does
+        # instead of growing with the rows before it. Not with trailing NULLs, where the OR with
+        # IS NULL would make SQLite merge two index scans and sort the rest of the list.
         column, id_column = self.column, self.id_column
         if self.descending:
             if value is None:  # in the leading NULLs: later NULLs, then every non-NULL
                 return sa.or_(sa.and_(column.is_(None), id_column < last_id), column.is_not(None))
-            return sa.or_(column < value, sa.and_(column == value, id_column < last_id))
+            return sa.and_(column <= value, sa.or_(column < value, id_column < last_id))
         if value is None:  # in the trailing NULLs
             return sa.and_(column.is_(None), id_column > last_id)
-        condition = sa.or_(column > value, sa.and_(column == value, id_column > last_id))
-        return sa.or_(condition, column.is_(None)) if column.nullable else condition
+        if column.nullable:
+            condition = sa.or_(column > value, sa.and_(column == value, id_column > last_id))
+            return sa.or_(condition, column.is_(None))
+        return sa.and_(column >= value, sa.or_(column > value, id_column > last_id))
 
     def encode(self, value: Any, last_id: uuid.UUID) -> str:
         if isinstance(value, dt.datetime):
@@ -346,7 +459,7 @@ class _Keyset:
             if kind != self.kind:
                 raise ValueError(kind)
             return self._decode_value(value), uuid.UUID(hex=last_id)
-        except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        except (ValueError, TypeError, OverflowError, OSError, binascii.Error, UnicodeDecodeError):
             raise ConfigurationError(
                 f"cursor {cursor!r} is not a cursor of this list ({self.kind}); expected the "
                 "next_cursor returned with the previous page, with the same sort"
@@ -356,9 +469,15 @@ class _Keyset:
         if value is None:
             return None
         if self.is_time:
+            # Only times a datetime can hold: a crafted cursor must not overflow in the driver.
             if isinstance(value, str):
-                return dt.datetime.fromisoformat(value)
+                when = dt.datetime.fromisoformat(value)
+                if when.tzinfo is None:
+                    raise ValueError(value)
+                when.astimezone(dt.UTC)  # raises OverflowError near the years 1 and 9999
+                return when
             if isinstance(value, (int, float)) and not isinstance(value, bool):
+                dt.datetime.fromtimestamp(value, dt.UTC)  # raises past the year 9999
                 return float(value)
         elif isinstance(value, str):
             return value
@@ -373,6 +492,18 @@ def _page(
     cursor: str | None,
     convert: Callable[[dict[str, Any]], _R],
 ) -> tuple[list[_R], str | None]:
+    rows, next_cursor = _page_rows(engine, query, keyset, limit, cursor)
+    records = []
+    for values in rows:
+        del values["_sort_key"]
+        records.append(convert(values))
+    return records, next_cursor
+
+
+def _page_rows(
+    engine: sa.Engine, query: sa.Select[Any], keyset: _Keyset, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """The page's rows, each with its raw ``_sort_key``, and the cursor of the next page."""
     _check_limit(limit)
     if cursor is not None:
         query = query.where(keyset.after(*keyset.decode(cursor)))
@@ -384,11 +515,7 @@ def _page(
     if len(rows) > limit:
         del rows[limit:]
         next_cursor = keyset.encode(rows[-1]["_sort_key"], rows[-1]["id"])
-    records = []
-    for values in rows:
-        del values["_sort_key"]
-        records.append(convert(values))
-    return records, next_cursor
+    return rows, next_cursor
 
 
 # -- filters and arguments ----------------------------------------------------------------------

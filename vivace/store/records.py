@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from vivace.engine.states import StateType
+from vivace.engine.states import State, StateType
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,21 @@ class FlowRunRecord:
     tags: tuple[str, ...]
     parameters: dict[str, Any]
     created: dt.datetime
+    # Where the flow can be loaded from to resume the run ("path/file.py:fn" or "module:fn").
+    entrypoint: str | None = None
+    # Parameters stored only as their repr, not JSON (the run cannot be replayed).
+    opaque_parameters: list[str] | None = None
+    # The persisted result's reference (never the bytes); None when it was not persisted.
+    result_storage: str | None = None
+    result_key: str | None = None
+    result_serializer: str | None = None
+
+    @property
+    def state(self) -> State:
+        """The run's current state; ``state.result()`` loads its persisted result."""
+        from vivace.results.states import state_from_record
+
+        return state_from_record(self, f"flow run {self.name!r} ({self.id})")
 
     @property
     def duration(self) -> dt.timedelta | None:
@@ -73,6 +88,20 @@ class TaskRunRecord:
     # {"parameter name": ["<upstream task run id>", ...], "__wait_for__": [...]}
     task_inputs: dict[str, Any]
     created: dt.datetime
+    # The call's identity in its flow run, the same in every attempt (see TaskRun.dynamic_key).
+    dynamic_key: str | None = None
+    cache_key: str | None = None
+    # The persisted result's reference (never the bytes); None when it was not persisted.
+    result_storage: str | None = None
+    result_key: str | None = None
+    result_serializer: str | None = None
+
+    @property
+    def state(self) -> State:
+        """The run's current state; ``state.result()`` loads its persisted result."""
+        from vivace.results.states import state_from_record
+
+        return state_from_record(self, f"task run {self.name!r} ({self.id})")
 
     @property
     def duration(self) -> dt.timedelta | None:
@@ -109,3 +138,18 @@ class LogRecord:
     def level_name(self) -> str:
         """``"INFO"``, ``"ERROR"``..., or ``"Level 15"`` for a custom level."""
         return logging.getLevelName(self.level)
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntryRecord:
+    """One entry of the cache index: a cache key and where its persisted value lives."""
+
+    key: str
+    task_key: str
+    task_name: str
+    task_run_id: uuid.UUID | None
+    result_storage: str
+    result_key: str
+    result_serializer: str
+    created: dt.datetime
+    expires: dt.datetime | None

@@ -46,6 +46,14 @@ flow_runs = sa.Table(
     sa.Column("tags", JSONType, nullable=True),
     sa.Column("parameters", JSONType, nullable=True),
     sa.Column("created", Timestamp, nullable=False),
+    # Revision 0003 (results, caching, resume): where the flow comes from ("path/file.py:fn" or
+    # "module:fn"), the names of parameters stored only as their repr (so the run cannot be
+    # replayed), and the reference to its persisted result (never the bytes).
+    sa.Column("entrypoint", sa.String(1024), nullable=True),
+    sa.Column("opaque_parameters", JSONType, nullable=True),
+    sa.Column("result_storage", sa.String(1024), nullable=True),
+    sa.Column("result_key", sa.String(255), nullable=True),
+    sa.Column("result_serializer", sa.String(255), nullable=True),
     sa.Index("ix_flow_runs_flow_id_start_time", "flow_id", "start_time"),
     sa.Index("ix_flow_runs_state_type_start_time", "state_type", "start_time"),
     sa.Index("ix_flow_runs_start_time", "start_time"),
@@ -94,6 +102,14 @@ task_runs = sa.Table(
     # {"parameter name": ["<upstream task run id>", ...], "__wait_for__": [...]}
     sa.Column("task_inputs", JSONType, nullable=True),
     sa.Column("created", Timestamp, nullable=False),
+    # Revision 0003: the call's identity inside its flow run, stable across attempts (its index
+    # among the calls of its task_key; "<parent digest>/<index>" when called inside a task), the
+    # cache key it used, and the reference to its persisted result.
+    sa.Column("dynamic_key", sa.String(255), nullable=True),
+    sa.Column("cache_key", sa.String(255), nullable=True),
+    sa.Column("result_storage", sa.String(1024), nullable=True),
+    sa.Column("result_key", sa.String(255), nullable=True),
+    sa.Column("result_serializer", sa.String(255), nullable=True),
     # Few indexes on the table written once per task: a run's tasks in order, and time ranges.
     sa.Index("ix_task_runs_flow_run_id_start_time", "flow_run_id", "start_time"),
     sa.Index("ix_task_runs_start_time", "start_time"),
@@ -122,7 +138,9 @@ logs = sa.Table(
     sa.Column("level", sa.Integer, nullable=False),
     sa.Column("message", sa.Text, nullable=False),
     sa.Column("timestamp", Timestamp, nullable=False),
-    sa.Index("ix_logs_flow_run_id_timestamp", "flow_run_id", "timestamp"),
+    # A run's lines in time order; the level rides along so that a level filter skips lines
+    # without reading their rows (revision 0004).
+    sa.Index("ix_logs_flow_run_id_timestamp_level", "flow_run_id", "timestamp", "level"),
     sa.Index("ix_logs_task_run_id_timestamp", "task_run_id", "timestamp"),
 )
 
@@ -172,4 +190,25 @@ writer_stats = sa.Table(
     sa.Column("started", Timestamp, nullable=False),
     sa.Column("updated", Timestamp, nullable=False),
     sa.Index("ix_writer_stats_updated", "updated"),
+)
+
+# -- results and caching (revision 0003) -----------------------------------------------------------
+
+task_cache = sa.Table(
+    "task_cache",
+    metadata,
+    # The cache index: a cache key, and where the value it stands for was persisted. The value
+    # itself lives in result storage, so every process and cluster worker can read it.
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("task_key", sa.String(512), nullable=False),
+    sa.Column("task_name", sa.String(255), nullable=False),
+    # The task run whose result this is.
+    sa.Column("task_run_id", UUIDType, nullable=True),
+    sa.Column("result_storage", sa.String(1024), nullable=False),
+    sa.Column("result_key", sa.String(255), nullable=False),
+    sa.Column("result_serializer", sa.String(255), nullable=False),
+    sa.Column("created", Timestamp, nullable=False),
+    # None: never expires.
+    sa.Column("expires", Timestamp, nullable=True),
+    sa.Index("ix_task_cache_task_name", "task_name"),
 )

@@ -21,6 +21,17 @@ from vivace.store import schema
 from vivace.store.types import Timestamp
 
 LOG_COLUMNS = ("id", "flow_run_id", "task_run_id", "name", "level", "message", "timestamp")
+CACHE_COLUMNS = (
+    "key",
+    "task_key",
+    "task_name",
+    "task_run_id",
+    "result_storage",
+    "result_key",
+    "result_serializer",
+    "created",
+    "expires",
+)
 STATE_COLUMNS = ("seq", "type", "name", "timestamp", "message")
 
 # A batch ready for the database: (statement name, rows), in a fixed table order.
@@ -95,6 +106,12 @@ def _upsert(table: sa.Table, columns: Sequence[str], dialect: str) -> Statement:
     return Statement(table, columns, tail, dialect)
 
 
+def _replace(table: sa.Table, columns: Sequence[str], key: str, dialect: str) -> Statement:
+    """Insert, or overwrite the row with the same ``key``: the newest entry wins."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c != key)
+    return Statement(table, columns, f"ON CONFLICT ({key}) DO UPDATE SET {updates}", dialect)
+
+
 def _insert_ignore(table: sa.Table, columns: Sequence[str], dialect: str) -> Statement:
     return Statement(table, columns, "ON CONFLICT DO NOTHING", dialect)
 
@@ -114,13 +131,14 @@ class Statements:
                 schema.task_run_states, ("task_run_id", *STATE_COLUMNS), dialect
             ),
             "logs": _insert_ignore(schema.logs, LOG_COLUMNS, dialect),
+            "task_cache": _replace(schema.task_cache, CACHE_COLUMNS, "key", dialect),
         }
         self.sqlite = dialect == "sqlite"
         self.id: Callable[[uuid.UUID], Any] = _uuid_bytes if self.sqlite else _identity
         self.flow_run_layout = _Layout(
             FLOW_RUN_COLUMNS,
             ids=("id", "flow_id", "parent_flow_run_id", "parent_task_run_id"),
-            jsons=("tags", "parameters"),
+            jsons=("tags", "parameters", "opaque_parameters"),
         )
         self.task_run_layout = _Layout(
             TASK_RUN_COLUMNS,

@@ -53,6 +53,8 @@ FLOW_RUN_STATE = 1  # (FLOW_RUN_STATE, run, seq, type, name, timestamp, message)
 TASK_RUN_STATE = 2  # (TASK_RUN_STATE, run, seq, type, name, timestamp, message)
 LOG = 3  # (LOG, id, flow_run_id, task_run_id, logger name, level, message, timestamp)
 BARRIER = 4  # (BARRIER, threading.Event): set once everything queued before it is written
+CACHE = 5  # (CACHE, key, task_key, task_name, task_run_id, storage, result key, serializer,
+#             created, expires): a cache index entry, written once its value is persisted
 
 
 def is_transient(error: BaseException) -> bool:
@@ -161,6 +163,11 @@ class BatchWriter:
         timestamp: float,
     ) -> None:
         self._put((LOG, uuid7(), flow_run_id, task_run_id, name, level, message, timestamp))
+
+    def record_cache_entry(self, entry: tuple[Any, ...]) -> None:
+        """Queue a cache index entry: ``(key, task_key, task_name, task_run_id, storage,
+        result_key, serializer, created, expires)``; the newest entry for a key wins."""
+        self._put((CACHE, *entry))
 
     def _put(self, item: tuple[Any, ...]) -> None:
         queue = self._queue
@@ -281,6 +288,7 @@ class BatchWriter:
         flow_run_states: list[tuple[Any, ...]] = []
         task_run_states: list[tuple[Any, ...]] = []
         logs: list[tuple[Any, ...]] = []
+        cache_entries: dict[str, tuple[Any, ...]] = {}  # by key: one upsert per key and batch
         for item in items:
             kind = item[0]
             if kind == TASK_RUN_STATE:
@@ -313,6 +321,13 @@ class BatchWriter:
                 flows.append((to_id(flow_id), name, created))
             elif kind == BARRIER:
                 barriers.append(item[1])
+            elif kind == CACHE:
+                run_id = item[4]
+                cache_entries[item[1]] = (
+                    *item[1:4],
+                    None if run_id is None else to_id(run_id),
+                    *item[5:],
+                )
         batch: Batch = []
         if flows:
             batch.append(("flows", flows))
@@ -326,6 +341,8 @@ class BatchWriter:
             batch.append(("task_run_states", task_run_states))
         if logs:
             batch.append(("logs", logs))
+        if cache_entries:
+            batch.append(("task_cache", [cache_entries[key] for key in sorted(cache_entries)]))
         return batch
 
     def _write(self, batch: Batch) -> None:
