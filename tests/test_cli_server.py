@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,27 @@ def test_every_interface_is_accepted_when_asked_or_with_environment_keys(
     result = vivace("server", "start", "--host", "0.0.0.0")
     assert result.exit_code == 0, result.output
     assert served == [("0.0.0.0", 4200), ("0.0.0.0", 4200)]
+
+
+def test_an_open_server_answers_only_local_host_names_unless_allowed(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with warnings.catch_warnings():
+        # Starlette's TestClient warns once, on import, that it falls back to httpx.
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+
+    apps: list[Any] = []
+    monkeypatch.setattr(server_cli, "serve", lambda app, host, port: apps.append(app))
+
+    assert vivace("server", "start").exit_code == 0
+    assert vivace("server", "start", "--allow-unauthenticated").exit_code == 0
+
+    guarded, unguarded = (TestClient(app) for app in apps)
+    rebound = {"Host": "attacker.example"}
+    assert guarded.get("/api/flows", headers=rebound).status_code == 403
+    assert guarded.get("/api/flows", headers={"Host": "127.0.0.1:4200"}).status_code == 200
+    assert unguarded.get("/api/flows", headers=rebound).status_code == 200
 
 
 def test_a_malformed_environment_key_stops_the_start(

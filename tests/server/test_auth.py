@@ -168,6 +168,45 @@ def test_everything_is_open_while_no_key_exists(client: Any) -> None:
     assert client.get("/api/openapi.json").status_code == 200
 
 
+def test_an_open_server_of_the_cli_answers_only_requests_addressed_to_this_machine(
+    database_url: str,
+) -> None:
+    # DNS rebinding: a page of attacker.example points its name at 127.0.0.1, and its script
+    # reads http://attacker.example:4200/api/... through the browser; the Host header says so.
+    with make_client(create_app(database_url, local_hosts_only_while_open=True)) as client:
+        rebound = client.get("/api/flow-runs", headers={"Host": "attacker.example:4200"})
+        assert rebound.status_code == 403
+        assert "DNS rebinding" in rebound.json()["detail"]
+        assert "'attacker.example:4200'" in rebound.json()["detail"]
+        assert client.get("/", headers={"Host": "attacker.example"}).status_code == 403
+        for host in ["127.0.0.1:4200", "localhost:4200", "LOCALHOST.", "[::1]:4200", "10.0.0.5"]:
+            assert client.get("/api/flow-runs", headers={"Host": host}).status_code == 200, host
+        assert client.get("/api/health", headers={"Host": "attacker.example"}).status_code == 200
+
+    # Once a key exists, the key decides, whatever name the server is reached by.
+    _, key = create_api_key(database_url, "ci", "read")
+    with make_client(create_app(database_url, local_hosts_only_while_open=True)) as client:
+        headers = {"Host": "vivace.example.com", **bearer(key)}
+        assert client.get("/api/flow-runs", headers=headers).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("host", "local"),
+    [
+        pytest.param("localhost", True, id="localhost"),
+        pytest.param("app.localhost:80", True, id="dot-localhost"),
+        pytest.param("127.0.0.1", True, id="ipv4"),
+        pytest.param("[::1]:4200", True, id="ipv6"),
+        pytest.param("", True, id="no-host-header"),
+        pytest.param("localhost.attacker.example", False, id="lookalike"),
+        pytest.param("127.0.0.1.nip.io", False, id="name-of-an-address"),
+        pytest.param("[attacker.example]", False, id="name-in-brackets"),
+    ],
+)
+def test_local_host_names(host: str, local: bool) -> None:
+    assert auth.is_local_host(host) is local
+
+
 def test_once_a_key_exists_every_path_needs_one(database_url: str, client: Any) -> None:
     create_api_key(database_url, "ci", "read")
 

@@ -206,7 +206,9 @@
           showStatus("The run is " + update.state_name.toLowerCase() + ": live updates ended.", true);
           return;
         }
-        schedule(update.more_logs ? 50 : pollMs);
+        // A backlog of lines is fetched quickly, but never faster than 4 polls a second: a
+        // chatty run must not turn every open tab into a stream of requests.
+        schedule(update.more_logs ? 250 : pollMs);
       })
       .catch(function (error) {
         if (error instanceof Stop) {
