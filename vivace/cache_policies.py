@@ -27,6 +27,7 @@ import types
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from vivace.exceptions import ConfigurationError
 from vivace.results.hashing import UnhashableInputError, stable_digest
 
 if TYPE_CHECKING:
@@ -97,6 +98,23 @@ class Inputs(CachePolicy):
 
     def __init__(self, exclude: Iterable[str] = ()) -> None:
         self.exclude = frozenset(exclude)
+
+    def prepare(self, task: Task[Any, Any]) -> None:
+        """Refuse to leave out a name that is not a parameter: a typo would silently keep the
+        argument in the key (and, for an unhashable one, warn on every call)."""
+        try:
+            parameters = inspect.signature(task.fn).parameters
+        except (TypeError, ValueError):
+            return
+        if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+            return  # any name may arrive through **kwargs
+        unknown = sorted(self.exclude - parameters.keys())
+        if unknown:
+            raise ConfigurationError(
+                f"task {task.name!r}: cache_policy {self!r} leaves out "
+                f"{', '.join(map(repr, unknown))}, which is not a parameter of "
+                f"{task.name}{inspect.signature(task.fn)}"
+            )
 
     def compute_key(self, context: CacheContext, parameters: dict[str, Any]) -> str | None:
         kept = {name: value for name, value in parameters.items() if name not in self.exclude}

@@ -205,7 +205,7 @@ def test_source_digests_of_code_without_source_are_the_same_in_every_process() -
         "namespace = {}\n"
         "exec(compile('def f(x):\\n"
         "    def inner(y):\\n"
-        "        return y in {\"alpha\", \"beta\", \"gamma\", \"delta\"}\\n"
+        '        return y in {"alpha", "beta", "gamma", "delta"}\\n'
         "    return inner(x)\\n', '<no source>', 'exec'), namespace)\n"
         "print(source_digest(namespace['f']))\n"
     )
@@ -296,6 +296,8 @@ def test_caching_options_are_checked_at_decoration() -> None:
         task(cache_policy="inputs")(fn)
     with pytest.raises(ConfigurationError, match="needs a cache_policy"):
         task(cache_expiration=10)(fn)
+    with pytest.raises(ConfigurationError, match=r"leaves out 'y', which is not a parameter"):
+        task(cache_policy=(INPUTS - "y") + TASK_SOURCE)(fn)
     for bad in (-1, math.nan, math.inf, dt.timedelta.max):
         with pytest.raises(ConfigurationError, match="positive timedelta"):
             task(cache_policy=INPUTS, cache_expiration=bad)(fn)
@@ -455,4 +457,3 @@ def test_a_task_that_persists_nothing_does_no_result_io(
 
     assert asyncio.run(pipeline()) == 6
     assert not (vivace_home / "storage").exists()
-

@@ -72,6 +72,23 @@ def etl_submitted(workdir: str) -> int:
 
 
 @flow(task_runner=SequentialTaskRunner())
+def variadic(workdir: str, /, *rest: int, scale: int = 1, **extra: str) -> Any:
+    if (Path(workdir) / "broken").exists():
+        raise RuntimeError("variadic is broken")
+    return [list(rest), scale, extra]
+
+
+def _renamed_body(workdir: str) -> str:
+    if (Path(workdir) / "broken").exists():
+        raise RuntimeError("renamed is broken")
+    return "renamed"
+
+
+# Bound to another name than its function's: the entrypoint names the function.
+renamed = flow(name="renamed-flow", task_runner=SequentialTaskRunner())(_renamed_body)
+
+
+@flow(task_runner=SequentialTaskRunner())
 def takes_an_object(thing: Any) -> None:
     raise RuntimeError("fails")
 
@@ -144,6 +161,25 @@ def test_a_reused_result_gone_from_storage_fails_the_downstream_run(
     assert (latest.state_type.value, latest.state_name) == ("FAILED", "UpstreamFailed")
     assert "no longer in its storage" in (latest.state_message or "")
     assert executed(tmp_path) == ["extract", "transform"]  # transform did not run again
+
+
+def test_a_resume_replays_positional_only_star_args_and_star_star_kwargs(
+    database_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "broken").touch()
+    failed = variadic(str(tmp_path), 2, 3, scale=4, tag="x", return_state=True)
+    assert failed.is_failed()
+    (tmp_path / "broken").unlink()
+    assert resume_flow_run(failed.run_id) == [[2, 3], 4, {"tag": "x"}]
+
+
+def test_a_flow_bound_to_another_name_than_its_function_is_found_again(
+    database_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "broken").touch()
+    failed = renamed(str(tmp_path), return_state=True)
+    (tmp_path / "broken").unlink()
+    assert resume_flow_run(failed.run_id) == "renamed"
 
 
 def test_a_flow_retry_reuses_what_the_failed_attempt_completed(

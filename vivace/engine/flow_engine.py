@@ -93,7 +93,7 @@ class FlowRunEngine:
         self.resume = resume
         if resume is not None:
             self.run = _continued_run(flow, resume, self.writer.url)
-            self.args, self.kwargs = (), dict(resume.parameters)
+            self.args, self.kwargs = replayed_call(flow, resume.parameters)
         else:
             self.run = FlowRun(
                 uuid7(),
@@ -352,6 +352,41 @@ class FlowRunEngine:
             label=f"Flow run {self.run.name!r}",
             error=error,
         )
+
+
+def replayed_call(
+    flow: Flow[Any, Any], parameters: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The (args, kwargs) of a call that binds to ``parameters``, the recorded parameters.
+
+    Not ``**parameters``: ``*args`` and ``**kwargs`` are recorded under their own names (a list,
+    a dict) and positional-only parameters cannot be passed by name. Positional parameters go
+    by position while every one of them was recorded; from the first one missing (the flow
+    changed since), by name, so that binding names what is wrong.
+    """
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    by_position = True
+    for name, parameter in flow.signature.parameters.items():
+        if name not in parameters:
+            by_position = False
+            continue
+        value = parameters[name]
+        if parameter.kind is parameter.VAR_POSITIONAL:
+            if by_position:
+                args.extend(value)
+            else:
+                kwargs[name] = value
+        elif parameter.kind is parameter.VAR_KEYWORD:
+            kwargs.update(value)
+        elif by_position and parameter.kind in (
+            parameter.POSITIONAL_ONLY,
+            parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            args.append(value)
+        else:
+            kwargs[name] = value
+    return tuple(args), kwargs
 
 
 def _continued_run(flow: Flow[Any, Any], record: FlowRunRecord, url: str) -> FlowRun:

@@ -332,16 +332,13 @@ def _persist_by_default() -> bool:
     return get_settings().results_persist_by_default
 
 
-def _does_io(engine: TaskRunEngine, stage: str) -> bool:
-    """Whether ``begin`` (a cache lookup) or ``succeeded`` (a write to result storage) of this
-    run will wait on I/O: the async driver then runs it on a worker thread, off the shared loop.
-    """
-    results = engine.task.results
+def _persists(call: TaskCall) -> bool:
+    """Whether the call's result is written to result storage when it succeeds (what
+    ``succeeded`` decides inline, for the async driver)."""
+    results = call.task.results
     if results is None:
         return False
-    if stage == "begin":
-        return results.cache is not None
-    scope = engine.call.scope
+    scope = call.scope
     return results.always or (
         scope.persist_by_default if scope is not None else _persist_by_default()
     )
@@ -451,7 +448,7 @@ async def run_task_async(call: TaskCall) -> State:
     try:
         # A cache lookup and a result write are blocking I/O (database, result storage): on
         # a worker thread, so that they do not stall every other coroutine on the shared loop.
-        if _does_io(engine, "begin"):
+        if task.results is not None and task.results.cache is not None:
             inputs = await asyncio.to_thread(engine.begin)
         else:
             inputs = engine.begin()
@@ -470,7 +467,7 @@ async def run_task_async(call: TaskCall) -> State:
                     await asyncio.sleep(delay)
                 engine.retrying()
             else:
-                if _does_io(engine, "succeeded"):
+                if _persists(call):
                     await asyncio.to_thread(engine.succeeded, value)
                 else:
                     engine.succeeded(value)

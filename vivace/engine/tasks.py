@@ -330,6 +330,10 @@ class Task(Generic[P, R]):
         ctx = self._flow_context(".map()")
         assert ctx.flow is not None
         runner = ctx.flow.task_runner
+        if self.results is not None and ctx.flow.remote_cluster:
+            from vivace.results.storage import warn_if_local
+
+            warn_if_local(self, ctx.flow)
         futures: list[VivaceFuture] = []
         for start in range(0, len(calls), batch_size):
             batch = [

@@ -4,8 +4,9 @@
 ``VIVACE_RESULTS_PERSIST_BY_DEFAULT``, unless ``result_storage``, ``result_serializer`` or a cache
 policy is given, which imply True. A cache needs the value persisted, so ``persist_result=False``
 with a cache policy is a configuration error. The engine reads only the resolved
-:class:`ResultOptions` (None when nothing is ever persisted), so a task that persists nothing pays
-one attribute check per call.
+:class:`ResultOptions`: None with ``persist_result=False``; for a default task (which persists
+only if the setting says so when it runs) ``cache`` None and ``always`` False, so such a task pays
+a few attribute reads per call and no I/O.
 """
 
 from __future__ import annotations

@@ -135,8 +135,13 @@ def entrypoint_of(fn: Any) -> str | None:
     return f"{Path(path).resolve()}:{qualname}"
 
 
-def load_flow(entrypoint: str) -> Flow[Any, Any]:
-    """The flow object an entrypoint names; raises ResumeError if it cannot be loaded."""
+def load_flow(entrypoint: str, flow_name: str | None = None) -> Flow[Any, Any]:
+    """The flow object an entrypoint names; raises ResumeError if it cannot be loaded.
+
+    An entrypoint names the flow's *function* (all a flow knows of itself). When the flow is
+    bound to another name (``nightly = flow(name="nightly")(_body)``) or that name holds a flow of
+    another name, the module's flow of this function named ``flow_name`` is the one meant.
+    """
     import importlib
     from pathlib import Path
 
@@ -160,6 +165,11 @@ def load_flow(entrypoint: str) -> Flow[Any, Any]:
             f"the flow at entrypoint {entrypoint!r} cannot be loaded: "
             f"{type(error).__name__}: {error}"
         ) from error
+    if flow_name is not None and (not isinstance(found, Flow) or found.name != flow_name):
+        fn = found.fn if isinstance(found, Flow) else found
+        for value in vars(module).values():
+            if isinstance(value, Flow) and value.fn is fn and value.name == flow_name:
+                return value
     if not isinstance(found, Flow):
         raise ResumeError(f"entrypoint {entrypoint!r} names {found!r}, which is not a flow")
     return found
@@ -252,7 +262,7 @@ def resume_flow_run(flow_run_id: uuid.UUID | str, return_state: bool = False) ->
 
     record = resumable_record(get_settings().resolved_database_url, flow_run_id)
     assert record.entrypoint is not None
-    flow = load_flow(record.entrypoint)
+    flow = load_flow(record.entrypoint, record.flow_name)
     if flow.name != record.flow_name:
         flow = flow.with_options(name=record.flow_name)
     if flow.is_async:

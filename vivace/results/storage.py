@@ -75,9 +75,13 @@ class LocalResultStorage(ResultStorage):
         target = self.path / _checked_key(key)
         self.path.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
-        with open(partial, "wb") as file:
-            file.write(data)
-        os.replace(partial, target)  # atomic: readers see the old result or the new one
+        try:
+            with open(partial, "wb") as file:
+                file.write(data)
+            os.replace(partial, target)  # atomic: readers see the old result or the new one
+        except BaseException:
+            partial.unlink(missing_ok=True)  # a full disk must not also fill up with leftovers
+            raise
 
     def read(self, key: str) -> bytes:
         return (self.path / _checked_key(key)).read_bytes()

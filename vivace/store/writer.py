@@ -334,7 +334,7 @@ class BatchWriter:
         if flow_runs:
             batch.append(("flow_runs", sql.run_rows(flow_runs.values(), sql.flow_run_layout)))
         if task_runs:
-            batch.append(("task_runs", sql.run_rows(task_runs.values(), sql.task_run_layout)))
+            batch.extend(sql.task_run_batches(task_runs.values()))
         if flow_run_states:
             batch.append(("flow_run_states", flow_run_states))
         if task_run_states:
