@@ -348,13 +348,27 @@ def case_ray(n: int, rounds: int) -> dict[str, Any]:
     def raw_submit() -> None:
         ray.get([raw_noop.remote(i) for i in range(n)])
 
+    # CPU time of the driver and every Ray process per round: steadier than wall time on a
+    # shared machine (reported in the JSON, next to the wall-time figures).
+    cpu: dict[str, list[float]] = {"raw": [], "vivace": []}
+
+    def with_cpu(name: str, fn: Callable[[], Any]) -> Callable[[], None]:
+        def measured() -> None:
+            before = _tree_cpu_seconds()
+            fn()
+            cpu[name].append(_tree_cpu_seconds() - before)
+
+        return measured
+
     try:
         submitted(10)  # warm up: database, writers in the workers, code on the workers
         mapped(10)
         raw_submit()
         submit_ids.clear()
         map_ids.clear()
-        base, measured = _rounds(raw_submit, lambda: submitted(n), rounds)
+        base, measured = _rounds(
+            with_cpu("raw", raw_submit), with_cpu("vivace", lambda: submitted(n)), rounds
+        )
         rows = [
             _report(
                 "RayTaskRunner submit+result",
@@ -366,6 +380,8 @@ def case_ray(n: int, rounds: int) -> dict[str, Any]:
                 submit_ids,
             )
         ]
+        rows[0]["baseline_cpu_us_per_task"] = round(statistics.median(cpu["raw"]) / n * 1e6, 1)
+        rows[0]["cpu_us_per_task"] = round(statistics.median(cpu["vivace"]) / n * 1e6, 1)
         base, measured = _rounds(raw_submit, lambda: mapped(n), rounds)
         rows.append(
             _report(
@@ -381,6 +397,20 @@ def case_ray(n: int, rounds: int) -> dict[str, Any]:
     finally:
         ray.shutdown()
     return {"rows": rows}
+
+
+def _tree_cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its live descendants (a local Ray's)."""
+    import psutil
+
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:  # ended meanwhile
+            pass
+    return total
 
 
 def _report(
@@ -466,11 +496,18 @@ def main() -> None:
 
 def _format(result: dict[str, Any]) -> str:
     if "ratio" in result:
+        cpu = ""
+        if "cpu_us_per_task" in result:
+            cpu = (
+                f"  CPU {result['cpu_us_per_task']:.0f} us/task "
+                f"(baseline {result['baseline_cpu_us_per_task']:.0f})"
+            )
         return (
             f"{result['case']:<38} {result['us_per_task']:>8.2f} us/task  baseline "
             f"{result['baseline_us_per_task']:>6.2f} us ({result['baseline']})  "
             f"ratio {result['ratio']:>6.2f}x  "
             f"recorded {result['recorded']}/{result['tasks']}  peak RSS {result['peak_rss_mb']} MB"
+            f"{cpu}"
         )
     if "import_ms" in result:
         return f"{result['case']:<38} {result['import_ms']:>8.1f} ms"

@@ -2,20 +2,26 @@
 
 ``ray_cluster``: a cluster started as ``ray start --head`` on 127.0.0.1 (2 CPUs and a custom
 ``special`` resource), reached by address, as a deployment would be; its workers import this
-module through ``PYTHONPATH``, as workers import a deployment's code. ``ray stop --force`` at the
-end stops every Ray on the machine, so nothing else here may use Ray at the same moment (the
-contract suite's in-process Ray is shut down at the end of its module).
+module through ``PYTHONPATH``, as workers import a deployment's code. :func:`ray_head` starts such
+a head in a session and a temporary directory of its own and stops exactly that cluster at the end
+(``ray stop`` would stop every Ray on the machine, other test runs' included); the own temporary
+directory also keeps it out of ``/tmp/ray/ray_current_cluster``, where a driver's
+``ray.init()`` would find it and join it instead of starting a Ray of its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +31,7 @@ from typing import Any
 import pytest
 
 from vivace import State, flow, get_run_logger, task
-from vivace.engine.context import current_flow_run_id
+from vivace.engine.context import current_context, current_flow_run_id
 from vivace.exceptions import ConfigurationError, CrashedRunError
 
 ray = pytest.importorskip("ray")
@@ -43,31 +49,94 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[str]:
-    """``ray start --head`` on loopback; yields its address (``127.0.0.1:<port>``)."""
+@contextlib.contextmanager
+def ray_head(*options: str, **environment: str) -> Iterator[str]:
+    """``ray start --head --block`` on loopback (2 CPUs); yields its address (``127.0.0.1:<port>``).
+
+    The head runs in a session of its own (every process of the cluster, workers included, is in
+    it) with a temporary directory of its own; at the end the processes of that session, and
+    nothing else, are killed. ``options`` go to ``ray start``, ``environment`` to its
+    environment.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIVACE_")}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH")) if p)
     # `ray start` turns on token authentication by default; drivers reach such a cluster with
     # RAY_AUTH_MODE=token. A loopback test cluster opts out, as Ray's warning suggests.
     env["RAY_AUTH_MODE"] = "disabled"
+    env.update(environment)
     port = _free_port()
+    temp_dir = tempfile.mkdtemp(prefix="vr", dir="/tmp")  # short: Ray's socket paths are limited
     command = [
         RAY_CLI,
         "start",
         "--head",
+        "--block",
         f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        f"--temp-dir={temp_dir}",
         "--num-cpus=2",
         "--include-dashboard=false",
         f"--object-store-memory={200 * 1024 * 1024}",
-        '--resources={"special": 1}',
         "--disable-usage-stats",
+        *options,
     ]
+    with open(os.path.join(temp_dir, "ray-start.log"), "wb") as log:
+        head = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
-        subprocess.run(command, env=env, check=True, capture_output=True, timeout=120)
+        # `ray start` writes the address file once the head is up, just before it blocks.
+        ready = os.path.join(temp_dir, "ray_current_cluster")
+        deadline = time.monotonic() + 120
+        while not os.path.exists(ready):
+            if head.poll() is not None or time.monotonic() > deadline:
+                with open(os.path.join(temp_dir, "ray-start.log"), "rb") as output:
+                    text = output.read().decode(errors="replace")
+                raise RuntimeError(f"ray start --head did not come up:\n{text[-3000:]}")
+            time.sleep(0.2)
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([RAY_CLI, "stop", "--force"], capture_output=True, timeout=120)
+        _stop_session(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _stop_session(head: subprocess.Popen[bytes]) -> None:
+    """Kill every process of the head's session (workers included), as ``ray stop --force``
+    would, but only those; wait until they are gone."""
+    deadline = time.monotonic() + 30
+    while True:
+        alive = _alive_in_session(head.pid)
+        if not alive or time.monotonic() > deadline:
+            break
+        for pid in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        head.wait(timeout=10)
+
+
+def _alive_in_session(session: int) -> list[int]:
+    """The processes of this session that still run (zombies nobody reaped do not count)."""
+    alive = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                state, _, _, sid = stat.read().rsplit(")", 1)[1].split()[:4]
+        except (OSError, ValueError):
+            continue
+        if state != "Z" and int(sid) == session:
+            alive.append(int(entry))
+    return alive
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[str]:
+    """A head with a custom ``special`` resource, shared by this module's tests."""
+    with ray_head('--resources={"special": 1}') as address:
+        yield address
 
 
 # -- tasks (module level: the workers import them by reference) ----------------------------------
@@ -306,6 +375,35 @@ def test_a_timeout_ends_the_run_timed_out_and_stops_the_function(
     assert not interrupted.exists() and not killed.exists()
     runs = {run.name: run for run in history.task_runs(flow_state.run_id)}
     assert runs["sleepy-0"].state_name == "TimedOut" and runs["hog-0"].state_name == "TimedOut"
+
+
+@task
+def pause(i: int) -> tuple[float, float]:
+    started = time.time()
+    time.sleep(0.05)
+    return started, time.time()
+
+
+def test_max_in_flight_bounds_the_ray_tasks_submitted_at_once(ray_cluster: str) -> None:
+    """A sender that finds every slot taken learns itself which Ray tasks ended (nobody is told
+    of each task's end), so twelve runs go through two slots without waiting on anyone."""
+    peak: list[int] = []
+
+    @flow(task_runner=RayTaskRunner(address=ray_cluster, max_in_flight=2))
+    def pipeline() -> list[tuple[float, float]]:
+        ctx = current_context()
+        assert ctx is not None and ctx.flow is not None
+        active = ctx.flow.task_runner
+        futures = []
+        for i in range(12):
+            futures.append(pause.submit(i))
+            peak.append(active.in_flight)  # type: ignore[attr-defined]
+        return [f.result() for f in futures]
+
+    spans = pipeline()
+    assert len(spans) == 12 and max(peak) <= 2
+    for started, _ in spans:  # never more than two of the runs overlapped in time
+        assert sum(1 for s, e in spans if s <= started < e) <= 2
 
 
 def test_a_failing_flow_cancels_its_outstanding_ray_tasks(ray_cluster: str, history: Any) -> None:

@@ -67,6 +67,7 @@ class ClusterTaskRunner(TaskRunner, Generic[F]):
 
     _engine: ClassVar[str]  # "Dask", "Ray": for messages
     _logger: ClassVar[logging.Logger]
+    _future_type: ClassVar[type[RemoteFuture]] = RemoteFuture  # what submit() returns
 
     def __init__(self, max_in_flight: int) -> None:
         if (
@@ -126,14 +127,14 @@ class ClusterTaskRunner(TaskRunner, Generic[F]):
 
     def submit(self, call: TaskCall) -> VivaceFuture:
         self._check_started()
-        future = RemoteFuture(call.run, self)
+        future = self._future_type(call.run, self)
         track_pending(call, future)
         self._dispatch([call], [future])
         return future
 
     def submit_batch(self, calls: list[TaskCall]) -> list[VivaceFuture]:
         self._check_started()
-        futures = [RemoteFuture(call.run, self, item) for item, call in enumerate(calls)]
+        futures = [self._future_type(call.run, self, item) for item, call in enumerate(calls)]
         for call, future in zip(calls, futures, strict=True):
             track_pending(call, future)
         self._dispatch(calls, futures)
@@ -227,9 +228,13 @@ class ClusterTaskRunner(TaskRunner, Generic[F]):
             while self._taken >= self.max_in_flight and not self._stopping():
                 if self._on_settling_thread():
                     return False  # never block the thread that frees the slots
-                self._room.wait()
+                self._wait_for_room()
             self._taken += 1
             return True
+
+    def _wait_for_room(self) -> None:
+        """Called with the lock held while every slot is taken: wait until one may be free."""
+        self._room.wait()
 
     def _give_slot(self) -> None:
         with self._room:
