@@ -11,9 +11,10 @@ writer, so everything the run did is in the database when the call returns.
 
 Each run records its flow's entrypoint and which parameters were stored only as their repr, so
 that a failed run can be resumed (:mod:`vivace.results.resume`): ``resume=<FlowRunRecord>`` makes
-the engine continue that run (same id, state history and run count) instead of creating one. In
-every later attempt, resumed or retried, tasks an earlier attempt completed with a persisted
-result are reused rather than run again.
+the engine claim that run (PENDING ``Resuming``; refused if another resume got it first) and
+continue it (same id, state history and run count) instead of creating one. In every later
+attempt, resumed or retried, tasks an earlier attempt completed with a persisted result are
+reused rather than run again.
 """
 
 from __future__ import annotations
@@ -390,15 +391,11 @@ def replayed_call(
 
 
 def _continued_run(flow: Flow[Any, Any], record: FlowRunRecord, url: str) -> FlowRun:
-    """The run object of a recorded flow run, ready to continue where its history ends."""
-    from vivace.store.queries import read_flow_run_states
+    """The run object of a recorded flow run, claimed for this resume (PENDING ``Resuming``, or
+    ResumeError if another resume claimed it first) and ready to continue its history."""
+    from vivace.results.resume import claim_for_resume
 
-    current = State(
-        record.state_type,
-        record.state_name,
-        record.state_message,
-        timestamp=record.state_timestamp.timestamp(),
-    )
+    current, seq = claim_for_resume(url, record)
     run = FlowRun(
         record.id,
         flow.flow_id,
@@ -413,8 +410,7 @@ def _continued_run(flow: Flow[Any, Any], record: FlowRunRecord, url: str) -> Flo
     run.created = record.created.timestamp()
     run.run_count = record.run_count
     run.start_time = None if record.start_time is None else record.start_time.timestamp()
-    states = read_flow_run_states(url, record.id)
-    run.state_seq = max((state.seq for state in states), default=0)
+    run.state_seq = seq
     return run
 
 

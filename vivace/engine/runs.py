@@ -64,7 +64,8 @@ class TaskRun:
         self.end_time: float | None = None
         self.run_count = 0
         # Which call of its task this is in its flow run, the same in every attempt (an index,
-        # or "<parent digest>/<index>" inside a task): how a resumed flow run finds it again.
+        # or "<parent digest>/<index>" inside a task; then "@<digest of its arguments>" when
+        # its result is persisted): how a resumed flow run finds it again.
         self.dynamic_key: int | str | None = None
         self.cache_key: str | None = None
         # (storage location, key, serializer name) once its result is persisted.

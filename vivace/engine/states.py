@@ -41,6 +41,10 @@ AWAITING_RETRY = "AwaitingRetry"
 TIMED_OUT = "TimedOut"
 UPSTREAM_FAILED = "UpstreamFailed"
 CACHED = "Cached"  # COMPLETED from the cache index, without running
+RESUMING = "Resuming"  # PENDING: a flow run claimed by a resume, about to run again
+# FAILED, never ran: a call reused from an earlier attempt whose persisted result could not be
+# loaded (a later resume then runs the call again)
+RESULT_LOST = "ResultLost"
 
 _NO_DATA: Any = object()
 _TITLES = {member: member.value.title() for member in StateType}

@@ -32,7 +32,11 @@ task is decorated):
 
 A flow run's later attempt (``resume_flow_run``, or a flow retry) does not even create a run for a
 call that an earlier attempt completed with a persisted result: ``Task._prepare`` finds it by its
-dynamic key and hands back :func:`reused_call`, whose future is already final.
+dynamic key (for a task that persists, its index and a digest of its arguments) and hands back
+:func:`reused_call`, whose future is already final. When that result is gone from its storage
+(or, for a direct call, cannot be loaded), the call runs again as a new run instead, with a
+warning on the flow run. When a submitted one turns out unloadable later, in its downstream,
+the call is recorded FAILED [ResultLost] (it never runs), so that the next resume runs it.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from vivace.engine.run_logging import log_for_run, retry_note
 from vivace.engine.runs import TaskRun, apply_state
 from vivace.engine.states import (
     CACHED,
+    RESULT_LOST,
     RETRYING,
     TIMED_OUT,
     UPSTREAM_FAILED,
@@ -358,14 +363,21 @@ def nested_dynamic_key(parent: TaskRun, index: int) -> str:
 
 def reused_call(
     task: Task[Any, Any], reused: TaskRunRecordLike, scope: FlowRunScope, writer: BatchWriter
-) -> TaskCall:
+) -> TaskCall | None:
     """A call an earlier attempt of the flow run completed with a persisted result.
 
     No new run is made: the call stands for the earlier run, and its state loads the persisted
-    value on the first ``result()``.
+    value on the first ``result()``. None (after a warning on the flow run) when a cheap check
+    of its storage finds the value gone: the call then runs again, so that a resume never keeps
+    reusing a result nobody can load.
     """
+    from vivace.results.persistence import missing_result
     from vivace.results.states import PersistedState
 
+    lost = missing_result(reused.ref)
+    if lost is not None:
+        log_rerun(task, reused, scope, writer, lost)
+        return None
     state = PersistedState(
         reused.ref, reused.state_name, reused.state_message, reused.timestamp, reused.id
     )
@@ -387,14 +399,73 @@ def reused_call(
     return call
 
 
+def log_rerun(
+    task: Task[Any, Any],
+    reused: TaskRun | TaskRunRecordLike,
+    scope: FlowRunScope,
+    writer: BatchWriter,
+    reason: str,
+) -> None:
+    """Warn on the flow run that a call an earlier attempt completed runs again, and why."""
+    flow_run = scope.flow_run
+    log_for_run(
+        logger,
+        logging.WARNING,
+        f"Task {task.name!r}: task run {reused.name!r} ({reused.id}) completed in an earlier "
+        f"attempt, but its result cannot be reused ({reason}); running the call again",
+        flow_run_id=flow_run.id,
+        task_run_id=None,
+        writer=writer,
+        label=f"Flow run {flow_run.name!r}",
+        error=None,
+    )
+
+
 def finished_future(call: TaskCall) -> VivaceFuture:
-    """The future of a reused call: final already."""
+    """The future of a reused call: final already.
+
+    Its value is loaded by whoever needs it first (a downstream run, ``result()``); if it cannot
+    be, :func:`record_lost_result` makes sure the next resume runs the call again.
+    """
     from vivace.engine.futures import VivaceFuture
+    from vivace.results.states import PersistedState
 
     future = VivaceFuture(call.run)
-    assert call.reused is not None
-    future.set_final_state(call.reused)
+    state = call.reused
+    assert state is not None
+    if isinstance(state, PersistedState):
+        state.on_error = lambda error: record_lost_result(call, error)
+    future.set_final_state(state)
     return future
+
+
+def record_lost_result(call: TaskCall, error: Exception) -> None:
+    """A reused call's result could not be loaded after all (it passed the cheap check, but is
+    unreadable or undecodable): record this attempt's run of the call FAILED ``ResultLost``, so
+    that the next resume runs the call again rather than reuse that result once more."""
+    from vivace._ids import uuid7
+
+    task, reused, scope = call.task, call.run, call.scope
+    assert scope is not None
+    message = (
+        f"task run {reused.name!r} ({reused.id}) completed in an earlier attempt, but its "
+        f"result cannot be loaded ({error}); the next resume runs this call again"
+    )
+    run = TaskRun(
+        uuid7(),
+        task.task_key,
+        scope.next_task_run_name(task.name),
+        scope.flow_run.id,
+        None,
+        task.tags,
+        None,
+        State(StateType.PENDING),
+    )
+    run.dynamic_key = reused.dynamic_key
+    engine = TaskRunEngine(TaskCall(task, run, (), {}, None, scope, call.writer, False))
+    engine.writer.record_task_run(run)
+    engine.set_state(State(StateType.FAILED, name=RESULT_LOST, message=message))
+    engine._log(logging.WARNING, f"Finished in state {run.state!r}", None)
 
 
 def _context_for(call: TaskCall) -> RunContext:

@@ -31,6 +31,7 @@ from vivace.engine.states import State, StateType
 from vivace.engine.task_engine import (
     TaskCall,
     finished_future,
+    log_rerun,
     nested_dynamic_key,
     retry_delay,
     reused_call,
@@ -38,8 +39,9 @@ from vivace.engine.task_engine import (
     run_task_blocking,
     run_task_sync,
 )
-from vivace.exceptions import ConfigurationError
+from vivace.exceptions import ConfigurationError, ResultError
 from vivace.results.options import task_result_options
+from vivace.results.resume import keyed_by_inputs
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -207,7 +209,8 @@ class Task(Generic[P, R]):
         kwargs: dict[str, Any],
         wait_for: Iterable[Any] | None,
     ) -> TaskCall:
-        """Create the task run (PENDING) and everything needed to execute it."""
+        """Create the task run (PENDING) and everything needed to execute it; in a later attempt
+        of the flow run, the call an earlier attempt completed, if it did."""
         scope = ctx.flow
         upstreams = (
             find_upstreams(self.parameter_names, args, kwargs, wait_for)
@@ -227,10 +230,34 @@ class Task(Generic[P, R]):
             counter = counts.setdefault(self.task_key, itertools.count())
         index = next(counter)
         dynamic_key: int | str = index if parent is None else nested_dynamic_key(parent, index)
+        results = self.results
+        if (
+            results is not None
+            and scope is not None
+            and (results.always or scope.persist_by_default)
+        ):
+            # A call whose result a later attempt may reuse: its arguments are part of its
+            # identity, so that calls made in another order are never taken for one another.
+            dynamic_key = keyed_by_inputs(dynamic_key, args, kwargs, upstreams is not None)
         if scope is not None and scope.reusable is not None:
             reused = scope.reusable.get((self.task_key, str(dynamic_key)))
             if reused is not None:
-                return reused_call(self, reused, scope, ctx.writer)
+                call = reused_call(self, reused, scope, ctx.writer)
+                if call is not None:
+                    return call
+        return self._new_call(ctx, args, kwargs, upstreams, dynamic_key)
+
+    def _new_call(
+        self,
+        ctx: RunContext,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        upstreams: dict[str, list[Any]] | None,
+        dynamic_key: int | str,
+    ) -> TaskCall:
+        """A new task run for the call, recorded PENDING."""
+        scope = ctx.flow
+        parent = ctx.task_run
         run = TaskRun(
             uuid7(),
             self.task_key,
@@ -250,6 +277,30 @@ class Task(Generic[P, R]):
             install_print_capture()
         return TaskCall(self, run, args, kwargs, upstreams, scope, ctx.writer, log_prints)
 
+    def _loaded_or_rerun(
+        self,
+        ctx: RunContext,
+        call: TaskCall,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        wait_for: Iterable[Any] | None,
+    ) -> TaskCall:
+        """A direct call's reused result, loaded now (the caller needs it at once); a new run of
+        the call when it cannot be loaded, so that a lost or unreadable result is made again."""
+        assert call.reused is not None and call.scope is not None
+        try:
+            call.reused.result()
+        except ResultError as error:
+            log_rerun(self, call.run, call.scope, ctx.writer, str(error))
+            upstreams = (
+                find_upstreams(self.parameter_names, args, kwargs, wait_for)
+                if args or kwargs or wait_for
+                else None
+            )
+            assert call.run.dynamic_key is not None
+            return self._new_call(ctx, args, kwargs, upstreams, call.run.dynamic_key)
+        return call
+
     def __call__(
         self,
         *args: P.args,
@@ -267,6 +318,8 @@ class Task(Generic[P, R]):
             return self._run_standalone(args, kwargs, return_state, wait_for)  # type: ignore[no-any-return]
         call = self._prepare(ctx, args, kwargs, wait_for)
         if call.reused is not None:  # completed in an earlier attempt of this flow run
+            call = self._loaded_or_rerun(ctx, call, args, kwargs, wait_for)
+        if call.reused is not None:
             state = call.reused
             if self.is_async and ctx.is_async and _in_event_loop():
                 return _finish_async(_ready(state), return_state)  # type: ignore[return-value]

@@ -65,6 +65,24 @@ def read_result(ref: ResultRef) -> Any:
         ) from error
 
 
+def missing_result(ref: ResultRef) -> str | None:
+    """Why the result a reference points at cannot be read, if a cheap check (the storage's
+    ``exists``) tells; None when it is there, or when only reading it would tell."""
+    location, key, _ = ref
+    try:
+        if _storage(location).exists(key) is not False:
+            return None
+    except Exception as error:
+        return (
+            f"its storage {location!r} cannot be checked for {key!r}: "
+            f"{type(error).__name__}: {error}"
+        )
+    return (
+        f"the persisted result {key!r} is no longer in its storage {location!r} (deleted, or "
+        "written on another machine's local disk)"
+    )
+
+
 def storage_key(cache_key: str) -> str:
     """The storage key for a cached result: the cache key itself when it is a plain name."""
     if _PLAIN_KEY.match(cache_key):

@@ -3,24 +3,31 @@
 ``resume_flow_run(id)`` (``vivace flow-run retry ID``) reloads the flow from the run's recorded
 entrypoint, replays its recorded parameters, and runs it again under the same flow run id:
 ``run_count`` + 1, the state history continues. Every task call is identified by its *dynamic
-key* (its index among its flow run's calls of the same task, or ``<parent digest>/<index>``
-inside a task): a call whose earlier run COMPLETED with a persisted result is not run again, its
-future loads that result. Everything else (failed calls, calls whose result was not persisted,
-subflows) runs again. The same reuse applies to a flow's own retries (``@flow(retries=...)``).
+key*: its index among its flow run's calls of the same task (``<parent digest>/<index>`` inside a
+task) and, for a task that persists its result, a digest of its arguments (``<index>@<digest>``,
+see :func:`keyed_by_inputs`). A call whose earlier run COMPLETED with a persisted result is not
+run again, its future loads that result, unless a cheap check finds the value gone from its
+storage: then it runs again, with a warning. Everything else (failed calls, calls whose result
+was not persisted, subflows) runs again. The same reuse applies to a flow's own retries
+(``@flow(retries=...)``).
 
 What cannot be replayed is refused with a :class:`~vivace.exceptions.ResumeError`: a run that
 is not over or that completed, a flow that cannot be imported again (defined inside a function,
 or in a file that moved), and parameters that were not JSON: those were stored as their repr
-only (``opaque_parameters``), so the run cannot be replayed faithfully.
+only (``opaque_parameters``), so the run cannot be replayed faithfully. Only one resume of a run
+goes at a time: :func:`claim_for_resume` moves the run from its failed state to PENDING
+``Resuming`` in one conditional UPDATE, so of two resumes started together one is refused.
 """
 
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from vivace.engine.states import StateType
+from vivace.engine.futures import VivaceFuture
+from vivace.engine.states import RESULT_LOST, RESUMING, State, StateType
 from vivace.exceptions import ResumeError
 
 # ``import vivace`` imports this module (for resume_flow_run): what only a resume needs
@@ -64,7 +71,9 @@ def reusable_task_runs(
 ) -> dict[tuple[str, str], TaskRunRecordLike]:
     """The flow run's completed task runs with persisted results, by (task_key, dynamic_key).
 
-    When an identity has several (a call completed in more than one attempt), the latest wins.
+    When an identity has several (a call completed in more than one attempt), the latest wins;
+    none is reused when a later attempt found its result could not be loaded (FAILED
+    ``ResultLost``). Whether the values are still in storage is checked when a call asks for one.
     """
     import sqlalchemy as sa
 
@@ -89,16 +98,28 @@ def reusable_task_runs(
         )
         .where(
             table.c.flow_run_id == flow_run_id,
-            table.c.state_type == StateType.COMPLETED.value,
             table.c.dynamic_key.is_not(None),
-            table.c.result_key.is_not(None),
+            sa.or_(
+                sa.and_(
+                    table.c.state_type == StateType.COMPLETED.value,
+                    table.c.result_key.is_not(None),
+                ),
+                sa.and_(
+                    table.c.state_type == StateType.FAILED.value,
+                    table.c.state_name == RESULT_LOST,
+                ),
+            ),
         )
         .order_by(table.c.state_timestamp, table.c.id)
     )
     found: dict[tuple[str, str], TaskRunRecordLike] = {}
     with connect(engine) as conn:
         for row in conn.execute(query):
-            found[(row.task_key, str(row.dynamic_key))] = TaskRunRecordLike(
+            identity = (row.task_key, str(row.dynamic_key))
+            if row.result_key is None:  # ResultLost: what came before is not to be reused
+                found.pop(identity, None)
+                continue
+            found[identity] = TaskRunRecordLike(
                 row.id,
                 row.name,
                 str(row.dynamic_key),
@@ -108,6 +129,63 @@ def reusable_task_runs(
                 (row.result_storage, row.result_key, row.result_serializer),
             )
     return found
+
+
+def keyed_by_inputs(
+    dynamic_key: int | str, args: tuple[Any, ...], kwargs: dict[str, Any], has_upstreams: bool
+) -> int | str:
+    """The dynamic key of a call whose result is persisted: ``<key>@<digest of its arguments>``.
+
+    A later attempt then reuses a result only for the call at the same position *with the same
+    arguments*: when calls come in another order (threads, racing coroutines, submissions
+    driven by ``as_completed``), a call is never handed another call's result; it runs again.
+    An upstream future counts as the identity of its call (task key and dynamic key), which is
+    the same in every attempt. The arguments are hashed as cache keys are
+    (:mod:`vivace.results.hashing`); when one has no stable encoding (an open connection, a
+    State), the key stays the position alone.
+    """
+    from vivace.results.hashing import stable_digest
+
+    try:
+        if has_upstreams:
+            args = tuple(map(_by_identity, args))
+            kwargs = {name: _by_identity(value) for name, value in kwargs.items()}
+        digest = stable_digest((args, kwargs))
+    except Exception:  # UnhashableInputError, or a __vivace_hash__ that raised
+        return dynamic_key
+    return f"{dynamic_key}@{digest[:16]}"
+
+
+class _Upstream:
+    """Stands for an upstream future in a call's input digest: the identity of its call."""
+
+    __slots__ = ("dynamic_key", "task_key")
+
+    def __init__(self, task_key: str, dynamic_key: str) -> None:
+        self.task_key = task_key
+        self.dynamic_key = dynamic_key
+
+    def __vivace_hash__(self) -> tuple[str, str]:
+        return (self.task_key, self.dynamic_key)
+
+
+def _by_identity(value: Any) -> Any:
+    """``value`` with every future inside it replaced by its call's identity (as
+    :func:`vivace.engine.inputs.resolve` walks it)."""
+    if isinstance(value, VivaceFuture):
+        run = value.task_run
+        if run.dynamic_key is None:
+            raise ValueError("a future of a run without a dynamic key")
+        return _Upstream(run.task_key, str(run.dynamic_key))
+    if isinstance(value, State):
+        # Which call a state came from is not known here: hash by position only.
+        raise ValueError("a State among the arguments")
+    kind = type(value)
+    if kind is list or kind is tuple or kind is set or kind is frozenset:
+        return kind(map(_by_identity, value))
+    if kind is dict:
+        return {key: _by_identity(item) for key, item in value.items()}
+    return value
 
 
 # -- entrypoints -----------------------------------------------------------------------------------
@@ -222,17 +300,23 @@ def _as_when_run_as_script(module: Any, name: str) -> None:
 def resumable_record(url: str, flow_run_id: uuid.UUID | str) -> FlowRunRecord:
     """The flow run's record, if it can be resumed; ResumeError saying why not otherwise."""
     from vivace._ids import parse_id
+    from vivace.engine.states import FINAL_TYPES
     from vivace.store.queries import read_flow_run
 
     run_id = parse_id(flow_run_id, "flow run id") if isinstance(flow_run_id, str) else flow_run_id
     record = read_flow_run(url, run_id)
     if record is None:
         raise ResumeError(f"flow run {str(run_id)!r} not found in the run history")
-    label = f"flow run {record.name!r} ({record.id})"
+    label = _label(record)
     if record.state_type not in RESUMABLE_TYPES:
+        going = (
+            ": it is still going, or another resume of it is"
+            if record.state_type not in FINAL_TYPES
+            else ""
+        )
         raise ResumeError(
-            f"{label} is {record.state_name} ({record.state_type.value}); only a FAILED, CRASHED "
-            "or CANCELLED flow run can be retried"
+            f"{label} is {record.state_name} ({record.state_type.value}){going}; only a FAILED, "
+            "CRASHED or CANCELLED flow run can be retried"
         )
     if record.opaque_parameters:
         names = ", ".join(repr(name) for name in record.opaque_parameters)
@@ -246,6 +330,65 @@ def resumable_record(url: str, flow_run_id: uuid.UUID | str) -> FlowRunRecord:
             "interactive session), so it cannot be loaded again; define the flow at module level"
         )
     return record
+
+
+def claim_for_resume(url: str, record: FlowRunRecord) -> tuple[State, int]:
+    """Move the run to PENDING ``Resuming``, if it is still as ``record`` read it; return that
+    state and its seq. ResumeError if it is not: another resume claimed it first.
+
+    One conditional UPDATE (still in a resumable state, same run count), and the state's row in
+    the history, in one transaction: two resumes of a run started together both read it FAILED,
+    but only one of them gets past this. The other is refused, whichever process it runs in.
+    """
+    import sqlalchemy as sa
+
+    from vivace.store import schema
+    from vivace.store.database import ensure_schema, get_engine, transaction
+
+    runs, states = schema.flow_runs, schema.flow_run_states
+    state = State(StateType.PENDING, RESUMING, timestamp=time.time())
+    engine = get_engine(url)
+    ensure_schema(engine)
+    with transaction(engine) as conn:
+        seq = conn.execute(
+            sa.update(runs)
+            .where(
+                runs.c.id == record.id,
+                runs.c.state_type.in_([kind.value for kind in RESUMABLE_TYPES]),
+                runs.c.run_count == record.run_count,
+            )
+            .values(
+                state_type=state.type.value,
+                state_name=state.name,
+                state_timestamp=state.timestamp,
+                state_message=None,
+                state_seq=runs.c.state_seq + 1,
+                end_time=None,
+            )
+            .returning(runs.c.state_seq)
+        ).scalar()
+        if seq is not None:
+            conn.execute(
+                sa.insert(states).values(
+                    flow_run_id=record.id,
+                    seq=seq,
+                    type=state.type.value,
+                    name=state.name,
+                    timestamp=state.timestamp,
+                    message=None,
+                )
+            )
+    if seq is None:
+        raise ResumeError(
+            f"{_label(record)} was claimed by another resume since it was read (it is no longer "
+            f"{record.state_name} after attempt {record.run_count}); only one resume of a run "
+            "goes at a time"
+        )
+    return state, int(seq)
+
+
+def _label(record: FlowRunRecord) -> str:
+    return f"flow run {record.name!r} ({record.id})"
 
 
 def resume_flow_run(flow_run_id: uuid.UUID | str, return_state: bool = False) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from vivace.engine.states import State, StateType
@@ -22,7 +23,7 @@ _NOT_LOADED: Any = object()
 class PersistedState(State):
     """A COMPLETED state whose value is read from result storage on the first ``result()``."""
 
-    __slots__ = ("_loaded", "_lock", "ref")
+    __slots__ = ("_loaded", "_lock", "on_error", "ref")
 
     def __init__(
         self,
@@ -37,12 +38,20 @@ class PersistedState(State):
         self.run_id = run_id
         self._loaded: Any = _NOT_LOADED
         self._lock = threading.Lock()
+        # Called once, with the ResultError, if the value cannot be loaded (then it is raised).
+        self.on_error: Callable[[ResultError], None] | None = None
 
     def result(self, raise_on_failure: bool = True) -> Any:
         if self._loaded is _NOT_LOADED:
             with self._lock:
                 if self._loaded is _NOT_LOADED:
-                    self._loaded = read_result(self.ref)
+                    try:
+                        self._loaded = read_result(self.ref)
+                    except ResultError as error:
+                        on_error, self.on_error = self.on_error, None
+                        if on_error is not None:
+                            on_error(error)
+                        raise
         return self._loaded
 
     @property

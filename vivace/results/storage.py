@@ -45,6 +45,11 @@ class ResultStorage(abc.ABC):
     def read(self, key: str) -> bytes:
         """The bytes stored under ``key``; raises FileNotFoundError if there are none."""
 
+    def exists(self, key: str) -> bool | None:
+        """Whether something is stored under ``key``, if a cheap check can tell (a stat, a HEAD
+        request); None when it cannot, and only reading it would."""
+        return None
+
     @property
     def is_local(self) -> bool:
         """Whether only this machine can read it (a cluster elsewhere cannot)."""
@@ -86,6 +91,9 @@ class LocalResultStorage(ResultStorage):
     def read(self, key: str) -> bytes:
         return (self.path / _checked_key(key)).read_bytes()
 
+    def exists(self, key: str) -> bool:
+        return (self.path / _checked_key(key)).is_file()
+
 
 class FsspecResultStorage(ResultStorage):
     """Any fsspec filesystem, by URL: ``s3://bucket/prefix``, ``memory://results``, ..."""
@@ -121,6 +129,10 @@ class FsspecResultStorage(ResultStorage):
     def read(self, key: str) -> bytes:
         fs, root = self._filesystem()
         return bytes(fs.cat_file(f"{root}/{_checked_key(key)}"))
+
+    def exists(self, key: str) -> bool:
+        fs, root = self._filesystem()
+        return bool(fs.exists(f"{root}/{_checked_key(key)}"))
 
     def __getstate__(self) -> dict[str, Any]:
         return {"url": self.url}  # a filesystem object need not pickle; workers make their own
