@@ -103,8 +103,10 @@ task_runs = sa.Table(
     sa.Column("task_inputs", JSONType, nullable=True),
     sa.Column("created", Timestamp, nullable=False),
     # Revision 0003: the call's identity inside its flow run, stable across attempts (its index
-    # among the calls of its task_key; "<parent digest>/<index>" when called inside a task), the
-    # cache key it used, and the reference to its persisted result.
+    # among the calls of its task_key; "<parent digest>/<index>" when called inside a task; a
+    # task that persists its result adds "@<digest of its arguments>", so a resume reuses a
+    # result only for the same arguments), the cache key it used, and the reference to its
+    # persisted result.
     sa.Column("dynamic_key", sa.String(255), nullable=True),
     sa.Column("cache_key", sa.String(255), nullable=True),
     sa.Column("result_storage", sa.String(1024), nullable=True),
