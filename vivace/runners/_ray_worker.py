@@ -1,0 +1,127 @@
+"""What runs inside a Ray worker for :class:`~vivace.runners.ray.RayTaskRunner`.
+
+:func:`run_one` and :func:`run_batch` are the functions the runner makes Ray remote functions of;
+Ray pickles them by reference, so workers import them from this module. Nothing here imports Ray.
+
+- **One argument**: the run's call (or a batch's calls) with the database URL, as bytes the
+  driver pickled (:mod:`vivace.runners._ray_payload`) or as objects Ray pickled itself.
+- **Two returns per Ray task**: a small *outcome* (completed; completed with a scalar value, which
+  Ray inlines in the reply anyway; or the failure) and the *value*, which stays on the cluster
+  until ``future.result()`` asks for it.
+- **Records**: a worker does not write out its records before its Ray task returns (one
+  transaction per Ray task would cost more than the task). When a run ends COMPLETED, the worker
+  asks a helper thread of its process to flush its writer within ``FLUSH_SOON`` seconds, or as
+  soon as no run has completed there for ``FLUSH_IDLE`` seconds, whatever
+  ``VIVACE_RECORDER_FLUSH_INTERVAL`` says (one transaction per burst of runs, off the task's
+  path); a run that did not complete is flushed before its Ray task returns, since its failure is
+  logged after its final state. Ray gives no way to run code on every worker process, so the
+  driver waits for these records in the database instead
+  (:meth:`~vivace.runners.ray.RayTaskRunner.flush_records`).
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import threading
+import time
+from typing import Any
+
+from vivace.engine.remote import (
+    PartialBatch,
+    RemoteFailure,
+    flush_process_records,
+    run_remote,
+    run_remote_batch,
+)
+
+logger = logging.getLogger("vivace.runners.ray")  # the Ray runner's one logger
+
+FLUSH_TIMEOUT = 30.0  # seconds a worker may take to write out its records
+FLUSH_SOON = 0.05  # seconds after a completed run by which its worker writes out its records
+FLUSH_IDLE = 0.01  # seconds without a completed run after which a worker writes out at once
+# Values Ray inlines in the task's reply anyway: they come back with the outcome.
+SMALL_TYPES = frozenset({int, float, complex, bool, type(None)})
+
+# Outcome kinds (the first return of every Ray task).
+DONE = 0  # completed; the value stays on the cluster
+DONE_SMALL = 1  # completed; the outcome carries the (scalar) value or values too
+NOT_DONE = 2  # some run did not complete: the outcome carries the RemoteFailure / PartialBatch
+
+
+def run_one(payload: Any, *remote_values: Any) -> tuple[Any, Any]:
+    """The Ray task of one run: its outcome and its value."""
+    database_url, call = _unpack(payload)
+    return _outcome(run_remote(call, *remote_values), database_url)
+
+
+def run_batch(payload: Any, *remote_values: Any) -> tuple[Any, Any]:
+    """The Ray task of a batch of runs (``task.map(batch_size=K)``): its outcome and its values."""
+    database_url, calls = _unpack(payload)
+    return _outcome(run_remote_batch(calls, *remote_values), database_url)
+
+
+def _unpack(payload: Any) -> Any:
+    return pickle.loads(payload) if type(payload) is bytes else payload
+
+
+def _outcome(value: Any, database_url: str) -> tuple[Any, Any]:
+    kind = type(value)
+    if kind is RemoteFailure or kind is PartialBatch:
+        # A failure is logged after its final state: written out before the driver hears of it.
+        flush_process_records(database_url, FLUSH_TIMEOUT)
+        return (NOT_DONE, value), value
+    _flush_soon(database_url)
+    if kind in SMALL_TYPES:
+        return (DONE_SMALL, value), value
+    if kind is list and all(type(item) in SMALL_TYPES for item in value):
+        return (DONE_SMALL, value), value
+    return (DONE, None), value
+
+
+_soon = threading.Event()  # set: some run completed since the helper's last flush
+_soon_urls: set[str] = set()
+_last_completed = 0.0  # time.monotonic() when this worker last completed a run
+_flusher: threading.Thread | None = None
+_flusher_lock = threading.Lock()
+
+
+def _flush_soon(database_url: str) -> None:
+    """Have this process's writer for ``database_url`` write out within ``FLUSH_SOON`` seconds,
+    or once no run has completed here for ``FLUSH_IDLE`` seconds, whichever comes first.
+
+    Called after the run's records are queued. The helper clears the event before it flushes, so
+    records queued before a nudge it has not seen are behind that flush or the next one.
+    """
+    global _flusher, _last_completed
+    _soon_urls.add(database_url)
+    _last_completed = time.monotonic()
+    if not _soon.is_set():
+        _soon.set()
+    if _flusher is None:
+        with _flusher_lock:
+            if _flusher is None:
+                _flusher = threading.Thread(
+                    target=_flush_loop, name="vivace-ray-flush", daemon=True
+                )
+                _flusher.start()
+
+
+def _flush_loop() -> None:
+    while True:
+        _soon.wait()
+        # One transaction for the runs that complete meanwhile; at once when they stop coming
+        # (the last runs of a flow run: the driver is waiting for them at its end).
+        latest = time.monotonic() + FLUSH_SOON
+        while True:
+            now = time.monotonic()
+            quiet = _last_completed + FLUSH_IDLE
+            if now >= latest or now >= quiet:
+                break
+            time.sleep(min(latest, quiet) - now)
+        _soon.clear()
+        for url in list(_soon_urls):
+            try:
+                flush_process_records(url, FLUSH_TIMEOUT)
+            except Exception:  # the helper must outlive any one failed flush
+                logger.exception("vivace could not flush a Ray worker's records")
