@@ -21,6 +21,8 @@ from vivace.server.graph import (
     build_task_graph,
     read_task_graph,
 )
+from vivace.store import schema
+from vivace.store.database import ensure_schema, get_engine, transaction
 from vivace.store.writer import get_writer
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -206,6 +208,78 @@ def test_bad_arguments_are_refused_before_reading(
 def test_a_malformed_flow_run_id_is_refused(tmp_path: Any) -> None:
     with pytest.raises(ConfigurationError, match="flow run id 'nope'"):
         read_task_graph(f"sqlite:///{tmp_path / 'x.db'}", "nope")
+
+
+# -- the same rows read from the database -------------------------------------------------------
+
+
+def _scenarios() -> list[Any]:
+    split_run = row("split-0", start=0)
+    mapped = [
+        row(
+            f"square-{i}",
+            start=1 + i,
+            state="FAILED" if i == 2 else "COMPLETED",
+            inputs={"x": ids(split_run), "__wait_for__": ids(split_run)},
+        )
+        for i in range(6)
+    ]
+    reduce_run = row("reduce-0", start=10, inputs={"values": ids(*mapped, *mapped)})
+    chain = [row("step-0", start=0, inputs={"x": [str(uuid.uuid4()), "not-an-id"]})]
+    for i in range(1, 5):
+        chain.append(row(f"step-{i}", start=i, inputs={"x": ids(chain[-1]), "y": ids(chain[0])}))
+    pending = row("late-0", start=None, end=None, state="PENDING", inputs={"x": ids(reduce_run)})
+    odd = [row("a-0", inputs=None), row("b-0", inputs={"x": "not-a-list"}), row("c-0", inputs={})]
+    return [
+        pytest.param([split_run, *mapped, reduce_run], {"group_over": 4}, id="mapped-grouped"),
+        pytest.param([split_run, *mapped, reduce_run], {}, id="mapped-single"),
+        pytest.param(
+            [split_run, *mapped, reduce_run, pending], {"max_nodes": 3}, id="max-nodes-singles"
+        ),
+        pytest.param(
+            [split_run, *mapped, reduce_run, pending],
+            {"group_over": 4, "max_nodes": 2},
+            id="max-nodes-groups",
+        ),
+        pytest.param(chain, {"group_over": 3}, id="chain-grouped"),
+        pytest.param(chain, {}, id="chain-single"),
+        pytest.param(chain, {"group_over": 0}, id="everything-grouped"),
+        pytest.param(odd, {}, id="odd-inputs"),
+    ]
+
+
+def _sorted_edges(graph: TaskGraph) -> list[GraphEdge]:
+    return sorted(graph.edges, key=lambda edge: (edge.source, edge.target, edge.kind))
+
+
+@pytest.mark.parametrize(("rows", "arguments"), _scenarios())
+def test_the_database_builds_the_graph_that_build_task_graph_builds(
+    database_url: str, rows: list[dict[str, Any]], arguments: dict[str, int]
+) -> None:
+    flow_run_id = uuid.uuid4()
+    engine = get_engine(database_url)
+    ensure_schema(engine)
+    with transaction(engine) as conn:
+        conn.execute(
+            schema.task_runs.insert(),
+            [
+                {
+                    **values,
+                    "flow_run_id": flow_run_id,
+                    "state_name": values["state_type"].title(),
+                    "state_timestamp": T0,
+                    "created": T0,
+                }
+                for values in rows
+            ],
+        )
+
+    expected = build_task_graph(rows, **arguments)
+    graph = read_task_graph(database_url, flow_run_id, **arguments)
+
+    assert graph.nodes == expected.nodes
+    assert _sorted_edges(graph) == _sorted_edges(expected)
+    assert (graph.task_run_count, graph.truncated) == (expected.task_run_count, expected.truncated)
 
 
 # -- real flows ---------------------------------------------------------------------------------

@@ -13,7 +13,18 @@ chain of runs of the same task) would be a loop on the group node and is left ou
 
 If grouping still leaves more than ``max_nodes`` nodes, the first ``max_nodes`` by start time are
 kept (those not started yet last) and ``truncated`` is set; edges to dropped nodes go too, as do
-edges to upstream runs outside this flow run. Example::
+edges to upstream runs outside this flow run.
+
+``read_task_graph`` leaves the work to the database, so its cost in memory follows the graph it
+returns, not the flow run's size (a run of 1,000,000 mapped tasks is a handful of nodes): one
+grouped query counts the runs of each task by state (with the earliest start, the latest end);
+one reads the runs that stay single nodes, at most ``max_nodes`` of them, in start order, as
+tuples; one expands every run's ``task_inputs`` in SQL (``json_each`` on SQLite, ``jsonb_each`` on
+PostgreSQL), matches the upstream ids to the flow run's task runs and counts the dependencies per
+pair of nodes and kind. The result is exact, the same as ``build_task_graph`` over all the rows
+(a test holds the two together), but that last query still reads every ``task_inputs`` of the
+run: about 160 ms for 23,000 task runs on SQLite. ``build_task_graph`` is the same graph built
+in Python from rows already in memory. Example::
 
     graph = read_task_graph(url, flow_run_id)
     for edge in graph.edges:
@@ -36,6 +47,7 @@ from vivace._ids import parse_id
 from vivace.exceptions import ConfigurationError
 from vivace.store import schema
 from vivace.store.database import connect, ensure_schema, get_engine
+from vivace.store.types import UUIDType
 
 DATA = "data"
 WAIT_FOR = "wait_for"
@@ -88,13 +100,26 @@ def read_task_graph(
 ) -> TaskGraph:
     """The dependency graph of the flow run's task runs (empty for an unknown flow run).
 
-    ``bind`` is an engine or a database URL. One query reads only the columns the graph needs.
+    ``bind`` is an engine or a database URL. Three queries, in one read transaction: the runs
+    per task and state, the runs that stay single nodes, the dependencies between nodes.
     """
     run_id = parse_id(flow_run_id, "flow run id")
     _check_count(group_over, "group_over", minimum=0)
     _check_count(max_nodes, "max_nodes", minimum=1)
-    rows = _read_rows(bind, run_id)
-    return build_task_graph(rows, group_over=group_over, max_nodes=max_nodes)
+    engine = get_engine(bind) if isinstance(bind, str) else bind
+    ensure_schema(engine)
+    with connect(engine) as conn:
+        tasks = _read_tasks(conn, run_id)
+        single_keys = [key for key, task in tasks.items() if task.count <= group_over]
+        nodes = [task.node() for task in tasks.values() if task.count > group_over]
+        node_count = len(nodes) + sum(tasks[key].count for key in single_keys)
+        nodes.extend(_read_single_nodes(conn, run_id, single_keys, group_over, max_nodes))
+        nodes.sort(key=_start_order)
+        truncated = node_count > max_nodes
+        del nodes[max_nodes:]
+        edges = _read_edges(conn, run_id, group_over, {node.id for node in nodes})
+    task_run_count = sum(task.count for task in tasks.values())
+    return TaskGraph(nodes=nodes, edges=edges, task_run_count=task_run_count, truncated=truncated)
 
 
 def build_task_graph(
@@ -130,21 +155,209 @@ def build_task_graph(
 # -- reading ------------------------------------------------------------------------------------
 
 
-def _read_rows(bind: sa.Engine | str, flow_run_id: uuid.UUID) -> list[dict[str, Any]]:
-    engine = get_engine(bind) if isinstance(bind, str) else bind
+@dataclass(slots=True)
+class _Task:
+    """The runs of one task_key, counted by state: a group node if there are enough of them."""
+
+    task_key: str
+    name: str  # the alphabetically first run name, e.g. "square-0"
+    states: dict[str, int]
+    start_time: dt.datetime | None
+    end_time: dt.datetime | None
+
+    @property
+    def count(self) -> int:
+        return sum(self.states.values())
+
+    def node(self) -> GraphNode:
+        return GraphNode(
+            id=_GROUP_PREFIX + self.task_key,
+            label=_RUN_NUMBER.sub("", self.name),
+            task_key=self.task_key,
+            count=self.count,
+            states=dict(self.states),
+            start_time=self.start_time,
+            end_time=self.end_time,
+            grouped=True,
+        )
+
+
+def _read_tasks(conn: sa.Connection, flow_run_id: uuid.UUID) -> dict[str, _Task]:
     table = schema.task_runs
-    query = sa.select(
-        table.c.id,
-        table.c.task_key,
-        table.c.name,
-        table.c.state_type,
-        table.c.start_time,
-        table.c.end_time,
-        table.c.task_inputs,
-    ).where(table.c.flow_run_id == flow_run_id)
-    ensure_schema(engine)
-    with connect(engine) as conn:
-        return [dict(row._mapping) for row in conn.execute(query)]
+    query = (
+        sa.select(
+            table.c.task_key,
+            table.c.state_type,
+            sa.func.count(),
+            sa.func.min(table.c.name),
+            sa.func.min(table.c.start_time),
+            sa.func.max(table.c.end_time),
+        )
+        .where(table.c.flow_run_id == flow_run_id)
+        .group_by(table.c.task_key, table.c.state_type)
+    )
+    tasks: dict[str, _Task] = {}
+    for key, state_type, count, name, start, end in conn.execute(query):
+        task = tasks.get(key)
+        if task is None:
+            tasks[key] = _Task(key, name, {str(state_type): count}, start, end)
+            continue
+        task.states[str(state_type)] = count
+        task.name = min(task.name, name)
+        if start is not None and (task.start_time is None or start < task.start_time):
+            task.start_time = start
+        if end is not None and (task.end_time is None or end > task.end_time):
+            task.end_time = end
+    return tasks
+
+
+# Tasks named one by one in the single-run query; past this many, a subquery picks them.
+_LISTED_KEYS = 500
+
+
+def _read_single_nodes(
+    conn: sa.Connection,
+    flow_run_id: uuid.UUID,
+    single_keys: list[str],
+    group_over: int,
+    max_nodes: int,
+) -> list[GraphNode]:
+    """The first ``max_nodes`` runs of tasks too small to group, in ``_start_order``."""
+    if not single_keys:
+        return []
+    table = schema.task_runs
+    in_run = table.c.flow_run_id == flow_run_id
+    if len(single_keys) <= _LISTED_KEYS:
+        small_task = table.c.task_key.in_(single_keys)
+    else:
+        small_tasks = (
+            sa.select(table.c.task_key)
+            .where(in_run)
+            .group_by(table.c.task_key)
+            .having(sa.func.count() <= group_over)
+        )
+        small_task = table.c.task_key.in_(small_tasks)
+    query = (
+        sa.select(
+            table.c.id,
+            table.c.task_key,
+            table.c.name,
+            table.c.state_type,
+            table.c.start_time,
+            table.c.end_time,
+        )
+        .where(in_run, small_task)
+        .order_by(table.c.start_time.asc().nulls_last(), table.c.id)
+        .limit(max_nodes)
+    )
+    return [
+        GraphNode(
+            id=str(run_id),
+            label=name,
+            task_key=task_key,
+            count=1,
+            states={str(state_type): 1},
+            start_time=start,
+            end_time=end,
+            grouped=False,
+        )
+        for run_id, task_key, name, state_type, start, end in conn.execute(query)
+    ]
+
+
+def _read_edges(
+    conn: sa.Connection, flow_run_id: uuid.UUID, group_over: int, kept: set[str]
+) -> list[GraphEdge]:
+    """The dependencies between kept nodes, counted in SQL (see ``_EDGES_SQL``)."""
+    if not kept:
+        return []
+    query = (
+        sa.text(_EDGES_SQL[conn.dialect.name])
+        .bindparams(
+            sa.bindparam("flow_run_id", flow_run_id, type_=UUIDType()),
+            sa.bindparam("group_over", group_over),
+        )
+        .columns(
+            sa.column("target_id", UUIDType()),
+            sa.column("target_key", sa.String()),
+            sa.column("source_id", UUIDType()),
+            sa.column("source_key", sa.String()),
+            sa.column("wait_for", sa.Boolean()),
+            sa.column("runs", sa.Integer()),
+        )
+    )
+    edges = []
+    for target_id, target_key, source_id, source_key, wait_for, runs in conn.execute(query):
+        target = _GROUP_PREFIX + target_key if target_id is None else str(target_id)
+        source = _GROUP_PREFIX + source_key if source_id is None else str(source_id)
+        if source != target and source in kept and target in kept:
+            kind = WAIT_FOR if wait_for else DATA
+            edges.append(GraphEdge(source=source, target=target, kind=kind, count=int(runs)))
+    return edges
+
+
+# The dependencies between nodes, one row per (target node, source node, kind), where a node is
+# a run (its id) or a group (a NULL id and its task_key): ``sizes`` says which tasks are groups;
+# ``refs`` expands every run's task_inputs into (target node, kind, upstream id as written, how
+# many distinct runs of the target node list it), so 10,000 mapped runs taking the same upstream
+# make one row and a run listing an upstream twice counts once; ``ids`` spells each run's id as
+# task_inputs does (SQLite stores 16 bytes; PostgreSQL a uuid), and the join keeps the upstreams
+# that are runs of this flow run. Upstreams that are not (another flow run's, or not an id) drop.
+_EDGES_SQL = {
+    "sqlite": """
+WITH sizes AS MATERIALIZED (
+    SELECT task_key, count(*) > :group_over AS grouped
+    FROM task_runs WHERE flow_run_id = :flow_run_id GROUP BY task_key
+),
+refs AS MATERIALIZED (
+    SELECT CASE WHEN sz.grouped THEN NULL ELSE r.id END AS target_id, r.task_key AS target_key,
+        p.key = '__wait_for__' AS wait_for, u.value AS upstream, count(DISTINCT r.id) AS runs
+    FROM task_runs AS r
+    CROSS JOIN sizes AS sz ON sz.task_key = r.task_key
+    CROSS JOIN json_each(r.task_inputs) AS p
+    CROSS JOIN json_each(p.value) AS u
+    WHERE r.flow_run_id = :flow_run_id AND json_type(r.task_inputs) = 'object'
+        AND p.type = 'array' AND u.type = 'text'
+    GROUP BY 1, 2, 3, 4
+),
+ids AS MATERIALIZED (
+    SELECT id, task_key, lower(substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-'
+        || substr(h, 13, 4) || '-' || substr(h, 17, 4) || '-' || substr(h, 21)) AS text_id
+    FROM (SELECT id, task_key, hex(id) AS h FROM task_runs WHERE flow_run_id = :flow_run_id)
+)
+SELECT refs.target_id, refs.target_key, CASE WHEN ss.grouped THEN NULL ELSE s.id END AS source_id,
+    s.task_key AS source_key, refs.wait_for, sum(refs.runs) AS runs
+FROM refs
+JOIN ids AS s ON s.text_id = refs.upstream
+JOIN sizes AS ss ON ss.task_key = s.task_key
+GROUP BY 1, 2, 3, 4, 5
+""",
+    "postgresql": """
+WITH sizes AS MATERIALIZED (
+    SELECT task_key, count(*) > :group_over AS grouped
+    FROM task_runs WHERE flow_run_id = :flow_run_id GROUP BY task_key
+),
+refs AS (
+    SELECT CASE WHEN sz.grouped THEN NULL ELSE r.id END AS target_id, r.task_key AS target_key,
+        p.key = '__wait_for__' AS wait_for, u.upstream, count(DISTINCT r.id) AS runs
+    FROM task_runs AS r
+    JOIN sizes AS sz ON sz.task_key = r.task_key
+    CROSS JOIN LATERAL jsonb_each(CASE WHEN jsonb_typeof(r.task_inputs) = 'object'
+        THEN r.task_inputs ELSE CAST('{}' AS jsonb) END) AS p
+    CROSS JOIN LATERAL jsonb_array_elements(CASE WHEN jsonb_typeof(p.value) = 'array'
+        THEN p.value ELSE CAST('[]' AS jsonb) END) AS e(element)
+    CROSS JOIN LATERAL (SELECT e.element #>> '{}' AS upstream) AS u
+    WHERE r.flow_run_id = :flow_run_id AND jsonb_typeof(e.element) = 'string'
+    GROUP BY 1, 2, 3, 4
+)
+SELECT refs.target_id, refs.target_key, CASE WHEN ss.grouped THEN NULL ELSE s.id END AS source_id,
+    s.task_key AS source_key, refs.wait_for, sum(refs.runs) AS runs
+FROM refs
+JOIN task_runs AS s ON s.flow_run_id = :flow_run_id AND CAST(s.id AS text) = refs.upstream
+JOIN sizes AS ss ON ss.task_key = s.task_key
+GROUP BY 1, 2, 3, 4, 5
+""",
+}
 
 
 def _check_count(value: int, argument: str, *, minimum: int) -> None:

@@ -293,6 +293,27 @@ def read_task_runs_by_id(
     return found
 
 
+def read_task_run_names(
+    bind: Bind, task_run_ids: Iterable[uuid.UUID | str]
+) -> dict[uuid.UUID, tuple[str, StateType]]:
+    """The name and state type of the task runs with these ids, by id; unknown ids left out.
+
+    ``read_task_runs_by_id`` for a list of upstreams: three columns instead of whole rows (whose
+    ``task_inputs`` alone can be a megabyte), ``MAX_LIMIT`` ids a query.
+    """
+    ids = list(dict.fromkeys(parse_id(value, "task run id") for value in task_run_ids))
+    table = schema.task_runs
+    found: dict[uuid.UUID, tuple[str, StateType]] = {}
+    with _reading(_engine(bind)) as conn:
+        for start in range(0, len(ids), MAX_LIMIT):
+            query = sa.select(table.c.id, table.c.name, table.c.state_type).where(
+                table.c.id.in_(ids[start : start + MAX_LIMIT])
+            )
+            for run_id, name, state_type in conn.execute(query):
+                found[run_id] = (name, StateType(state_type))
+    return found
+
+
 def read_task_run_states(bind: Bind, task_run_id: uuid.UUID | str) -> list[StateRecord]:
     """The task run's state history, oldest first (empty for an unknown run)."""
     table = schema.task_run_states

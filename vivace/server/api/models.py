@@ -195,9 +195,18 @@ class UpstreamInput(BaseModel):
 
 
 class TaskRunDetail(TaskRun):
-    """A task run and its upstream runs, with their names and states."""
+    """A task run and its upstream runs, with their names and states.
 
-    upstreams: list[UpstreamInput]
+    ``upstreams`` lists the first 1,000 (parameter, upstream run) pairs in ``task_inputs`` order;
+    a reduce over more mapped runs has ``upstreams_truncated`` set, and ``task_inputs`` still
+    holds every upstream id.
+    """
+
+    upstreams: list[UpstreamInput] = Field(
+        description="The first 1,000 upstreams, in task_inputs order, with names and states."
+    )
+    upstream_count: int = Field(description="How many upstreams task_inputs lists in all.")
+    upstreams_truncated: bool = Field(description="upstreams lists fewer than upstream_count.")
 
 
 class TaskRunPage(BaseModel):
