@@ -118,6 +118,26 @@ def test_config_view_masks_the_database_password(monkeypatch: pytest.MonkeyPatch
     assert "s3cret" not in result.output
 
 
+def test_secret_settings_never_show(monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = {
+        "VIVACE_API_KEY": "vvc_client-key-value",
+        "VIVACE_API_KEYS": "read:server-key-value-1234",
+        "VIVACE_ENCRYPTION_KEY": "encryption-key-value",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+
+    result = config_view()
+    settings = get_settings()
+
+    for name, value in secrets.items():
+        assert f"{name}=**********" in result.stdout
+        assert value not in result.output
+        assert value not in repr(settings)
+    assert settings.api_keys is not None
+    assert settings.api_keys.get_secret_value() == secrets["VIVACE_API_KEYS"]
+
+
 def test_config_view_with_defaults_and_sources(vivace_home: Path) -> None:
     result = config_view("--show-defaults", "--show-sources")
 

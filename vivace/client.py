@@ -54,7 +54,7 @@ class VivaceClient:
     @classmethod
     def from_settings(cls, api_url: str | None = None) -> VivaceClient:
         """A client of ``api_url`` (default ``VIVACE_API_URL``) with the key ``VIVACE_API_KEY``."""
-        from vivace.settings import get_settings
+        from vivace.settings import get_settings, secret_value
 
         settings = get_settings()
         url = api_url or settings.api_url
@@ -63,7 +63,7 @@ class VivaceClient:
                 "no vivace server given; expected --api-url URL or VIVACE_API_URL, such as "
                 "http://127.0.0.1:4200/api"
             )
-        return cls(url, api_key=settings.api_key)
+        return cls(url, api_key=secret_value(settings.api_key))
 
     # -- the server --------------------------------------------------------------------------------
 

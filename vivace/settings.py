@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -73,18 +73,18 @@ class Settings(BaseSettings):
             "through the HTTP API instead of the database."
         ),
     )
-    api_key: str | None = Field(
+    api_key: SecretStr | None = Field(
         default=None,
         description="API key that clients send to the server at VIVACE_API_URL.",
     )
-    api_keys: str | None = Field(
+    api_keys: SecretStr | None = Field(
         default=None,
         description=(
             "Extra API keys the server accepts, as comma-separated ROLE:KEY pairs "
             "(ROLE is read or admin), besides those created with `vivace api-key create`."
         ),
     )
-    encryption_key: str | None = Field(
+    encryption_key: SecretStr | None = Field(
         default=None,
         description=(
             "Fernet key that encrypts blocks' secret fields at rest; default: a key generated "
@@ -139,6 +139,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{self.home / 'vivace.db'}"
+
+
+def secret_value(value: SecretStr | None) -> str | None:
+    """The plain text of a secret setting (they are ``SecretStr`` so reprs and
+    ``vivace config view`` never show them), or None when it is not set."""
+    return None if value is None else value.get_secret_value()
 
 
 _cached: Settings | None = None

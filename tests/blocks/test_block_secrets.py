@@ -91,10 +91,20 @@ def test_secrets_never_show_in_repr_str_or_json() -> None:
 
 
 def test_secrets_never_reach_the_logs(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG):
-        make_service().save("service")
-        Block.load("service")
-        Block.delete("service")
+    # vivace's own logger stops propagating to the root once a flow has run in this process
+    # (run_logging's console handler), so caplog's root handler alone could miss its records.
+    vivace_logger = logging.getLogger("vivace")
+    level = vivace_logger.level
+    vivace_logger.addHandler(caplog.handler)
+    vivace_logger.setLevel(logging.DEBUG)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            make_service().save("service")
+            Block.load("service")
+            Block.delete("service")
+    finally:
+        vivace_logger.removeHandler(caplog.handler)
+        vivace_logger.setLevel(level)
 
     assert "Saved block 'service'" in caplog.text
     assert PLAIN not in caplog.text

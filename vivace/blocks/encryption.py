@@ -51,12 +51,13 @@ class EncryptionKey:
 
 def load_encryption_key() -> EncryptionKey:
     """The key in force: ``VIVACE_ENCRYPTION_KEY``, else the key file (generated if missing)."""
-    from vivace.settings import get_settings
+    from vivace.settings import get_settings, secret_value
 
     settings = get_settings()
-    if settings.encryption_key:
+    encryption_key = secret_value(settings.encryption_key)
+    if encryption_key:
         return EncryptionKey(
-            _fernet(settings.encryption_key.strip().encode(), "VIVACE_ENCRYPTION_KEY"),
+            _fernet(encryption_key.strip().encode(), "VIVACE_ENCRYPTION_KEY"),
             "VIVACE_ENCRYPTION_KEY",
         )
     path = settings.home / KEY_FILE_NAME

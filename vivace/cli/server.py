@@ -48,12 +48,13 @@ def server() -> None:
 )
 def server_start(host: str, port: int, allow_unauthenticated: bool) -> None:
     """Serve the run history over HTTP until stopped (SIGTERM or Ctrl-C)."""
-    from vivace.settings import get_settings
+    from vivace.settings import get_settings, secret_value
     from vivace.store.api_keys import parse_env_api_keys, read_key_roles
     from vivace.store.database import masked_url, upgrade_database
 
     url = _database_url()
-    env_keys = parse_env_api_keys(get_settings().api_keys)  # a bad value stops us before I/O
+    # A bad value stops us before any I/O.
+    env_keys = parse_env_api_keys(secret_value(get_settings().api_keys))
     upgrade_database(url)
     roles = {**read_key_roles(url), **env_keys}  # revoked keys too: they keep the server closed
     if not roles and not allow_unauthenticated and not is_loopback(host):

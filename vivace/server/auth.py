@@ -50,7 +50,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from vivace.exceptions import StoreError
-from vivace.settings import get_settings
+from vivace.settings import get_settings, secret_value
 from vivace.store.api_keys import (
     KEY_CACHE_SECONDS,
     KEY_PREFIX,
@@ -225,7 +225,7 @@ def check_key(request_or_url: Request | str, key: str) -> str | None:
     """
     if isinstance(request_or_url, str):
         database_url = request_or_url
-        env_keys = parse_env_api_keys(get_settings().api_keys)
+        env_keys = parse_env_api_keys(secret_value(get_settings().api_keys))
     else:
         ring = key_ring(request_or_url.app)
         database_url, env_keys = ring.database_url, ring.env_keys
@@ -258,7 +258,7 @@ def install(
     ``local_hosts_only_while_open``, a server without keys answers only requests addressed to
     ``localhost`` or an IP address (see the module).
     """
-    env_keys = parse_env_api_keys(get_settings().api_keys)
+    env_keys = parse_env_api_keys(secret_value(get_settings().api_keys))
     ring = KeyRing(app.state.database_url, env_keys, cache_seconds=cache_seconds)
     app.state.vivace_key_ring = ring
     app.add_middleware(
