@@ -6,6 +6,7 @@ Rows are inserted with plain SQLAlchemy Core, independent of the batched writer.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import uuid
 from typing import Any
 
@@ -316,6 +317,81 @@ def test_pages_keep_filters(database_url: str, many_runs: list[dict[str, Any]]) 
     alphas = [row for row in many_runs if row["name"] == "alpha"]
     assert ids(first + second + rest) == _expected_order(alphas, "start_time_desc")
     assert cursor is None
+
+
+@pytest.fixture
+def runs_in_states(database_url: str) -> list[dict[str, Any]]:
+    """Runs in four states, with start times tied within and across states, and missing."""
+    starts = [0, 0, 0, 1, 1, 2, None, None, None, 3, 3, 3, 4, 5, None, 5, 6, 0, None, 7, 2]
+    states = ["COMPLETED", "FAILED", "CRASHED", "RUNNING"]
+    rows = [
+        flow_run(
+            state_type=states[i % 5 % 4],
+            start_time=None if start is None else T0 + start / 1000,
+            name="odd" if i % 2 else "even",
+        )
+        for i, start in enumerate(starts)
+    ]
+    insert(database_url, schema.flow_runs, rows)
+    return rows
+
+
+def _walk(url: str, limit: int, **filters: Any) -> list[tuple[list[uuid.UUID], str | None]]:
+    """Every page of the list, as its ids and its next cursor."""
+    pages: list[tuple[list[uuid.UUID], str | None]] = []
+    cursor = None
+    for _ in range(100):
+        page, cursor = queries.read_flow_runs(url, limit=limit, cursor=cursor, **filters)
+        pages.append((ids(page), cursor))
+        if cursor is None:
+            return pages
+    raise AssertionError("the pages do not end")
+
+
+@pytest.mark.parametrize("sort", ["start_time_desc", "start_time_asc"])
+@pytest.mark.parametrize("limit", [1, 2, 5, 50])
+@pytest.mark.parametrize(
+    ("states", "filters"),
+    [
+        pytest.param(["COMPLETED", "FAILED"], {}, id="two-states"),
+        pytest.param(["FAILED", "CRASHED", StateType.RUNNING], {}, id="three-states"),
+        pytest.param(["CRASHED", "PAUSED"], {}, id="one-state-without-runs"),
+        pytest.param(["FAILED", "failed", "COMPLETED"], {}, id="repeated-state"),
+        pytest.param(["COMPLETED", "CRASHED"], {"name_like": "odd"}, id="with-another-filter"),
+    ],
+)
+def test_pages_in_several_states_merge_the_pages_of_each_state(
+    database_url: str,
+    runs_in_states: list[dict[str, Any]],
+    sort: str,
+    limit: int,
+    states: list[Any],
+    filters: dict[str, Any],
+) -> None:
+    # Several states by start time are read one state at a time and merged (see read_flow_runs):
+    # the pages must be those of the one query with every state, cursors included.
+    def key(record: FlowRunRecord) -> tuple[bool, float, bytes]:
+        start = record.start_time
+        return (start is None, 0.0 if start is None else start.timestamp(), record.id.bytes)
+
+    walks = []
+    for state in dict.fromkeys(StateType(str(state).upper()) for state in states):
+        records, cursor = queries.read_flow_runs(
+            database_url, state_types=[state], sort=sort, limit=1000, **filters
+        )
+        assert cursor is None
+        walks.append(records)
+    expected = ids(list(heapq.merge(*walks, key=key, reverse=sort.endswith("desc"))))
+    # The cursor after each run, from the list of every run (not split by state).
+    cursor_after = {page_ids[0]: cursor for page_ids, cursor in _walk(database_url, 1, sort=sort)}
+
+    pages = _walk(database_url, limit, state_types=states, sort=sort, **filters)
+
+    assert [run_id for page_ids, _ in pages for run_id in page_ids] == expected
+    assert [len(page_ids) for page_ids, _ in pages[:-1]] == [limit] * (len(pages) - 1)
+    assert [cursor for _, cursor in pages] == [
+        cursor_after[page_ids[-1]] for page_ids, _ in pages[:-1]
+    ] + [None]
 
 
 # -- task runs ----------------------------------------------------------------------------------
