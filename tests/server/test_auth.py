@@ -86,6 +86,14 @@ def client(app: FastAPI) -> Iterator[Any]:
         yield client
 
 
+@pytest.fixture
+def clock(app: FastAPI, client: Any) -> FakeClock:
+    """The clock of the running app's key cache, moved by hand."""
+    clock = FakeClock()
+    auth.key_ring(app).clock = clock
+    return clock
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
@@ -262,10 +270,8 @@ def test_a_read_key_cannot_use_an_admin_endpoint(database_url: str, client: Any)
 
 
 def test_a_revoked_key_is_refused_once_the_cache_expires(
-    database_url: str, app: FastAPI, client: Any
+    database_url: str, client: Any, clock: FakeClock
 ) -> None:
-    clock = FakeClock()
-    auth.key_ring(app).clock = clock
     _, key = create_api_key(database_url, "ci", "read")
     assert client.get("/api/test-read", headers=bearer(key)).status_code == 200
 
@@ -279,10 +285,8 @@ def test_a_revoked_key_is_refused_once_the_cache_expires(
 
 
 def test_a_server_that_has_seen_a_key_stays_closed_when_the_key_table_is_emptied(
-    database_url: str, app: FastAPI, client: Any
+    database_url: str, client: Any, clock: FakeClock
 ) -> None:
-    clock = FakeClock()
-    auth.key_ring(app).clock = clock
     _, key = create_api_key(database_url, "ci", "read")
     assert client.get("/api/test-read", headers=bearer(key)).status_code == 200
 
@@ -295,10 +299,8 @@ def test_a_server_that_has_seen_a_key_stays_closed_when_the_key_table_is_emptied
 
 
 def test_a_new_key_works_at_once_and_the_first_key_closes_within_the_cache_time(
-    database_url: str, app: FastAPI, client: Any
+    database_url: str, client: Any, clock: FakeClock
 ) -> None:
-    clock = FakeClock()
-    auth.key_ring(app).clock = clock
     assert client.get("/api/test-read").status_code == 200  # loads the (empty) table
 
     _, first = create_api_key(database_url, "first", "read")
@@ -312,10 +314,8 @@ def test_a_new_key_works_at_once_and_the_first_key_closes_within_the_cache_time(
 
 
 def test_last_used_is_written_at_most_once_a_minute(
-    database_url: str, app: FastAPI, client: Any
+    database_url: str, client: Any, clock: FakeClock
 ) -> None:
-    clock = FakeClock()
-    auth.key_ring(app).clock = clock
     _, key = create_api_key(database_url, "ci", "read")
 
     def last_used() -> dt.datetime | None:

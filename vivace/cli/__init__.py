@@ -187,17 +187,7 @@ def flow_run_ls(
         click.echo("No flow runs found.")
         return
     console = _console()
-    table = _table("ID", "Flow", "Name", "State", "Started", "Duration")
-    for run in runs:
-        table.add_row(
-            str(run.id),
-            _text(run.flow_name),
-            _text(run.name),
-            _state(run.state_type.value, run.state_name),
-            _time(run.start_time),
-            _duration(run.duration),
-        )
-    console.print(table)
+    console.print(_flow_runs_table(runs))
     if next_cursor is not None:
         console.print(f"Showing the first {limit} flow runs; use --limit to see more.")
 
@@ -225,17 +215,7 @@ def flow_run_inspect(flow_run_id: str, api_url: str | None) -> None:
         console.print("No task runs.")
     if subflow_runs:
         console.print()
-        table = _table("ID", "Flow", "Name", "State", "Started", "Duration", title="Subflow runs")
-        for sub in subflow_runs:
-            table.add_row(
-                str(sub.id),
-                _text(sub.flow_name),
-                _text(sub.name),
-                _state(sub.state_type.value, sub.state_name),
-                _time(sub.start_time),
-                _duration(sub.duration),
-            )
-        console.print(table)
+        console.print(_flow_runs_table(subflow_runs, title="Subflow runs"))
 
 
 @flow_run.command("logs")
@@ -373,6 +353,20 @@ def _states_table(states: Iterable[StateRecord]) -> Table:
             _text(state.name),
             _time(state.timestamp),
             _text(state.message or ""),
+        )
+    return table
+
+
+def _flow_runs_table(runs: Iterable[FlowRunRecord], title: str | None = None) -> Table:
+    table = _table("ID", "Flow", "Name", "State", "Started", "Duration", title=title)
+    for run in runs:
+        table.add_row(
+            str(run.id),
+            _text(run.flow_name),
+            _text(run.name),
+            _state(run.state_type.value, run.state_name),
+            _time(run.start_time),
+            _duration(run.duration),
         )
     return table
 

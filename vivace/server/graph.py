@@ -44,6 +44,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from vivace._ids import parse_id
+from vivace.engine.inputs import WAIT_FOR_KEY
 from vivace.exceptions import ConfigurationError
 from vivace.store import schema
 from vivace.store.database import connect, ensure_schema, get_engine
@@ -51,7 +52,6 @@ from vivace.store.types import UUIDType
 
 DATA = "data"
 WAIT_FOR = "wait_for"
-_WAIT_FOR_KEY = "__wait_for__"  # as vivace.engine.inputs writes it
 _GROUP_PREFIX = "group:"
 _RUN_NUMBER = re.compile(r"-\d+$")  # "square-17" -> task name "square"
 
@@ -398,7 +398,7 @@ def _upstreams(task_inputs: Any) -> tuple[tuple[str, str], ...]:
         return ()
     found: dict[tuple[str, str], None] = {}
     for parameter, ids in task_inputs.items():
-        kind = WAIT_FOR if parameter == _WAIT_FOR_KEY else DATA
+        kind = WAIT_FOR if parameter == WAIT_FOR_KEY else DATA
         if isinstance(ids, list):
             for upstream_id in ids:
                 found[(str(upstream_id), kind)] = None

@@ -99,7 +99,6 @@ def create_api_key(bind: Bind, name: str, role: str) -> tuple[ApiKeyRecord, str]
         revoked=None,
     )
     engine = _engine(bind)
-    ensure_schema(engine)
     table = schema.api_keys
     try:
         with transaction(engine) as conn:
@@ -122,7 +121,6 @@ def list_api_keys(bind: Bind) -> list[ApiKeyRecord]:
     table = schema.api_keys
     query = sa.select(*_record_columns()).order_by(table.c.created, table.c.id)
     engine = _engine(bind)
-    ensure_schema(engine)
     with connect(engine) as conn:
         return [ApiKeyRecord(**row._mapping) for row in conn.execute(query)]
 
@@ -135,16 +133,13 @@ def revoke_api_key(bind: Bind, name_or_prefix: str) -> ApiKeyRecord | None:
     """
     table = schema.api_keys
     engine = _engine(bind)
-    ensure_schema(engine)
     with transaction(engine) as conn:
-        rows = conn.execute(sa.select(*_record_columns()).where(table.c.name == name_or_prefix))
-        matches = [ApiKeyRecord(**row._mapping) for row in rows]
-        if not matches:
-            rows = conn.execute(
-                sa.select(*_record_columns()).where(table.c.prefix == name_or_prefix)
-            )
+        for column in (table.c.name, table.c.prefix):
+            rows = conn.execute(sa.select(*_record_columns()).where(column == name_or_prefix))
             matches = [ApiKeyRecord(**row._mapping) for row in rows]
-        if not matches:
+            if matches:
+                break
+        else:
             return None
         if len(matches) > 1:
             names = ", ".join(repr(match.name) for match in matches)
@@ -171,7 +166,6 @@ def verify_api_key(bind: Bind, key: str) -> str | None:
         table.c.key_hash == hash_key(key), table.c.revoked.is_(None)
     )
     engine = _engine(bind)
-    ensure_schema(engine)
     with connect(engine) as conn:
         role: str | None = conn.execute(query).scalar()
     return role
@@ -186,7 +180,6 @@ def read_key_roles(bind: Bind) -> dict[str, str | None]:
     table = schema.api_keys
     query = sa.select(table.c.key_hash, table.c.role, table.c.revoked)
     engine = _engine(bind)
-    ensure_schema(engine)
     with connect(engine) as conn:
         return {
             key_hash: None if revoked is not None else role
@@ -200,7 +193,6 @@ def mark_keys_used(bind: Bind, key_hashes: list[str], when: float | None = None)
         return
     table = schema.api_keys
     engine = _engine(bind)
-    ensure_schema(engine)
     with transaction(engine) as conn:
         conn.execute(
             table.update()
@@ -261,4 +253,7 @@ def _record_columns() -> list[sa.Column[Any]]:
 
 
 def _engine(bind: Bind) -> sa.Engine:
-    return get_engine(bind) if isinstance(bind, str) else bind
+    """The engine, its schema made current (the key table may be new)."""
+    engine = get_engine(bind) if isinstance(bind, str) else bind
+    ensure_schema(engine)
+    return engine

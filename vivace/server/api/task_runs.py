@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
 
+from vivace.engine.inputs import WAIT_FOR_KEY
 from vivace.server import deps
 from vivace.server.api import lookups
 from vivace.server.api.models import (
@@ -23,7 +24,6 @@ router = APIRouter(prefix="/task-runs", tags=["task runs"])
 
 DatabaseUrl = Annotated[str, Depends(deps.database_url)]
 TaskRunId = Annotated[uuid.UUID, Path(description="The task run's id.")]
-_WAIT_FOR_KEY = "__wait_for__"  # as vivace.engine.inputs writes task_inputs
 _BAD_INPUT_OR_UNKNOWN = error_responses(404, 422, 503)
 UPSTREAMS_SHOWN = 1000  # upstreams listed with their names and states; see TaskRunDetail
 
@@ -74,7 +74,7 @@ def _upstreams(database_url: str, pairs: list[tuple[str, uuid.UUID]]) -> list[Up
         upstreams.append(
             UpstreamInput(
                 parameter=parameter,
-                kind="wait_for" if parameter == _WAIT_FOR_KEY else "data",
+                kind="wait_for" if parameter == WAIT_FOR_KEY else "data",
                 task_run_id=upstream_id,
                 name=name,
                 state_type=state_type,

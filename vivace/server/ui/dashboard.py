@@ -14,7 +14,7 @@ from vivace.server.deps import database_url
 from vivace.server.ui.activity import WINDOWS, flow_run_buckets, task_run_buckets
 from vivace.server.ui.charts import STATE_ORDER, Bar, stacked_bars
 from vivace.server.ui.params import PageQuery
-from vivace.server.ui.rendering import render, utc_iso
+from vivace.server.ui.rendering import render, root_path, utc_iso
 from vivace.server.ui.routing import PageRoute
 from vivace.store.queries import read_flow_runs
 
@@ -44,7 +44,7 @@ def dashboard(request: Request, url: str = Depends(database_url)) -> HTMLRespons
             if count:
                 totals[state.value] = totals.get(state.value, 0) + count
     task_total = sum(bucket.total for bucket in task_buckets)
-    runs_path = request.scope.get("root_path", "").rstrip("/") + "/flow-runs"
+    runs_path = root_path(request) + "/flow-runs"
 
     def runs_href(**query: str | list[str]) -> str:
         return f"{runs_path}?{urlencode(query, doseq=True)}"

@@ -19,10 +19,16 @@ from vivace.server.graph import read_task_graph
 from vivace.server.ui.charts import state_timeline
 from vivace.server.ui.gantt import gantt_chart
 from vivace.server.ui.graph_layout import layout_graph
-from vivace.server.ui.live import LIVE_LOG_LINES, change_key, live_settings, live_update
+from vivace.server.ui.live import (
+    change_key,
+    live_update,
+    page_live_settings,
+    read_live_logs,
+    sections_update,
+)
 from vivace.server.ui.lookups import find_flow_run
 from vivace.server.ui.params import LEVELS, PageQuery
-from vivace.server.ui.rendering import is_final, render, render_fragment
+from vivace.server.ui.rendering import render
 from vivace.server.ui.routing import LiveRoute, PageRoute
 from vivace.store.queries import (
     count_task_runs_by_state,
@@ -61,20 +67,13 @@ def flow_run_page(
     logs = read_log_page(
         url, flow_run_id=run.id, min_level=level, limit=LOG_PAGE, cursor=query.cursor("log_cursor")
     )
-    root = request.scope.get("root_path", "").rstrip("/")
-    live_query = f"?level={level}" if level is not None else ""
     context.update(
         logs=logs,
         levels=LEVELS,
         nav="flow-runs",
         parent=read_flow_run(url, run.parent_flow_run_id) if run.parent_flow_run_id else None,
-        live=live_settings(
-            root=root,
-            live_url=f"{root}/ui/flow-runs/{run.id}/live{live_query}",
-            sections_url=f"{root}/ui/flow-runs/{run.id}/sections",
-            key=context["change_key"],
-            logs=logs,
-            final=is_final(run.state_type),
+        live=page_live_settings(
+            request, f"/flow-runs/{run.id}", run, level=level, key=context["change_key"], logs=logs
         ),
     )
     return render(request, "flow_run.html", context)
@@ -87,15 +86,7 @@ def flow_run_live(request: Request, flow_run_id: str, url: str = Depends(databas
     run = find_flow_run(url, flow_run_id)
     query = PageQuery(request.query_params)
     key = change_key(run, count_task_runs_by_state(url, run.id))
-    logs = read_log_page(
-        url,
-        flow_run_id=run.id,
-        min_level=query.level("level"),
-        after=None if query.cursor("log_cursor") else query.time("after"),
-        limit=LIVE_LOG_LINES,
-        cursor=query.cursor("log_cursor"),
-    )
-    return JSONResponse(live_update(run, key, logs))
+    return JSONResponse(live_update(run, key, read_live_logs(url, query, flow_run_id=run.id)))
 
 
 @live_router.get("/ui/flow-runs/{flow_run_id}/sections")
@@ -103,17 +94,7 @@ def flow_run_sections(request: Request, flow_run_id: str, url: str = Depends(dat
     """Fresh HTML of the page's sections, by name (JSON); the query is the page's own."""
     run = find_flow_run(url, flow_run_id)
     context = _sections(url, run, PageQuery(request.query_params))
-    page_path = request.scope.get("root_path", "").rstrip("/") + f"/flow-runs/{run.id}"
-    return JSONResponse(
-        {
-            "change_key": context["change_key"],
-            "final": is_final(run.state_type),
-            "sections": {
-                name: render_fragment(request, page_path, template, context)
-                for name, template in SECTIONS.items()
-            },
-        }
-    )
+    return JSONResponse(sections_update(request, f"/flow-runs/{run.id}", run, SECTIONS, context))
 
 
 def _sections(url: str, run: FlowRunRecord, query: PageQuery) -> dict[str, Any]:

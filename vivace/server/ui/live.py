@@ -11,12 +11,16 @@ its last answer holds every line written before the final state.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from fastapi import Request
+
 from vivace.engine.states import StateType
-from vivace.server.ui.rendering import is_final, level_name, utc_iso
-from vivace.store.queries import LogPage
+from vivace.server.ui.params import PageQuery
+from vivace.server.ui.rendering import is_final, level_name, render_fragment, root_path, utc_iso
+from vivace.store.queries import LogPage, read_log_page
 from vivace.store.records import FlowRunRecord, LogRecord, TaskRunRecord
 
 POLL_SECONDS = 1.5
@@ -54,6 +58,61 @@ def live_update(run: FlowRunRecord | TaskRunRecord, key: str, logs: LogPage) -> 
         "log_cursor": logs.resume_cursor,
         "more_logs": logs.next_cursor is not None,
     }
+
+
+def read_live_logs(url: str, query: PageQuery, **run: uuid.UUID) -> LogPage:
+    """A ``live`` endpoint's log lines (of the run ``run`` names, ``flow_run_id`` or
+    ``task_run_id``): at ``level`` and above, after ``log_cursor`` (or, before the first line
+    arrives, after the time ``after``)."""
+    level = query.level("level")
+    cursor = query.cursor("log_cursor")
+    after = None if cursor else query.time("after")
+    return read_log_page(
+        url, min_level=level, after=after, limit=LIVE_LOG_LINES, cursor=cursor, **run
+    )
+
+
+def sections_update(
+    request: Request,
+    page: str,
+    run: FlowRunRecord | TaskRunRecord,
+    sections: Mapping[str, str],
+    context: dict[str, Any],
+) -> dict[str, Any]:
+    """The answer of a ``sections`` endpoint: each of ``sections`` (name: template) rendered
+    with ``context`` for the page at ``page`` (below the app's root, like ``/flow-runs/<id>``)."""
+    page_path = root_path(request) + page
+    return {
+        "change_key": context["change_key"],
+        "final": is_final(run.state_type),
+        "sections": {
+            name: render_fragment(request, page_path, template, context)
+            for name, template in sections.items()
+        },
+    }
+
+
+def page_live_settings(
+    request: Request,
+    page: str,
+    run: FlowRunRecord | TaskRunRecord,
+    *,
+    level: int | None,
+    key: str,
+    logs: LogPage,
+) -> dict[str, Any]:
+    """``live_settings`` of the page at ``page`` (below the app's root, like
+    ``/flow-runs/<id>``), whose ``live`` and ``sections`` endpoints are under ``/ui``."""
+    root = root_path(request)
+    live_query = f"?level={level}" if level is not None else ""
+    return live_settings(
+        root=root,
+        live_url=f"{root}/ui{page}/live{live_query}",
+        sections_url=f"{root}/ui{page}/sections",
+        key=key,
+        logs=logs,
+        final=is_final(run.state_type),
+    )
 
 
 def live_settings(

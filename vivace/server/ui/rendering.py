@@ -157,11 +157,16 @@ def page_link(
     return page_path + (f"?{query}" if query else "") + (f"#{fragment}" if fragment else "")
 
 
+def root_path(request: Request) -> str:
+    """The app's root path (``""`` at the top of the server), without a trailing slash."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
 def _page_context(request: Request, page_path: str, context: dict[str, Any]) -> dict[str, Any]:
     """What every template may use, then the page's own ``context``."""
     return {
         "request": request,
-        "root": request.scope.get("root_path", "").rstrip("/"),
+        "root": root_path(request),
         "link": functools.partial(page_link, request, page_path),
         "version": __version__,
         "nav": "",

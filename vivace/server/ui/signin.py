@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from vivace.exceptions import StoreError
 from vivace.server import auth
-from vivace.server.ui.rendering import SECURITY_HEADERS, render
+from vivace.server.ui.rendering import SECURITY_HEADERS, render, root_path
 from vivace.server.ui.routing import PageRoute
 
 COOKIE_MAX_AGE = 30 * 24 * 3600  # a month; revoking the key ends the session sooner
@@ -63,7 +63,7 @@ def signin(
         auth.COOKIE_NAME,
         key,
         max_age=COOKIE_MAX_AGE,
-        path=_root(request) or "/",
+        path=root_path(request) or "/",
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -74,10 +74,10 @@ def signin(
 @router.get("/signout")
 def signout(request: Request) -> Response:
     """Forget the key (clear the cookie) and show the sign-in form."""
-    response = RedirectResponse(f"{_root(request)}/signin", status_code=303)
+    response = RedirectResponse(f"{root_path(request)}/signin", status_code=303)
     response.delete_cookie(
         auth.COOKIE_NAME,
-        path=_root(request) or "/",
+        path=root_path(request) or "/",
         httponly=True,
         samesite="strict",
         secure=request.url.scheme == "https",
@@ -87,7 +87,7 @@ def signout(request: Request) -> Response:
 
 def safe_next(request: Request, next_path: str) -> str:
     """``next_path`` if it is a path on this server, else the dashboard."""
-    home = f"{_root(request)}/"
+    home = f"{root_path(request)}/"
     parts = urlsplit(next_path)
     if (
         parts.scheme
@@ -118,7 +118,3 @@ def _keys_required(request: Request) -> bool | None:
         return auth.key_ring(request.app).access(None).required
     except StoreError:
         return None
-
-
-def _root(request: Request) -> str:
-    return str(request.scope.get("root_path", "")).rstrip("/")

@@ -11,13 +11,20 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
+from vivace.engine.inputs import WAIT_FOR_KEY
 from vivace.server import auth
 from vivace.server.deps import database_url
 from vivace.server.ui.charts import state_timeline
-from vivace.server.ui.live import LIVE_LOG_LINES, change_key, live_settings, live_update
+from vivace.server.ui.live import (
+    change_key,
+    live_update,
+    page_live_settings,
+    read_live_logs,
+    sections_update,
+)
 from vivace.server.ui.lookups import find_task_run
 from vivace.server.ui.params import LEVELS, PageQuery
-from vivace.server.ui.rendering import is_final, render, render_fragment
+from vivace.server.ui.rendering import render
 from vivace.server.ui.routing import LiveRoute, PageRoute
 from vivace.store.queries import (
     MAX_LIMIT,
@@ -30,7 +37,6 @@ from vivace.store.records import TaskRunRecord
 
 LOG_PAGE = 500
 INPUTS_SHOWN = 50  # upstream runs listed per parameter
-WAIT_FOR_KEY = "__wait_for__"
 # The page's live sections and their templates.
 SECTIONS = {"summary": "task_run/_summary.html", "timeline": "_timeline.html"}
 
@@ -67,8 +73,6 @@ def task_run_page(
         url, task_run_id=run.id, min_level=level, limit=LOG_PAGE, cursor=query.cursor("log_cursor")
     )
     context = _sections(url, run)
-    root = request.scope.get("root_path", "").rstrip("/")
-    live_query = f"?level={level}" if level is not None else ""
     context.update(
         flow_run=read_flow_run(url, run.flow_run_id) if run.flow_run_id else None,
         inputs=_inputs(url, run),
@@ -76,13 +80,8 @@ def task_run_page(
         level=level,
         levels=LEVELS,
         nav="flow-runs",
-        live=live_settings(
-            root=root,
-            live_url=f"{root}/ui/task-runs/{run.id}/live{live_query}",
-            sections_url=f"{root}/ui/task-runs/{run.id}/sections",
-            key=context["change_key"],
-            logs=logs,
-            final=is_final(run.state_type),
+        live=page_live_settings(
+            request, f"/task-runs/{run.id}", run, level=level, key=context["change_key"], logs=logs
         ),
     )
     return render(request, "task_run.html", context)
@@ -94,14 +93,7 @@ def task_run_live(request: Request, task_run_id: str, url: str = Depends(databas
     first line arrives, after the time ``after``), as JSON."""
     run = find_task_run(url, task_run_id)
     query = PageQuery(request.query_params)
-    logs = read_log_page(
-        url,
-        task_run_id=run.id,
-        min_level=query.level("level"),
-        after=None if query.cursor("log_cursor") else query.time("after"),
-        limit=LIVE_LOG_LINES,
-        cursor=query.cursor("log_cursor"),
-    )
+    logs = read_live_logs(url, query, task_run_id=run.id)
     return JSONResponse(live_update(run, change_key(run, {}), logs))
 
 
@@ -110,17 +102,7 @@ def task_run_sections(request: Request, task_run_id: str, url: str = Depends(dat
     """Fresh HTML of the page's sections, by name (JSON)."""
     run = find_task_run(url, task_run_id)
     context = _sections(url, run)
-    page_path = request.scope.get("root_path", "").rstrip("/") + f"/task-runs/{run.id}"
-    return JSONResponse(
-        {
-            "change_key": context["change_key"],
-            "final": is_final(run.state_type),
-            "sections": {
-                name: render_fragment(request, page_path, template, context)
-                for name, template in SECTIONS.items()
-            },
-        }
-    )
+    return JSONResponse(sections_update(request, f"/task-runs/{run.id}", run, SECTIONS, context))
 
 
 def _sections(url: str, run: TaskRunRecord) -> dict[str, Any]:
