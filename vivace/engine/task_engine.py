@@ -168,12 +168,9 @@ class TaskRunEngine:
         return args, kwargs
 
     def succeeded(self, value: Any) -> None:
-        results = self.task.results
-        if results is not None:
-            scope = self.call.scope
-            if results.always or (
-                scope.persist_by_default if scope is not None else _persist_by_default()
-            ):
+        if self.task.results is not None:  # a plain task pays this attribute read only
+            results = _persisting(self.call)
+            if results is not None:
                 self._persist(results, value)
         self.set_state(Completed(value))
         if logger.isEnabledFor(logging.DEBUG):
@@ -337,16 +334,16 @@ def _persist_by_default() -> bool:
     return get_settings().results_persist_by_default
 
 
-def _persists(call: TaskCall) -> bool:
-    """Whether the call's result is written to result storage when it succeeds (what
-    ``succeeded`` decides inline, for the async driver)."""
+def _persisting(call: TaskCall) -> ResultOptions | None:
+    """The call's result options if its result is written to result storage when it succeeds,
+    else None (``succeeded`` writes it; the async driver then runs that off the loop)."""
     results = call.task.results
     if results is None:
-        return False
+        return None
     scope = call.scope
-    return results.always or (
-        scope.persist_by_default if scope is not None else _persist_by_default()
-    )
+    if results.always or (scope.persist_by_default if scope is not None else _persist_by_default()):
+        return results
+    return None
 
 
 def nested_dynamic_key(parent: TaskRun, index: int) -> str:
@@ -538,7 +535,7 @@ async def run_task_async(call: TaskCall) -> State:
                     await asyncio.sleep(delay)
                 engine.retrying()
             else:
-                if _persists(call):
+                if _persisting(call) is not None:
                     await asyncio.to_thread(engine.succeeded, value)
                 else:
                     engine.succeeded(value)

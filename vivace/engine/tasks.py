@@ -212,11 +212,7 @@ class Task(Generic[P, R]):
         """Create the task run (PENDING) and everything needed to execute it; in a later attempt
         of the flow run, the call an earlier attempt completed, if it did."""
         scope = ctx.flow
-        upstreams = (
-            find_upstreams(self.parameter_names, args, kwargs, wait_for)
-            if args or kwargs or wait_for
-            else None
-        )
+        upstreams = self._upstreams(args, kwargs, wait_for)
         parent = ctx.task_run
         # The call's dynamic key: its index among this context's calls of the task (stable
         # across attempts of the flow run, unlike the run id). A counter per task, not a
@@ -246,6 +242,14 @@ class Task(Generic[P, R]):
                 if call is not None:
                     return call
         return self._new_call(ctx, args, kwargs, upstreams, dynamic_key)
+
+    def _upstreams(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None
+    ) -> dict[str, list[Any]] | None:
+        """Futures and states among the call's arguments (None without any argument)."""
+        if args or kwargs or wait_for:
+            return find_upstreams(self.parameter_names, args, kwargs, wait_for)
+        return None
 
     def _new_call(
         self,
@@ -292,11 +296,7 @@ class Task(Generic[P, R]):
             call.reused.result()
         except ResultError as error:
             log_rerun(self, call.run, call.scope, ctx.writer, str(error))
-            upstreams = (
-                find_upstreams(self.parameter_names, args, kwargs, wait_for)
-                if args or kwargs or wait_for
-                else None
-            )
+            upstreams = self._upstreams(args, kwargs, wait_for)
             assert call.run.dynamic_key is not None
             return self._new_call(ctx, args, kwargs, upstreams, call.run.dynamic_key)
         return call

@@ -16,21 +16,9 @@ from vivace.results.persistence import ResultRef
 from vivace.store import schema
 from vivace.store.database import connect, ensure_schema, get_engine, transaction
 from vivace.store.records import CacheEntryRecord
+from vivace.store.statements import CACHE_COLUMNS
 
-_COLUMNS = [
-    schema.task_cache.c[name]
-    for name in (
-        "key",
-        "task_key",
-        "task_name",
-        "task_run_id",
-        "result_storage",
-        "result_key",
-        "result_serializer",
-        "created",
-        "expires",
-    )
-]
+_COLUMNS = [schema.task_cache.c[name] for name in CACHE_COLUMNS]
 
 
 def lookup(

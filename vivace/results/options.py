@@ -97,12 +97,28 @@ def check_expiration(what: str, value: Any) -> float | None:
     return seconds
 
 
-def _storage(value: Any, what: str) -> ResultStorage | None:
-    if value is None:
+def _storage_and_serializer(
+    what: str, persist: bool | None, result_storage: Any, result_serializer: Any
+) -> tuple[ResultStorage | None, Serializer] | None:
+    """Where and how results are written (None with ``persist_result=False``, which takes
+    neither option)."""
+    if persist is False:
+        if result_storage is not None or result_serializer is not None:
+            raise ConfigurationError(
+                f"{what}: result_storage and result_serializer mean nothing with "
+                "persist_result=False"
+            )
         return None
-    from vivace.results.storage import resolve_storage
+    storage = None
+    if result_storage is not None:
+        from vivace.results.storage import resolve_storage
 
-    return resolve_storage(value, f"{what}: result_storage")
+        storage = resolve_storage(result_storage, f"{what}: result_storage")
+    serializer = resolve_serializer(
+        DEFAULT_SERIALIZER if result_serializer is None else result_serializer,
+        f"{what}: result_serializer",
+    )
+    return storage, serializer
 
 
 def task_result_options(
@@ -138,18 +154,10 @@ def task_result_options(
             f"{what}: caching needs the result persisted, but persist_result=False; drop one "
             "of the two"
         )
-    if persist is False:
-        if result_storage is not None or result_serializer is not None:
-            raise ConfigurationError(
-                f"{what}: result_storage and result_serializer mean nothing with "
-                "persist_result=False"
-            )
+    resolved = _storage_and_serializer(what, persist, result_storage, result_serializer)
+    if resolved is None:
         return None
-    storage = _storage(result_storage, what)
-    serializer = resolve_serializer(
-        DEFAULT_SERIALIZER if result_serializer is None else result_serializer,
-        f"{what}: result_serializer",
-    )
+    storage, serializer = resolved
     always = bool(
         persist
         or cache_policy is not None
@@ -197,17 +205,9 @@ def flow_result_options(
 ) -> ResultOptions | None:
     """Resolve a flow's result options (None: its result is never persisted)."""
     persist = check_persist_result(what, persist_result)
-    if persist is False:
-        if result_storage is not None or result_serializer is not None:
-            raise ConfigurationError(
-                f"{what}: result_storage and result_serializer mean nothing with "
-                "persist_result=False"
-            )
+    resolved = _storage_and_serializer(what, persist, result_storage, result_serializer)
+    if resolved is None:
         return None
-    storage = _storage(result_storage, what)
-    serializer = resolve_serializer(
-        DEFAULT_SERIALIZER if result_serializer is None else result_serializer,
-        f"{what}: result_serializer",
-    )
+    storage, serializer = resolved
     always = bool(persist or result_storage is not None or result_serializer is not None)
     return ResultOptions(always, storage, serializer)

@@ -102,13 +102,8 @@ def count_flow_runs_per_flow(bind: Bind, flow_ids: Iterable[uuid.UUID]) -> dict[
 
 def read_flow_run(bind: Bind, flow_run_id: uuid.UUID | str) -> FlowRunRecord | None:
     """The flow run with this id, or None if there is none."""
-    table = schema.flow_runs
-    query = sa.select(*_columns(table, FlowRunRecord)).where(
-        table.c.id == parse_id(flow_run_id, "flow run id")
-    )
-    with _reading(_engine(bind)) as conn:
-        row = conn.execute(query).first()
-    return None if row is None else _flow_run(dict(row._mapping))
+    run_id = parse_id(flow_run_id, "flow run id")
+    return _read_by_id(bind, schema.flow_runs, FlowRunRecord, run_id, _flow_run)
 
 
 def read_flow_runs(
@@ -183,14 +178,7 @@ def count_flow_runs_by_state(
         started_after=started_after,
         started_before=started_before,
     )
-    query = (
-        sa.select(table.c.state_type, sa.func.count()).where(*filters).group_by(table.c.state_type)
-    )
-    counts = dict.fromkeys(StateType, 0)
-    with _reading(engine) as conn:
-        for state_type, count in conn.execute(query):
-            counts[StateType(state_type)] = count
-    return counts
+    return _count_by_state(engine, table, filters)
 
 
 def read_flow_run_states(bind: Bind, flow_run_id: uuid.UUID | str) -> list[StateRecord]:
@@ -220,13 +208,8 @@ def read_subflow_runs(
 
 def read_task_run(bind: Bind, task_run_id: uuid.UUID | str) -> TaskRunRecord | None:
     """The task run with this id, or None if there is none."""
-    table = schema.task_runs
-    query = sa.select(*_columns(table, TaskRunRecord)).where(
-        table.c.id == parse_id(task_run_id, "task run id")
-    )
-    with _reading(_engine(bind)) as conn:
-        row = conn.execute(query).first()
-    return None if row is None else _task_run(dict(row._mapping))
+    run_id = parse_id(task_run_id, "task run id")
+    return _read_by_id(bind, schema.task_runs, TaskRunRecord, run_id, _task_run)
 
 
 def read_task_runs(
@@ -269,17 +252,8 @@ def count_task_runs_by_state(
     bind: Bind, flow_run_id: uuid.UUID | str | None = None
 ) -> dict[StateType, int]:
     """How many task runs the flow run has per state type (every state type a key, 0 if none)."""
-    table = schema.task_runs
-    query = (
-        sa.select(table.c.state_type, sa.func.count())
-        .where(*_task_run_filters(flow_run_id, None))
-        .group_by(table.c.state_type)
-    )
-    counts = dict.fromkeys(StateType, 0)
-    with _reading(_engine(bind)) as conn:
-        for state_type, count in conn.execute(query):
-            counts[StateType(state_type)] += count
-    return counts
+    filters = _task_run_filters(flow_run_id, None)
+    return _count_by_state(_engine(bind), schema.task_runs, filters)
 
 
 def read_task_runs_by_id(
@@ -290,18 +264,11 @@ def read_task_runs_by_id(
     Any number of ids: they are asked ``MAX_LIMIT`` at a time (a reduce over 10,000 mapped runs
     has 10,000 upstreams).
     """
-    ids = list(dict.fromkeys(parse_id(value, "task run id") for value in task_run_ids))
     table = schema.task_runs
     found: dict[uuid.UUID, TaskRunRecord] = {}
-    if not ids:
-        return found
-    with _reading(_engine(bind)) as conn:
-        for start in range(0, len(ids), MAX_LIMIT):
-            chunk = ids[start : start + MAX_LIMIT]
-            query = sa.select(*_columns(table, TaskRunRecord)).where(table.c.id.in_(chunk))
-            for row in conn.execute(query):
-                run = _task_run(dict(row._mapping))
-                found[run.id] = run
+    for row in _rows_by_id(bind, _columns(table, TaskRunRecord), task_run_ids):
+        run = _task_run(dict(row._mapping))
+        found[run.id] = run
     return found
 
 
@@ -313,17 +280,12 @@ def read_task_run_names(
     ``read_task_runs_by_id`` for a list of upstreams: three columns instead of whole rows (whose
     ``task_inputs`` alone can be a megabyte), ``MAX_LIMIT`` ids a query.
     """
-    ids = list(dict.fromkeys(parse_id(value, "task run id") for value in task_run_ids))
     table = schema.task_runs
-    found: dict[uuid.UUID, tuple[str, StateType]] = {}
-    with _reading(_engine(bind)) as conn:
-        for start in range(0, len(ids), MAX_LIMIT):
-            query = sa.select(table.c.id, table.c.name, table.c.state_type).where(
-                table.c.id.in_(ids[start : start + MAX_LIMIT])
-            )
-            for run_id, name, state_type in conn.execute(query):
-                found[run_id] = (name, StateType(state_type))
-    return found
+    columns = [table.c.id, table.c.name, table.c.state_type]
+    return {
+        row.id: (row.name, StateType(row.state_type))
+        for row in _rows_by_id(bind, columns, task_run_ids)
+    }
 
 
 def read_task_run_states(bind: Bind, task_run_id: uuid.UUID | str) -> list[StateRecord]:
@@ -724,6 +686,49 @@ def _reading(engine: sa.Engine) -> Iterator[sa.Connection]:
 def _columns(table: sa.Table, record: type[Any]) -> list[sa.Column[Any]]:
     """The table's columns that the record class has fields for, in the record's order."""
     return [table.c[field.name] for field in dataclasses.fields(record)]
+
+
+def _read_by_id(
+    bind: Bind,
+    table: sa.Table,
+    record: type[Any],
+    run_id: uuid.UUID,
+    convert: Callable[[dict[str, Any]], _R],
+) -> _R | None:
+    """The row of ``table`` with this id as a record, or None if there is none."""
+    query = sa.select(*_columns(table, record)).where(table.c.id == run_id)
+    with _reading(_engine(bind)) as conn:
+        row = conn.execute(query).first()
+    return None if row is None else convert(dict(row._mapping))
+
+
+def _rows_by_id(
+    bind: Bind, columns: Sequence[sa.Column[Any]], task_run_ids: Iterable[uuid.UUID | str]
+) -> Iterator[sa.Row[Any]]:
+    """The columns of the task runs with these ids (unknown ids yield nothing), asked
+    ``MAX_LIMIT`` ids a query; no query at all for no ids."""
+    ids = list(dict.fromkeys(parse_id(value, "task run id") for value in task_run_ids))
+    if not ids:
+        return
+    id_column = schema.task_runs.c.id
+    with _reading(_engine(bind)) as conn:
+        for start in range(0, len(ids), MAX_LIMIT):
+            query = sa.select(*columns).where(id_column.in_(ids[start : start + MAX_LIMIT]))
+            yield from conn.execute(query)
+
+
+def _count_by_state(
+    engine: sa.Engine, table: sa.Table, filters: Sequence[sa.ColumnElement[bool]]
+) -> dict[StateType, int]:
+    """How many rows of ``table`` match the filters per state type (every type a key)."""
+    query = (
+        sa.select(table.c.state_type, sa.func.count()).where(*filters).group_by(table.c.state_type)
+    )
+    counts = dict.fromkeys(StateType, 0)
+    with _reading(engine) as conn:
+        for state_type, count in conn.execute(query):
+            counts[StateType(state_type)] = count
+    return counts
 
 
 def _flow_run(values: dict[str, Any]) -> FlowRunRecord:
