@@ -180,8 +180,6 @@ def case_dask(n: int, rounds: int) -> dict[str, Any]:
 
     from distributed import Client, LocalCluster
 
-    from vivace import flow, task
-    from vivace.engine.context import current_flow_run_id
     from vivace.runners import DaskTaskRunner
 
     n = min(n, DASK_TASKS)
@@ -191,23 +189,8 @@ def case_dask(n: int, rounds: int) -> dict[str, Any]:
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     )
     client = Client(cluster)
-    noop_task = task(noop)
-    submit_ids: list[Any] = []
-    map_ids: list[Any] = []
     runner = DaskTaskRunner(address=cluster.scheduler_address)
-
-    @flow(task_runner=runner)
-    def submitted(count: int) -> None:
-        submit_ids.append(current_flow_run_id())
-        futures = [noop_task.submit(i) for i in range(count)]
-        for future in futures:
-            future.result()
-
-    @flow(task_runner=runner)
-    def mapped(count: int) -> None:
-        map_ids.append(current_flow_run_id())
-        for future in noop_task.map(range(count), batch_size=batch_size):
-            future.result()
+    submitted, mapped, submit_ids, map_ids = _cluster_flows(runner, batch_size)
 
     def raw_submit() -> None:
         client.gather([client.submit(noop, i, pure=False) for i in range(n)])
@@ -216,11 +199,7 @@ def case_dask(n: int, rounds: int) -> dict[str, Any]:
         client.gather(client.map(noop, range(n), pure=False))
 
     try:
-        submitted(10)  # warm up: database, writers in the workers, code on the workers
-        mapped(10)
-        raw_submit()
-        submit_ids.clear()
-        map_ids.clear()
+        _warm_up(submitted, mapped, raw_submit, submit_ids, map_ids)
         base, measured = _rounds(raw_submit, lambda: submitted(n), rounds)
         rows = [
             _report(
@@ -249,6 +228,52 @@ def case_dask(n: int, rounds: int) -> dict[str, Any]:
         client.close()
         cluster.close()
     return {"rows": rows}
+
+
+def _cluster_flows(
+    runner: Any, batch_size: int
+) -> tuple[Callable[[int], None], Callable[[int], None], list[Any], list[Any]]:
+    """The flows the dask and ray cases time on ``runner``, and the flow run ids they record.
+
+    ``submitted(count)``: ``count`` no-op tasks by ``.submit()``, then each ``.result()``;
+    ``mapped(count)``: the same by ``.map(batch_size=batch_size)``.
+    """
+    from vivace import flow, task
+    from vivace.engine.context import current_flow_run_id
+
+    noop_task = task(noop)
+    submit_ids: list[Any] = []
+    map_ids: list[Any] = []
+
+    @flow(task_runner=runner)
+    def submitted(count: int) -> None:
+        submit_ids.append(current_flow_run_id())
+        futures = [noop_task.submit(i) for i in range(count)]
+        for future in futures:
+            future.result()
+
+    @flow(task_runner=runner)
+    def mapped(count: int) -> None:
+        map_ids.append(current_flow_run_id())
+        for future in noop_task.map(range(count), batch_size=batch_size):
+            future.result()
+
+    return submitted, mapped, submit_ids, map_ids
+
+
+def _warm_up(
+    submitted: Callable[[int], None],
+    mapped: Callable[[int], None],
+    raw_submit: Callable[[], None],
+    submit_ids: list[Any],
+    map_ids: list[Any],
+) -> None:
+    """Database, writers in the workers, code on the workers; then forget the warm-up runs."""
+    submitted(10)
+    mapped(10)
+    raw_submit()
+    submit_ids.clear()
+    map_ids.clear()
 
 
 def case_memory(n: int, rounds: int) -> dict[str, Any]:
@@ -314,8 +339,6 @@ def case_ray(n: int, rounds: int) -> dict[str, Any]:
     """
     import ray
 
-    from vivace import flow, task
-    from vivace.engine.context import current_flow_run_id
     from vivace.runners import RayTaskRunner
 
     n = min(n, DASK_TASKS)
@@ -327,23 +350,8 @@ def case_ray(n: int, rounds: int) -> dict[str, Any]:
         log_to_driver=False,
     )
     raw_noop = ray.remote(noop)
-    noop_task = task(noop)
-    submit_ids: list[Any] = []
-    map_ids: list[Any] = []
     runner = RayTaskRunner()  # uses the Ray initialised above
-
-    @flow(task_runner=runner)
-    def submitted(count: int) -> None:
-        submit_ids.append(current_flow_run_id())
-        futures = [noop_task.submit(i) for i in range(count)]
-        for future in futures:
-            future.result()
-
-    @flow(task_runner=runner)
-    def mapped(count: int) -> None:
-        map_ids.append(current_flow_run_id())
-        for future in noop_task.map(range(count), batch_size=batch_size):
-            future.result()
+    submitted, mapped, submit_ids, map_ids = _cluster_flows(runner, batch_size)
 
     def raw_submit() -> None:
         ray.get([raw_noop.remote(i) for i in range(n)])
@@ -361,11 +369,7 @@ def case_ray(n: int, rounds: int) -> dict[str, Any]:
         return measured
 
     try:
-        submitted(10)  # warm up: database, writers in the workers, code on the workers
-        mapped(10)
-        raw_submit()
-        submit_ids.clear()
-        map_ids.clear()
+        _warm_up(submitted, mapped, raw_submit, submit_ids, map_ids)
         base, measured = _rounds(
             with_cpu("raw", raw_submit), with_cpu("vivace", lambda: submitted(n)), rounds
         )

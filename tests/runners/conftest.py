@@ -70,14 +70,25 @@ def ray_local() -> Iterator[None]:
 
 
 @pytest.fixture
-def greetings_recorded(history: Any) -> Any:
-    """Run a greetings flow twice (3 then 2 runs) and check every run and its logs were stored.
+def greetings_recorded(history: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Run a greetings flow on a runner twice (3 then 2 runs); check every run and its logs stored.
 
-    The flow must map a task that logs "logged by task {i}", prints "printed by task {i}" and
-    returns i, with log_prints on.
+    The flow maps ``greet`` (a task of the test module, which the workers import by reference)
+    with log_prints on; ``greet`` must log "logged by task {i}", print "printed by task {i}" and
+    return i. The workers' writers would write only every minute: what is in the store when a
+    flow run returns got there through what the runner does before the flow run's final state.
     """
+    from vivace import flow
+    from vivace.settings import reset_settings
 
-    def check(greetings: Any) -> None:
+    monkeypatch.setenv("VIVACE_RECORDER_FLUSH_INTERVAL", "60")
+    reset_settings()
+
+    def check(runner: Any, greet: Any) -> None:
+        @flow(task_runner=runner, log_prints=True)
+        def greetings(n: int) -> list[int]:
+            return [f.result() for f in greet.map(range(n))]
+
         states = [greetings(3, return_state=True), greetings(2, return_state=True)]
 
         assert [s.result() for s in states] == [[0, 1, 2], [0, 1]]

@@ -167,21 +167,12 @@ def is_tracked(value: Any) -> bool:
 
 
 def test_flows_reach_a_long_lived_cluster_that_outlives_them(
-    cli_cluster: str, monkeypatch: pytest.MonkeyPatch, greetings_recorded: Any
+    cli_cluster: str, greetings_recorded: Any
 ) -> None:
     """Two flows one after another; their tasks' logs reach the store; the cluster lives on."""
-    from vivace.settings import reset_settings
-
     # The workers' writers would write only every minute: what is in the store when a flow run
     # returns got there through the flush the flow run asks every worker for at its end.
-    monkeypatch.setenv("VIVACE_RECORDER_FLUSH_INTERVAL", "60")
-    reset_settings()
-
-    @flow(task_runner=DaskTaskRunner(address=cli_cluster), log_prints=True)
-    def greetings(n: int) -> list[int]:
-        return [f.result() for f in greet.map(range(n))]
-
-    greetings_recorded(greetings)
+    greetings_recorded(DaskTaskRunner(address=cli_cluster), greet)
     assert _worker_count(cli_cluster) == 2
     assert _scheduler_tasks(cli_cluster) == 0  # nothing left behind: no leaked futures
 

@@ -209,22 +209,13 @@ def _connect_and_count_nodes(address: str) -> int:
 
 
 def test_flows_reach_a_long_lived_cluster_with_their_workers_logs(
-    ray_cluster: str, monkeypatch: pytest.MonkeyPatch, greetings_recorded: Any
+    ray_cluster: str, greetings_recorded: Any
 ) -> None:
     """Two flows one after another; their tasks' logs reach the store; the cluster lives on."""
-    from vivace.settings import reset_settings
-
     # The workers' writers would write only every minute: what is in the store when a flow run
     # returns got there because a worker writes out soon after a run completes, and the runner
     # waited for it before the flow run's final state.
-    monkeypatch.setenv("VIVACE_RECORDER_FLUSH_INTERVAL", "60")
-    reset_settings()
-
-    @flow(task_runner=RayTaskRunner(address=ray_cluster), log_prints=True)
-    def greetings(n: int) -> list[int]:
-        return [f.result() for f in greet.map(range(n))]
-
-    greetings_recorded(greetings)
+    greetings_recorded(RayTaskRunner(address=ray_cluster), greet)
     assert not ray.is_initialized()  # the runner disconnected
     assert _connect_and_count_nodes(ray_cluster) == 1  # and left the cluster running
 

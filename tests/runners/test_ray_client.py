@@ -23,7 +23,7 @@ from vivace.engine.context import current_flow_run_id
 ray = pytest.importorskip("ray")
 pytest.importorskip("grpc", reason="Ray Client needs ray[client]")
 
-from test_ray import HERE, _free_port, ray_head  # noqa: E402
+from test_ray import HERE, _connect_and_count_nodes, _free_port, ray_head  # noqa: E402
 
 from vivace.runners import RayTaskRunner  # noqa: E402
 
@@ -64,37 +64,20 @@ def fail(message: str) -> None:
     raise ValueError(message)
 
 
-def _alive_nodes(address: str) -> int:
-    ray.init(address=address, log_to_driver=False)
-    try:
-        return sum(1 for node in ray.nodes() if node["Alive"])
-    finally:
-        ray.shutdown()
-
-
 # -- a cluster reached through Ray Client --------------------------------------------------------
 
 
 def test_flows_run_through_ray_client_with_their_workers_logs(
-    ray_client: str, monkeypatch: pytest.MonkeyPatch, greetings_recorded: Any
+    ray_client: str, greetings_recorded: Any
 ) -> None:
     """Two flows; the workers write their records and logs themselves; the cluster lives on."""
-    from vivace.settings import reset_settings
-
     # The workers' writers would write only every minute: what is in the store when a flow run
     # returns got there because each worker writes out soon after a run completes, and the
     # driver (through the client, with no Ray of its own) checked the database before the flow
     # run's final state.
-    monkeypatch.setenv("VIVACE_RECORDER_FLUSH_INTERVAL", "60")
-    reset_settings()
-
-    @flow(task_runner=RayTaskRunner(address=ray_client), log_prints=True)
-    def greetings(n: int) -> list[int]:
-        return [f.result() for f in greet.map(range(n))]
-
-    greetings_recorded(greetings)
+    greetings_recorded(RayTaskRunner(address=ray_client), greet)
     assert not ray.is_initialized()  # the runner disconnected its client
-    assert _alive_nodes(ray_client) == 1  # and left the cluster running
+    assert _connect_and_count_nodes(ray_client) == 1  # and left the cluster running
 
 
 def test_results_and_failures_travel_through_ray_client(ray_client: str, history: Any) -> None:

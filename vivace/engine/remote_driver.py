@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -241,25 +241,3 @@ def _unpicklable_part(value: Any) -> Any:
     except Exception:
         return value
     return _PICKLES
-
-
-class WhenAllDone:
-    """Calls ``action`` once, when the last of ``futures`` is done (at once if none are pending)."""
-
-    __slots__ = ("_action", "_lock", "_remaining")
-
-    def __init__(self, futures: Iterable[VivaceFuture], action: Callable[[], None]) -> None:
-        pending = list(futures)
-        self._action = action
-        self._lock = threading.Lock()
-        self._remaining = len(pending) + 1  # +1 until every callback is registered
-        for future in pending:
-            future.add_done_callback(self._one_done)
-        self._one_done(None)
-
-    def _one_done(self, _: Any) -> None:
-        with self._lock:
-            self._remaining -= 1
-            ready = self._remaining == 0
-        if ready:
-            self._action()

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import abc
 import copy
+import threading
+from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
     from vivace.engine.futures import VivaceFuture
@@ -73,3 +75,25 @@ def track_pending(call: TaskCall, future: VivaceFuture) -> None:
     scope = call.scope
     if scope is not None:
         future.track_in(scope.pending)
+
+
+class WhenAllDone:
+    """Calls ``action`` once, when the last of ``futures`` is done (at once if none are pending)."""
+
+    __slots__ = ("_action", "_lock", "_remaining")
+
+    def __init__(self, futures: Iterable[VivaceFuture], action: Callable[[], None]) -> None:
+        pending = list(futures)
+        self._action = action
+        self._lock = threading.Lock()
+        self._remaining = len(pending) + 1  # +1 until every callback is registered
+        for future in pending:
+            future.add_done_callback(self._one_done)
+        self._one_done(None)
+
+    def _one_done(self, _: Any) -> None:
+        with self._lock:
+            self._remaining -= 1
+            ready = self._remaining == 0
+        if ready:
+            self._action()

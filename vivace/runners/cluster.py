@@ -29,19 +29,20 @@ import weakref
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from vivace.engine.futures import VivaceFuture
-from vivace.engine.remote import Handover, RemoteSetup, flow_info
+from vivace.engine.remote import Handover, RemoteFailure, RemoteSetup, flow_info
 from vivace.engine.remote_driver import (
+    RemoteCompleted,
     RemoteFuture,
     RemoteValue,
-    WhenAllDone,
     cancel_on_driver,
+    completed_outcomes,
     fail_on_driver,
     unsent_error,
     worker_died,
 )
-from vivace.engine.states import describe_exception
-from vivace.exceptions import ConfigurationError
-from vivace.runners.base import TaskRunner, track_pending
+from vivace.engine.states import StateType, describe_exception
+from vivace.exceptions import ConfigurationError, VivaceError
+from vivace.runners.base import TaskRunner, WhenAllDone, track_pending
 
 if TYPE_CHECKING:
     from vivace.engine.task_engine import TaskCall
@@ -258,6 +259,33 @@ class ClusterTaskRunner(TaskRunner, Generic[F]):
                 calls, futures = self._backlog.popleft()
             self._send(calls, futures)
 
+    # -- settling --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _settle_completed(futures: list[RemoteFuture], value: RemoteValue) -> None:
+        """Every run of a cluster task completed: each future takes its part of ``value``."""
+        for future in futures:
+            future.handle = value
+            future.set_final_state(RemoteCompleted(value, future.item, future.task_run.id))
+
+    @staticmethod
+    def _settle_partial(flight: Flight, outcome: Any, value: RemoteValue) -> None:
+        """Some run of a cluster task did not complete; ``outcome`` (a RemoteFailure, or a
+        batch's outcomes) says which and why, and becomes ``value``'s result."""
+        outcomes = [outcome] if type(outcome) is RemoteFailure else list(outcome)
+        states = completed_outcomes(outcomes, [call.run.id for call in flight.calls])
+        value.set(outcome)
+        for future, state in zip(flight.futures, states, strict=True):
+            future.handle = value if state.type is StateType.COMPLETED else None
+            future.set_final_state(state)
+
+    def _settling_failed(self, flight: Flight, error: BaseException, what: str) -> None:
+        """Settling a finished cluster task raised: its runs not settled yet end FAILED."""
+        self._logger.exception("vivace could not settle %s", what)
+        for call, future in zip(flight.calls, flight.futures, strict=True):
+            if not future.done():
+                future.set_final_state(fail_on_driver(call, error))
+
     # -- a dead worker ---------------------------------------------------------------------------
 
     def _worker_died(self, call: TaskCall, future: RemoteFuture, reason: str) -> None:
@@ -309,6 +337,19 @@ class ClusterTaskRunner(TaskRunner, Generic[F]):
                 if not future.done():
                     future.handle = None
                     future.set_final_state(cancel_on_driver(call, reason))
+
+    def _released_error(self) -> VivaceError:
+        """What ``future.result()`` raises for a result the ended flow run let go of."""
+        return VivaceError(
+            f"the result of this task run stayed on the {self._engine} cluster, which its flow run "
+            "has released; fetch results with future.result() inside the flow"
+        )
+
+    def _fetch_error(self, error: Exception) -> VivaceError:
+        return VivaceError(
+            f"could not fetch the result from the {self._engine} cluster: "
+            f"{describe_exception(error)}"
+        )
 
     def _fetch_held_results(self) -> None:
         """Results the caller's futures still hold come to the driver before the cluster goes."""

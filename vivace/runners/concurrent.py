@@ -13,11 +13,10 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from vivace.engine.futures import VivaceFuture, blocking_handler
-from vivace.engine.inputs import Upstream
 from vivace.engine.states import State
 from vivace.engine.task_engine import cancel_task_run, run_task_async, run_task_sync
 from vivace.exceptions import ConfigurationError
-from vivace.runners.base import TaskRunner, track_pending
+from vivace.runners.base import TaskRunner, WhenAllDone, track_pending
 
 if TYPE_CHECKING:
     from vivace.engine.task_engine import TaskCall
@@ -61,7 +60,7 @@ class ConcurrentTaskRunner(TaskRunner):
         if not waiting:
             self._dispatch(call, future)
         else:
-            _WhenAllDone(waiting, lambda: self._dispatch_waiting(call, future))
+            WhenAllDone(waiting, lambda: self._dispatch_waiting(call, future))
         return future
 
     def _dispatch_waiting(self, call: TaskCall, future: VivaceFuture) -> None:
@@ -199,23 +198,3 @@ def _unfinished_upstreams(call: TaskCall) -> list[VivaceFuture]:
         for upstream in items
         if isinstance(upstream, VivaceFuture) and not upstream.done()
     ]
-
-
-class _WhenAllDone:
-    """Calls ``action`` once, when the last of ``futures`` is done."""
-
-    __slots__ = ("_action", "_lock", "_remaining")
-
-    def __init__(self, futures: list[VivaceFuture], action: Any) -> None:
-        self._action = action
-        self._lock = threading.Lock()
-        self._remaining = len(futures)
-        for future in futures:
-            future.add_done_callback(self._one_done)
-
-    def _one_done(self, _: Upstream) -> None:
-        with self._lock:
-            self._remaining -= 1
-            ready = self._remaining == 0
-        if ready:
-            self._action()

@@ -58,20 +58,17 @@ from vivace.engine.remote import (
     run_remote_batch,
 )
 from vivace.engine.remote_driver import (
-    RemoteCompleted,
     RemoteFuture,
     RemoteValue,
     cancel_on_driver,
-    completed_outcomes,
     end_on_driver,
     fail_on_driver,
 )
-from vivace.engine.states import Crashed, StateType, describe_exception
+from vivace.engine.states import Crashed, describe_exception
 from vivace.exceptions import (
     ConfigurationError,
     CrashedRunError,
     MissingExtraError,
-    VivaceError,
 )
 from vivace.runners.cluster import ClusterTaskRunner, Flight
 
@@ -353,10 +350,7 @@ class DaskTaskRunner(ClusterTaskRunner["_Flight"]):
         try:
             self._settle(flight)
         except BaseException as error:
-            logger.exception("vivace could not settle cluster task %s", remote.key)
-            for call, future in zip(flight.calls, flight.futures, strict=True):
-                if not future.done():
-                    future.set_final_state(fail_on_driver(call, error))
+            self._settling_failed(flight, error, f"cluster task {remote.key}")
         finally:
             _local.in_callback = False
         self._send_backlog()
@@ -368,23 +362,13 @@ class DaskTaskRunner(ClusterTaskRunner["_Flight"]):
             kind = remote.type
             if kind is RemoteFailure or kind is PartialBatch:
                 # Some run did not complete: fetch the (small) outcome to learn which and why.
-                outcome = remote.result()
-                outcomes = [outcome] if kind is RemoteFailure else list(outcome)
-                states = completed_outcomes(outcomes, [call.run.id for call in calls])
-                value = RemoteValue(remote, self._fetch)
-                value.set(outcome)
-                for future, state in zip(futures, states, strict=True):
-                    completed = state.type is StateType.COMPLETED
-                    future.handle = value if completed else None
-                    future.set_final_state(state)
+                self._settle_partial(flight, remote.result(), RemoteValue(remote, self._fetch))
                 return
             value = RemoteValue(remote, self._fetch)
             self._values.add(value)
             if kind in SMALL_TYPES or kind is None:
                 self._small.append(weakref.ref(value))
-            for future in futures:
-                future.handle = value
-                future.set_final_state(RemoteCompleted(value, future.item, future.task_run.id))
+            self._settle_completed(futures, value)
             return
         if status == "error":
             error = remote.exception()
@@ -414,10 +398,7 @@ class DaskTaskRunner(ClusterTaskRunner["_Flight"]):
         ahead, so no large value reaches the driver unless it is asked for.
         """
         if value.ref is None:
-            raise VivaceError(
-                "the result of this task run stayed on the Dask cluster, which its flow run has "
-                "released; fetch results with future.result() inside the flow"
-            )
+            raise self._released_error()
         batch = [value]
         client = self._client
         if client is not None:
@@ -437,9 +418,7 @@ class DaskTaskRunner(ClusterTaskRunner["_Flight"]):
                 return value.ref.result()
             results = client.gather([v.ref for v in batch])
         except Exception as error:
-            raise VivaceError(
-                f"could not fetch the result from the Dask cluster: {describe_exception(error)}"
-            ) from error
+            raise self._fetch_error(error) from error
         for other, result in zip(batch[1:], results[1:], strict=True):
             other.set(result)
         return results[0]

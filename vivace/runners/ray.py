@@ -78,13 +78,11 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from vivace.engine.options import RAY_RUNNER_OPTIONS
-from vivace.engine.remote import RemoteFailure, RemoteSetup
+from vivace.engine.remote import RemoteSetup
 from vivace.engine.remote_driver import (
-    RemoteCompleted,
     RemoteFuture,
     RemoteValue,
     cancel_on_driver,
-    completed_outcomes,
     end_on_driver,
     fail_on_driver,
 )
@@ -92,7 +90,6 @@ from vivace.engine.states import (
     FINAL_TYPES,
     TIMED_OUT,
     Failed,
-    StateType,
     describe_exception,
 )
 from vivace.engine.timeouts import timeout_error
@@ -392,35 +389,22 @@ class RayTaskRunner(OnDemandCompletion):
         try:
             self._settle(flight, result)
         except BaseException as error:
-            logger.exception("vivace could not settle a Ray task")
-            for call, future in zip(flight.calls, flight.futures, strict=True):
-                if not future.done():
-                    future.set_final_state(fail_on_driver(call, error))
+            self._settling_failed(flight, error, "a Ray task")
         self._send_backlog()
 
     def _settle(self, flight: RayFlight, result: Any) -> None:
         calls, futures = flight.calls, flight.futures
         if isinstance(result, tuple):
             kind, payload = result
+            value = RemoteValue(flight.ref, self._fetch)
+            self._values.add(value)  # its ref is let go when the flow run ends
             if kind == NOT_DONE:
-                outcomes = [payload] if type(payload) is RemoteFailure else list(payload)
-                states = completed_outcomes(outcomes, [call.run.id for call in calls])
-                value = RemoteValue(flight.ref, self._fetch)
-                value.set(payload)
-                self._values.add(value)  # its ref is let go when the flow run ends
-                for future, state in zip(futures, states, strict=True):
-                    completed = state.type is StateType.COMPLETED
-                    future.handle = value if completed else None
-                    future.set_final_state(state)
+                self._settle_partial(flight, payload, value)
                 return
             self._to_confirm(calls)
-            value = RemoteValue(flight.ref, self._fetch)
             if kind == DONE_SMALL:
                 value.set(payload)
-            self._values.add(value)  # its ref is let go when the flow run ends
-            for future in futures:
-                future.handle = value
-                future.set_final_state(RemoteCompleted(value, future.item, future.task_run.id))
+            self._settle_completed(futures, value)
             return
         ray = _ray()
         error = result if isinstance(result, BaseException) else VivaceError(repr(result))
@@ -458,16 +442,11 @@ class RayTaskRunner(OnDemandCompletion):
 
     def _fetch(self, value: RemoteValue) -> Any:
         if value.ref is None:
-            raise VivaceError(
-                "the result of this task run stayed on the Ray cluster, which its flow run has "
-                "released; fetch results with future.result() inside the flow"
-            )
+            raise self._released_error()
         try:
             return _ray().get(value.ref)
         except Exception as error:
-            raise VivaceError(
-                f"could not fetch the result from the Ray cluster: {describe_exception(error)}"
-            ) from error
+            raise self._fetch_error(error) from error
 
     def __repr__(self) -> str:
         return f"RayTaskRunner(address={self.address!r})"
