@@ -20,6 +20,10 @@ Every error a user can meet derives from :class:`VivaceError`::
     │   ├── SecretDecryptionError   secrets were encrypted with another encryption key
     │   ├── BlockPathError          a path escapes a filesystem block's basepath
     │   └── ReadOnlyBlockError      a write to a read-only filesystem block
+    ├── DeploymentError             a deployment cannot be made, found or run as asked
+    │   └── DeploymentNotFoundError no deployment of that name or id
+    ├── FlowRunStateError           a flow run's state does not allow it (cancel a finished run)
+    ├── InfrastructureError         infrastructure cannot be set up, started, watched or stopped
     └── StoreError                  the run-history database
         └── StoreUnavailableError   the database URL cannot be reached or used
 
@@ -99,6 +103,22 @@ class BlockPathError(BlockError, ValueError):
 
 class ReadOnlyBlockError(BlockError):
     """A write was asked of a read-only filesystem block (a git repository)."""
+
+
+class DeploymentError(VivaceError):
+    """A deployment cannot be made, found or run as asked."""
+
+
+class DeploymentNotFoundError(DeploymentError, LookupError):
+    """No deployment of that name or id."""
+
+
+class FlowRunStateError(VivaceError):
+    """A flow run is not in a state that allows what was asked (cancel a finished run, ...)."""
+
+
+class InfrastructureError(VivaceError):
+    """Infrastructure cannot be set up, started, watched or stopped as asked."""
 
 
 class StoreError(VivaceError):

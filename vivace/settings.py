@@ -111,6 +111,23 @@ class Settings(BaseSettings):
         description="Seconds between a writer's health rows (queue depth, flush latency).",
     )
 
+    deployment_storage: str | None = Field(
+        default=None,
+        description=(
+            "Where `vivace deploy` uploads a project's code when the deployment names no storage: "
+            "a folder, an fsspec URL (s3://bucket/prefix) or block:NAME of a filesystem block "
+            "(default: $VIVACE_HOME/deployments)."
+        ),
+    )
+    heartbeat_interval: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "Seconds between heartbeats of a deployment's flow run (and of a worker); also how "
+            "soon a running flow run notices it is being cancelled."
+        ),
+    )
+
     @field_validator("home", mode="after")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:

@@ -41,6 +41,10 @@ VIVACE_TABLES = {
     "blocks",
     "writer_stats",
     "task_cache",
+    "deployments",
+    "deployment_versions",
+    "work_queues",
+    "workers",
 }
 
 

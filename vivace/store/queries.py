@@ -115,6 +115,7 @@ def read_flow_runs(
     tags: Sequence[str] | None = None,
     started_after: dt.datetime | float | None = None,
     started_before: dt.datetime | float | None = None,
+    deployment_id: uuid.UUID | None = None,
     sort: str = "start_time_desc",
     limit: int = 50,
     cursor: str | None = None,
@@ -147,6 +148,7 @@ def read_flow_runs(
         tags=tags,
         started_after=started_after,
         started_before=started_before,
+        deployment_id=deployment_id,
     )
     query = sa.select(*_columns(table, FlowRunRecord)).where(*filters)
     branches = [table.c.state_type == state for state in states or ()] if split else None
@@ -550,9 +552,12 @@ def _flow_run_filters(
     tags: Sequence[str] | None,
     started_after: dt.datetime | float | None,
     started_before: dt.datetime | float | None,
+    deployment_id: uuid.UUID | None = None,
 ) -> list[sa.ColumnElement[bool]]:
     table = schema.flow_runs
     filters: list[sa.ColumnElement[bool]] = []
+    if deployment_id is not None:
+        filters.append(table.c.deployment_id == deployment_id)
     if flow_name is not None:
         filters.append(table.c.flow_name == flow_name)
     if state_types is not None:

@@ -52,6 +52,18 @@ class FlowRunRecord:
     result_storage: str | None = None
     result_key: str | None = None
     result_serializer: str | None = None
+    # Runs created from a deployment (revision 0005): its deployment and version, work queue,
+    # when it should start, the client's idempotency key, the infrastructure type it needs, the
+    # worker that claimed it and what that worker launched, and the engine's last heartbeat.
+    deployment_id: uuid.UUID | None = None
+    deployment_version: int | None = None
+    work_queue_name: str | None = None
+    expected_start_time: dt.datetime | None = None
+    idempotency_key: str | None = None
+    infrastructure_type: str | None = None
+    worker_id: uuid.UUID | None = None
+    infrastructure_id: str | None = None
+    heartbeat: dt.datetime | None = None
 
     @property
     def state(self) -> State:

@@ -10,6 +10,8 @@ compact, ordered by run, and idempotent when a journal is replayed twice.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from vivace.store.types import JSONType, Timestamp, UUIDType
@@ -54,11 +56,40 @@ flow_runs = sa.Table(
     sa.Column("result_storage", sa.String(1024), nullable=True),
     sa.Column("result_key", sa.String(255), nullable=True),
     sa.Column("result_serializer", sa.String(255), nullable=True),
+    # Revision 0005 (deployments and workers), set only on runs created from a deployment: which
+    # deployment and version, the work queue, when the run should start, the client's
+    # idempotency key, the infrastructure type it needs, the worker that claimed it and what
+    # that worker launched (a pid, a container id, a job name), and the engine's heartbeat.
+    # The writer's upsert never names these columns, so the engine's writes leave them alone.
+    sa.Column("deployment_id", UUIDType, nullable=True),
+    sa.Column("deployment_version", sa.Integer, nullable=True),
+    sa.Column("work_queue_name", sa.String(255), nullable=True),
+    sa.Column("expected_start_time", Timestamp, nullable=True),
+    sa.Column("idempotency_key", sa.String(255), nullable=True),
+    sa.Column("infrastructure_type", sa.String(32), nullable=True),
+    sa.Column("worker_id", UUIDType, nullable=True),
+    sa.Column("infrastructure_id", sa.String(255), nullable=True),
+    sa.Column("heartbeat", Timestamp, nullable=True),
     sa.Index("ix_flow_runs_flow_id_start_time", "flow_id", "start_time"),
     sa.Index("ix_flow_runs_state_type_start_time", "state_type", "start_time"),
     sa.Index("ix_flow_runs_start_time", "start_time"),
     sa.Index("ix_flow_runs_created", "created"),
     sa.Index("ix_flow_runs_parent_flow_run_id", "parent_flow_run_id"),
+    # What a worker's claim reads: a queue's scheduled runs in start order.
+    sa.Index(
+        "ix_flow_runs_queue_state_expected_start",
+        "work_queue_name",
+        "state_type",
+        "expected_start_time",
+    ),
+    sa.Index("ix_flow_runs_deployment_id_created", "deployment_id", "created"),
+    # A client's retry of "create a run" with the same key finds the run it already made.
+    sa.Index(
+        "ux_flow_runs_deployment_idempotency_key",
+        "deployment_id",
+        "idempotency_key",
+        unique=True,
+    ),
     sa.Index(
         "ix_flow_runs_tags",
         "tags",
@@ -213,4 +244,77 @@ task_cache = sa.Table(
     # None: never expires.
     sa.Column("expires", Timestamp, nullable=True),
     sa.Index("ix_task_cache_task_name", "task_name"),
+)
+
+
+# -- deployments, work queues and workers (revision 0005) ------------------------------------------
+
+
+# What a deployment version says, in both the deployment's row (its latest version, what lists and
+# new runs read) and each version's row (what a run created from that version reads).
+def _deployment_columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("flow_name", sa.String(255), nullable=False),
+        # "path/in/project.py:function" relative to the project folder, or "module:function".
+        sa.Column("entrypoint", sa.String(1024), nullable=False),
+        # Where the project's code is: {"url": "<folder or fsspec URL>"} or
+        # {"block": "<filesystem block name>", "path": "<folder inside it>"}.
+        sa.Column("storage", JSONType, nullable=False),
+        # JSON Schema of the flow's parameters, checked when a run is created.
+        sa.Column("parameter_schema", JSONType, nullable=False),
+        # Default parameters of the deployment's runs (a run's own override them).
+        sa.Column("parameters", JSONType, nullable=False),
+        # {"type": "process" | "docker" | "kubernetes" | "ecs", ...fields of that type}.
+        sa.Column("infrastructure", JSONType, nullable=False),
+        sa.Column("work_queue_name", sa.String(255), nullable=False),
+        sa.Column("tags", JSONType, nullable=True),
+        sa.Column("description", sa.Text, nullable=True),
+    ]
+
+
+deployments = sa.Table(
+    "deployments",
+    metadata,
+    sa.Column("id", UUIDType, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    *_deployment_columns(),
+    sa.Column("created", Timestamp, nullable=False),
+    sa.Column("updated", Timestamp, nullable=False),
+)
+
+deployment_versions = sa.Table(
+    "deployment_versions",
+    metadata,
+    sa.Column("deployment_id", UUIDType, primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    *_deployment_columns(),
+    sa.Column("created", Timestamp, nullable=False),
+)
+
+work_queues = sa.Table(
+    "work_queues",
+    metadata,
+    sa.Column("id", UUIDType, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    # Lower goes first: a worker polling several queues claims from the lowest number first.
+    sa.Column("priority", sa.Integer, nullable=False),
+    # At most this many of the queue's runs claimed and not yet over; None: no limit.
+    sa.Column("concurrency_limit", sa.Integer, nullable=True),
+    sa.Column("paused", sa.Boolean, nullable=False),
+    sa.Column("created", Timestamp, nullable=False),
+    sa.Column("last_polled", Timestamp, nullable=True),
+)
+
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", UUIDType, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("type", sa.String(32), nullable=False),
+    sa.Column("queues", JSONType, nullable=False),
+    sa.Column("hostname", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started", Timestamp, nullable=False),
+    sa.Column("heartbeat", Timestamp, nullable=False),
 )

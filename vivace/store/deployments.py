@@ -1,0 +1,363 @@
+"""Deployments in the database: their versions, and the flow runs created from them.
+
+A deployment is a flow the server can run on demand: where its code is (``storage``), which
+function to call (``entrypoint``), the JSON Schema of its parameters and their defaults, the
+infrastructure to start it on, and the work queue its runs wait in. Saving a deployment under a
+name that exists makes the next *version*: the ``deployments`` row always holds the latest one,
+``deployment_versions`` keeps each, and a run records the version it was created from, so a run
+created before a redeploy still starts the code it was created for.
+
+A run of a deployment is created SCHEDULED (``expected_start_time``: when it should start) in the
+deployment's work queue; a worker claims it (:mod:`vivace.store.work_queues`). An idempotency key
+makes creation safe to retry: a second request with the same key returns the run the first made.
+
+Example::
+
+    record = save_deployment(url, DeploymentSpec(name="nightly", flow_name="etl", ...))
+    run, created = create_deployment_run(url, record, parameters={"day": "2026-12-01"})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+
+from vivace._ids import parse_id, uuid7
+from vivace.engine.states import StateType
+from vivace.exceptions import ConfigurationError, DeploymentNotFoundError
+from vivace.store import schema
+from vivace.store.database import connect, ensure_schema, get_engine, transaction
+from vivace.store.records import FlowRunRecord
+
+Bind = sa.Engine | str
+"""An engine, or a database URL whose cached engine to use."""
+
+SCHEDULED_NAME = "Scheduled"
+FLOW_NAMESPACE = uuid.UUID("5c1d7a3e-93f4-4b0a-8f0e-2a6f1f3c9b10")
+"""The namespace of flow ids (``uuid5(FLOW_NAMESPACE, flow name)``), as ``Flow.flow_id``."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeploymentSpec:
+    """What one version of a deployment says (what ``save_deployment`` stores)."""
+
+    name: str
+    flow_name: str
+    entrypoint: str
+    storage: dict[str, Any]
+    parameter_schema: dict[str, Any]
+    parameters: dict[str, Any] = dataclasses.field(default_factory=dict)
+    infrastructure: dict[str, Any] = dataclasses.field(default_factory=lambda: {"type": "process"})
+    work_queue_name: str = "default"
+    tags: tuple[str, ...] = ()
+    description: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeploymentRecord:
+    """A deployment at one version (the latest, unless read with ``read_deployment_version``)."""
+
+    id: uuid.UUID
+    name: str
+    version: int
+    flow_name: str
+    entrypoint: str
+    storage: dict[str, Any]
+    parameter_schema: dict[str, Any]
+    parameters: dict[str, Any]
+    infrastructure: dict[str, Any]
+    work_queue_name: str
+    tags: tuple[str, ...]
+    description: str | None
+    created: dt.datetime
+    updated: dt.datetime
+
+    @property
+    def infrastructure_type(self) -> str:
+        return str(self.infrastructure.get("type", "process"))
+
+
+_SPEC_COLUMNS = tuple(
+    field.name for field in dataclasses.fields(DeploymentSpec) if field.name != "name"
+)
+
+
+def save_deployment(bind: Bind, spec: DeploymentSpec) -> DeploymentRecord:
+    """Save ``spec`` as the next version of the deployment ``spec.name`` (version 1 if new).
+
+    Also records the flow (so its runs group under it) and creates the work queue if it is new.
+    Two deploys of one name at the same moment get consecutive versions (one transaction each,
+    the version read and bumped under the row's lock).
+    """
+    from vivace.store.work_queues import ensure_work_queue
+
+    engine = _engine(bind)
+    ensure_schema(engine)
+    now = time.time()
+    values = {name: getattr(spec, name) for name in _SPEC_COLUMNS}
+    values["tags"] = list(spec.tags) or None
+    table = schema.deployments
+    with transaction(engine) as conn:
+        _record_flow(conn, spec.flow_name, now)
+        ensure_work_queue(conn, spec.work_queue_name)
+        query = sa.select(table.c.id, table.c.version).where(table.c.name == spec.name)
+        if engine.dialect.name == "postgresql":
+            query = query.with_for_update()
+        found = conn.execute(query).first()
+        if found is None:
+            deployment_id, version = uuid7(), 1
+            conn.execute(
+                sa.insert(table).values(
+                    id=deployment_id,
+                    name=spec.name,
+                    version=version,
+                    created=now,
+                    updated=now,
+                    **values,
+                )
+            )
+        else:
+            deployment_id, version = found.id, found.version + 1
+            conn.execute(
+                sa.update(table)
+                .where(table.c.id == deployment_id)
+                .values(version=version, updated=now, **values)
+            )
+        conn.execute(
+            sa.insert(schema.deployment_versions).values(
+                deployment_id=deployment_id, version=version, created=now, **values
+            )
+        )
+    record = read_deployment(engine, deployment_id)
+    assert record is not None
+    return record
+
+
+def read_deployment(bind: Bind, name_or_id: str | uuid.UUID) -> DeploymentRecord | None:
+    """The deployment (latest version) with this name or id, or None."""
+    table = schema.deployments
+    condition = _by_name_or_id(table, name_or_id)
+    with _reading(_engine(bind)) as conn:
+        row = conn.execute(sa.select(table).where(condition)).first()
+    return None if row is None else _deployment(dict(row._mapping))
+
+
+def require_deployment(bind: Bind, name_or_id: str | uuid.UUID) -> DeploymentRecord:
+    """``read_deployment``, raising DeploymentNotFoundError (naming what was asked) on None."""
+    record = read_deployment(bind, name_or_id)
+    if record is None:
+        raise DeploymentNotFoundError(
+            f"no deployment named {str(name_or_id)!r}; `vivace deployment ls` lists them"
+        )
+    return record
+
+
+def read_deployment_version(
+    bind: Bind, deployment_id: uuid.UUID, version: int
+) -> DeploymentRecord | None:
+    """The deployment as it was at ``version`` (None if the deployment or version is gone)."""
+    deployments, versions = schema.deployments, schema.deployment_versions
+    columns = [versions.c[name] for name in _SPEC_COLUMNS]
+    query = (
+        sa.select(
+            deployments.c.id,
+            deployments.c.name,
+            versions.c.version,
+            *columns,
+            versions.c.created,
+            deployments.c.updated,
+        )
+        .join(versions, versions.c.deployment_id == deployments.c.id)
+        .where(deployments.c.id == deployment_id, versions.c.version == version)
+    )
+    with _reading(_engine(bind)) as conn:
+        row = conn.execute(query).first()
+    return None if row is None else _deployment(dict(row._mapping))
+
+
+def read_deployments(
+    bind: Bind, *, flow_name: str | None = None, limit: int = 200, offset: int = 0
+) -> list[DeploymentRecord]:
+    """Deployments by name (latest versions), optionally of one flow."""
+    table = schema.deployments
+    query = sa.select(table).order_by(table.c.name).limit(limit).offset(offset)
+    if flow_name is not None:
+        query = query.where(table.c.flow_name == flow_name)
+    with _reading(_engine(bind)) as conn:
+        return [_deployment(dict(row._mapping)) for row in conn.execute(query)]
+
+
+def delete_deployment(bind: Bind, name_or_id: str | uuid.UUID) -> DeploymentRecord:
+    """Delete the deployment and its versions; its runs that have not started are CANCELLED.
+
+    The history of runs that started stays (they keep the deployment's id). Raises
+    DeploymentNotFoundError when there is no such deployment.
+    """
+    from vivace.store.run_control import transition_flow_run
+
+    engine = _engine(bind)
+    record = require_deployment(engine, name_or_id)
+    runs = schema.flow_runs
+    with transaction(engine) as conn:
+        waiting = conn.execute(
+            sa.select(runs.c.id).where(
+                runs.c.deployment_id == record.id,
+                runs.c.state_type == StateType.SCHEDULED.value,
+            )
+        ).scalars()
+        for run_id in list(waiting):
+            transition_flow_run(
+                conn,
+                run_id,
+                StateType.CANCELLED,
+                "Cancelled",
+                f"its deployment {record.name!r} was deleted before it started",
+                allowed_from=(StateType.SCHEDULED,),
+            )
+        conn.execute(
+            sa.delete(schema.deployment_versions).where(
+                schema.deployment_versions.c.deployment_id == record.id
+            )
+        )
+        conn.execute(sa.delete(schema.deployments).where(schema.deployments.c.id == record.id))
+    return record
+
+
+def create_deployment_run(
+    bind: Bind,
+    deployment: DeploymentRecord,
+    *,
+    parameters: dict[str, Any],
+    expected_start_time: float | None = None,
+    idempotency_key: str | None = None,
+    tags: tuple[str, ...] | None = None,
+    name: str | None = None,
+) -> tuple[FlowRunRecord, bool]:
+    """Create a SCHEDULED run of ``deployment`` (at its version); return it and whether it is new.
+
+    ``parameters`` are the run's full parameters, already checked against the deployment's schema
+    (:func:`vivace.deployments.parameters.run_parameters`). ``expected_start_time`` (Unix seconds)
+    defaults to now. With an ``idempotency_key`` that an earlier call of this deployment used, no
+    run is created: that call's run is returned, with ``False``.
+    """
+    from vivace.engine.names import random_run_name
+
+    engine = _engine(bind)
+    ensure_schema(engine)
+    if idempotency_key is not None:
+        existing = _run_by_idempotency_key(engine, deployment.id, idempotency_key)
+        if existing is not None:
+            return existing, False
+    now = time.time()
+    run_id = uuid7()
+    runs = schema.flow_runs
+    try:
+        with transaction(engine) as conn:
+            _record_flow(conn, deployment.flow_name, now)
+            conn.execute(
+                sa.insert(runs).values(
+                    id=run_id,
+                    flow_id=uuid.uuid5(FLOW_NAMESPACE, deployment.flow_name),
+                    flow_name=deployment.flow_name,
+                    name=name or random_run_name(),
+                    state_type=StateType.SCHEDULED.value,
+                    state_name=SCHEDULED_NAME,
+                    state_timestamp=now,
+                    state_message=None,
+                    state_seq=1,
+                    run_count=0,
+                    tags=list(deployment.tags if tags is None else tags) or None,
+                    parameters=parameters,
+                    created=now,
+                    deployment_id=deployment.id,
+                    deployment_version=deployment.version,
+                    work_queue_name=deployment.work_queue_name,
+                    expected_start_time=now if expected_start_time is None else expected_start_time,
+                    idempotency_key=idempotency_key,
+                    infrastructure_type=deployment.infrastructure_type,
+                )
+            )
+            conn.execute(
+                sa.insert(schema.flow_run_states).values(
+                    flow_run_id=run_id,
+                    seq=1,
+                    type=StateType.SCHEDULED.value,
+                    name=SCHEDULED_NAME,
+                    timestamp=now,
+                    message=None,
+                )
+            )
+    except sa.exc.IntegrityError:
+        # Another request with the same idempotency key inserted first.
+        if idempotency_key is None:
+            raise
+        existing = _run_by_idempotency_key(engine, deployment.id, idempotency_key)
+        if existing is None:
+            raise
+        return existing, False
+    from vivace.store.queries import read_flow_run
+
+    record = read_flow_run(engine, run_id)
+    assert record is not None
+    return record, True
+
+
+def _run_by_idempotency_key(
+    engine: sa.Engine, deployment_id: uuid.UUID, key: str
+) -> FlowRunRecord | None:
+    from vivace.store.queries import read_flow_run
+
+    runs = schema.flow_runs
+    with _reading(engine) as conn:
+        run_id = conn.execute(
+            sa.select(runs.c.id).where(
+                runs.c.deployment_id == deployment_id, runs.c.idempotency_key == key
+            )
+        ).scalar()
+    return None if run_id is None else read_flow_run(engine, run_id)
+
+
+def _record_flow(conn: sa.Connection, flow_name: str, now: float) -> None:
+    """The flows row of ``flow_name``, inserted unless it exists."""
+    flows = schema.flows
+    exists = conn.execute(sa.select(flows.c.id).where(flows.c.name == flow_name)).first()
+    if exists is None:
+        conn.execute(
+            sa.insert(flows).values(
+                id=uuid.uuid5(FLOW_NAMESPACE, flow_name), name=flow_name, created=now
+            )
+        )
+
+
+def _by_name_or_id(table: sa.Table, name_or_id: str | uuid.UUID) -> sa.ColumnElement[bool]:
+    if isinstance(name_or_id, uuid.UUID):
+        return table.c.id == name_or_id
+    try:
+        return sa.or_(table.c.name == name_or_id, table.c.id == parse_id(name_or_id))
+    except ConfigurationError:  # not an id: a name
+        return table.c.name == name_or_id
+
+
+def _deployment(values: dict[str, Any]) -> DeploymentRecord:
+    values["tags"] = tuple(values["tags"] or ())
+    values["parameters"] = values["parameters"] or {}
+    return DeploymentRecord(**values)
+
+
+def _engine(bind: Bind) -> sa.Engine:
+    return get_engine(bind) if isinstance(bind, str) else bind
+
+
+@contextlib.contextmanager
+def _reading(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A read connection on a migrated database."""
+    ensure_schema(engine)
+    with connect(engine) as conn:
+        yield conn

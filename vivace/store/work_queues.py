@@ -1,0 +1,326 @@
+"""Work queues, workers, and the atomic claim of due flow runs.
+
+A work queue is where a deployment's runs wait for a worker. It is created on first use (a deploy
+or a worker naming it) and has a priority (lower is served first), an optional concurrency limit
+(runs claimed and not yet over) and a paused flag (a paused queue hands out nothing).
+
+:func:`claim_flow_runs` is how a worker takes runs: in one transaction it reads the due SCHEDULED
+runs of its queues (those whose expected start is within the prefetch window), in queue priority
+then start order, within each queue's free slots and the worker's own free slots, and moves each
+to PENDING ``Claimed`` with the worker's id in one conditional UPDATE. A run is claimed by exactly
+one worker: the UPDATE only matches a run still SCHEDULED. On SQLite the transaction holds the
+write lock from its start; on PostgreSQL the queue rows are locked first, so two workers of one
+queue never both count the same free slot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import socket
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from vivace._ids import uuid7
+from vivace.engine.states import StateType
+from vivace.exceptions import ConfigurationError
+from vivace.store import schema
+from vivace.store.database import connect, ensure_schema, get_engine, transaction
+from vivace.store.records import FlowRunRecord
+
+Bind = sa.Engine | str
+
+DEFAULT_PRIORITY = 10
+CLAIMED_NAME = "Claimed"
+# Claimed and not over: what a queue's concurrency limit counts.
+_OCCUPYING = (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING, StateType.PAUSED)
+_MAX_NAME = 255
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkQueueRecord:
+    id: uuid.UUID
+    name: str
+    priority: int
+    concurrency_limit: int | None
+    paused: bool
+    created: dt.datetime
+    last_polled: dt.datetime | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    id: uuid.UUID
+    name: str
+    type: str
+    queues: list[str]
+    hostname: str
+    pid: int
+    started: dt.datetime
+    heartbeat: dt.datetime
+
+
+def check_queue_name(name: str) -> str:
+    """``name`` if it can name a work queue, else a ConfigurationError saying what is expected."""
+    if not isinstance(name, str) or not name.strip() or len(name) > _MAX_NAME:
+        raise ConfigurationError(
+            f"work queue name {name!r} is not valid; expected 1 to {_MAX_NAME} characters"
+        )
+    return name
+
+
+def ensure_work_queue(conn: sa.Connection, name: str) -> None:
+    """Create the queue ``name`` (default priority, no limit, not paused) unless it exists."""
+    queues = schema.work_queues
+    check_queue_name(name)
+    if conn.execute(sa.select(queues.c.id).where(queues.c.name == name)).first() is None:
+        conn.execute(
+            sa.insert(queues).values(
+                id=uuid7(),
+                name=name,
+                priority=DEFAULT_PRIORITY,
+                concurrency_limit=None,
+                paused=False,
+                created=time.time(),
+            )
+        )
+
+
+def update_work_queue(
+    bind: Bind,
+    name: str,
+    *,
+    priority: int | None = None,
+    concurrency_limit: int | object | None = ...,
+    paused: bool | None = None,
+) -> WorkQueueRecord:
+    """Create the queue if it is new, then set what is given (``concurrency_limit=None``
+    removes the limit; leave it out to keep it); return the queue."""
+    if priority is not None and not isinstance(priority, int):
+        raise ConfigurationError(f"work queue priority {priority!r} is not an integer")
+    if (
+        concurrency_limit is not ...
+        and concurrency_limit is not None
+        and (not isinstance(concurrency_limit, int) or concurrency_limit < 0)
+    ):
+        raise ConfigurationError(
+            f"work queue concurrency limit {concurrency_limit!r} is not valid; "
+            "expected a whole number >= 0, or none for no limit"
+        )
+    engine = _engine(bind)
+    ensure_schema(engine)
+    changes: dict[str, Any] = {}
+    if priority is not None:
+        changes["priority"] = priority
+    if concurrency_limit is not ...:
+        changes["concurrency_limit"] = concurrency_limit
+    if paused is not None:
+        changes["paused"] = paused
+    queues = schema.work_queues
+    with transaction(engine) as conn:
+        ensure_work_queue(conn, name)
+        if changes:
+            conn.execute(sa.update(queues).where(queues.c.name == name).values(**changes))
+    record = read_work_queue(engine, name)
+    assert record is not None
+    return record
+
+
+def read_work_queue(bind: Bind, name: str) -> WorkQueueRecord | None:
+    queues = schema.work_queues
+    engine = _engine(bind)
+    ensure_schema(engine)
+    with connect(engine) as conn:
+        row = conn.execute(sa.select(queues).where(queues.c.name == name)).first()
+    return None if row is None else WorkQueueRecord(**row._mapping)
+
+
+def read_work_queues(bind: Bind) -> list[WorkQueueRecord]:
+    """Every work queue, in the order workers serve them (priority, then name)."""
+    queues = schema.work_queues
+    engine = _engine(bind)
+    ensure_schema(engine)
+    with connect(engine) as conn:
+        rows = conn.execute(sa.select(queues).order_by(queues.c.priority, queues.c.name))
+        return [WorkQueueRecord(**row._mapping) for row in rows]
+
+
+def count_active_runs(bind: Bind, names: Sequence[str]) -> dict[str, int]:
+    """How many runs of each queue are claimed and not over (what its limit counts)."""
+    runs = schema.flow_runs
+    engine = _engine(bind)
+    ensure_schema(engine)
+    query = (
+        sa.select(runs.c.work_queue_name, sa.func.count())
+        .where(
+            runs.c.work_queue_name.in_(list(names)),
+            runs.c.state_type.in_([s.value for s in _OCCUPYING]),
+        )
+        .group_by(runs.c.work_queue_name)
+    )
+    counts = dict.fromkeys(names, 0)
+    with connect(engine) as conn:
+        for name, count in conn.execute(query):
+            counts[name] = count
+    return counts
+
+
+def register_worker(bind: Bind, name: str, worker_type: str, queues: Sequence[str]) -> WorkerRecord:
+    """Record a starting worker (its queues are created if new); return its record."""
+    engine = _engine(bind)
+    ensure_schema(engine)
+    now = time.time()
+    worker_id = uuid7()
+    with transaction(engine) as conn:
+        for queue in queues:
+            ensure_work_queue(conn, queue)
+        conn.execute(
+            sa.insert(schema.workers).values(
+                id=worker_id,
+                name=name,
+                type=worker_type,
+                queues=list(queues),
+                hostname=socket.gethostname(),
+                pid=os.getpid(),
+                started=now,
+                heartbeat=now,
+            )
+        )
+    workers = schema.workers
+    with connect(engine) as conn:
+        row = conn.execute(sa.select(workers).where(workers.c.id == worker_id)).one()
+    return WorkerRecord(**row._mapping)
+
+
+def worker_heartbeat(bind: Bind, worker_id: uuid.UUID) -> list[uuid.UUID]:
+    """Record that the worker is alive; return the ids of its runs now CANCELLING (to stop)."""
+    engine = _engine(bind)
+    ensure_schema(engine)
+    workers, runs = schema.workers, schema.flow_runs
+    with transaction(engine) as conn:
+        conn.execute(
+            sa.update(workers).where(workers.c.id == worker_id).values(heartbeat=time.time())
+        )
+        found = conn.execute(
+            sa.select(runs.c.id).where(
+                runs.c.worker_id == worker_id,
+                runs.c.state_type == StateType.CANCELLING.value,
+            )
+        ).scalars()
+        return list(found)
+
+
+def remove_worker(bind: Bind, worker_id: uuid.UUID) -> None:
+    """Forget a worker that stopped."""
+    engine = _engine(bind)
+    ensure_schema(engine)
+    with transaction(engine) as conn:
+        conn.execute(sa.delete(schema.workers).where(schema.workers.c.id == worker_id))
+
+
+def read_workers(bind: Bind) -> list[WorkerRecord]:
+    workers = schema.workers
+    engine = _engine(bind)
+    ensure_schema(engine)
+    with connect(engine) as conn:
+        rows = conn.execute(sa.select(workers).order_by(workers.c.started))
+        return [WorkerRecord(**row._mapping) for row in rows]
+
+
+def claim_flow_runs(
+    bind: Bind,
+    *,
+    worker_id: uuid.UUID,
+    queues: Sequence[str],
+    limit: int,
+    prefetch_seconds: float = 10.0,
+    infrastructure_types: Sequence[str] | None = None,
+) -> list[FlowRunRecord]:
+    """Claim up to ``limit`` due runs of ``queues`` for the worker (see the module docstring).
+
+    ``infrastructure_types``: only runs whose deployment starts on one of these (None: any).
+    Runs are returned in the order they should start.
+    """
+    from vivace.store.queries import read_flow_run
+    from vivace.store.run_control import transition_flow_run
+
+    if limit <= 0 or not queues:
+        return []
+    engine = _engine(bind)
+    ensure_schema(engine)
+    runs, table = schema.flow_runs, schema.work_queues
+    now = time.time()
+    horizon = now + prefetch_seconds
+    claimed: list[uuid.UUID] = []
+    with transaction(engine) as conn:
+        conn.execute(sa.update(table).where(table.c.name.in_(list(queues))).values(last_polled=now))
+        query = (
+            sa.select(table.c.name, table.c.concurrency_limit)
+            .where(table.c.name.in_(list(queues)), table.c.paused.is_(False))
+            .order_by(table.c.priority, table.c.name)
+        )
+        if engine.dialect.name == "postgresql":
+            query = query.with_for_update()
+        open_queues = conn.execute(query).all()
+        for queue_name, queue_limit in open_queues:
+            room = limit - len(claimed)
+            if room <= 0:
+                break
+            if queue_limit is not None:
+                active = conn.execute(
+                    sa.select(sa.func.count()).where(
+                        runs.c.work_queue_name == queue_name,
+                        runs.c.state_type.in_([s.value for s in _OCCUPYING]),
+                    )
+                ).scalar_one()
+                room = min(room, queue_limit - active)
+                if room <= 0:
+                    continue
+            due = (
+                sa.select(runs.c.id)
+                .where(
+                    runs.c.work_queue_name == queue_name,
+                    runs.c.state_type == StateType.SCHEDULED.value,
+                    runs.c.expected_start_time <= horizon,
+                )
+                .order_by(runs.c.expected_start_time, runs.c.id)
+                .limit(room)
+            )
+            if infrastructure_types is not None:
+                due = due.where(runs.c.infrastructure_type.in_(list(infrastructure_types)))
+            for run_id in list(conn.execute(due).scalars()):
+                seq = transition_flow_run(
+                    conn,
+                    run_id,
+                    StateType.PENDING,
+                    CLAIMED_NAME,
+                    None,
+                    allowed_from=(StateType.SCHEDULED,),
+                    values={"worker_id": worker_id},
+                )
+                if seq is not None:
+                    claimed.append(run_id)
+    records = [read_flow_run(engine, run_id) for run_id in claimed]
+    return [record for record in records if record is not None]
+
+
+def record_infrastructure_id(bind: Bind, flow_run_id: uuid.UUID, infrastructure_id: str) -> None:
+    """Remember what the worker launched for the run (a pid, a container id, a job name)."""
+    engine = _engine(bind)
+    ensure_schema(engine)
+    runs = schema.flow_runs
+    with transaction(engine) as conn:
+        conn.execute(
+            sa.update(runs)
+            .where(runs.c.id == flow_run_id)
+            .values(infrastructure_id=infrastructure_id[:255])
+        )
+
+
+def _engine(bind: Bind) -> sa.Engine:
+    return get_engine(bind) if isinstance(bind, str) else bind
