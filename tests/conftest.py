@@ -12,12 +12,22 @@
   exercise PostgreSQL for real.
 - ``postgres_url``: that same database, for the few tests of PostgreSQL alone.
 - ``history``: reads what runs recorded, through plain SQLAlchemy Core on the store's tables.
+- ``live_server``: a real uvicorn server on 127.0.0.1 (a free port) over ``database_url``, in a
+  thread of the test process; its base URL, e.g. ``http://127.0.0.1:41234``. For browser tests,
+  schemathesis, workers and anything that needs a socket.
+- ``moto_server``: a moto server (AWS S3, ECS, ... on 127.0.0.1) in its own process for the session;
+  a test that asks for it gets its endpoint URL, with ``AWS_ENDPOINT_URL`` and dummy credentials
+  set in the environment (so subprocesses reach it too).
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -202,3 +212,78 @@ class History:
 def history() -> History:
     """Read what runs recorded in the database the test's settings point at."""
     return History()
+
+
+@pytest.fixture
+def live_server(database_url: str) -> Iterator[str]:
+    yield from serve(database_url)
+
+
+def serve(database_url: str) -> Iterator[str]:
+    """Run a server over ``database_url`` on a free loopback port until the generator closes."""
+    import uvicorn
+
+    from vivace.server.app import create_app
+
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(database_url), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the test server did not start on 127.0.0.1:{port}")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.fixture(scope="session")
+def _moto_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"moto server did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+    try:
+        yield endpoint
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def moto_server(_moto_process: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The session's moto server endpoint, with the AWS environment pointing at it."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", _moto_process)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return _moto_process

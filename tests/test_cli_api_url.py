@@ -6,11 +6,9 @@ Also ``vivace.client.VivaceClient`` itself, against a real uvicorn server on 127
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,26 +56,6 @@ def failing() -> None:
 
 def vivace(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args))
-
-
-def _load_serve() -> Any:
-    """``serve`` of tests/server/conftest.py: its fixtures are not visible from tests/."""
-    spec = importlib.util.spec_from_file_location(
-        "vivace_server_test_fixtures", Path(__file__).parent / "server" / "conftest.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.serve
-
-
-serve = _load_serve()
-
-
-@pytest.fixture
-def live_server(database_url: str) -> Iterator[str]:
-    """A real uvicorn server on 127.0.0.1 over the test's database (as in tests/server)."""
-    yield from serve(database_url)
 
 
 @pytest.fixture

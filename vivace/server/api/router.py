@@ -8,7 +8,17 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from vivace.server import auth
-from vivace.server.api import flow_runs, flows, health, logs, task_runs
+from vivace.server.api import (
+    deployments,
+    flow_run_control,
+    flow_runs,
+    flows,
+    health,
+    logs,
+    task_runs,
+    work_queues,
+    workers,
+)
 
 router = APIRouter(dependencies=[Depends(auth.require_read)])
 router.include_router(health.router)
@@ -16,3 +26,7 @@ router.include_router(flows.router)
 router.include_router(flow_runs.router)
 router.include_router(logs.router)
 router.include_router(task_runs.router)
+router.include_router(deployments.router)
+router.include_router(flow_run_control.router)
+router.include_router(work_queues.router)
+router.include_router(workers.router)

@@ -1,0 +1,1 @@
+"""Placeholder: filled by the deployments work (issue 6)."""
