@@ -30,6 +30,11 @@ INFRASTRUCTURE_TYPES = {
 }
 
 
+UNKNOWN_EXIT_CODE = -1
+"""What :meth:`Launched.poll` returns for infrastructure that ended without reporting an exit code
+(an ECS task stopped before its container ran, a container or Job deleted by someone else)."""
+
+
 def engine_command(flow_run_id: uuid.UUID, python: str = "python") -> list[str]:
     """The command that runs a deployment's flow run inside any infrastructure."""
     return [python, "-m", "vivace.engine", str(flow_run_id)]
