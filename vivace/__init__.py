@@ -6,6 +6,7 @@ when a flow first runs or a runner is used.
 
 from __future__ import annotations
 
+from vivace.deployments.runs import run_deployment
 from vivace.engine.flows import Flow, flow
 from vivace.engine.futures import VivaceFuture, as_completed, unmapped, wait
 from vivace.engine.run_logging import get_run_logger
@@ -26,6 +27,7 @@ __all__ = [
     "flow",
     "get_run_logger",
     "resume_flow_run",
+    "run_deployment",
     "task",
     "unmapped",
     "wait",

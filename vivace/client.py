@@ -1,16 +1,21 @@
 """A small client of vivace's history API; HTTP on the standard library alone (urllib, json).
 
-It reads what the store's read helpers read (``vivace.store.queries``), with the same names and
-the same record types, so code written against one works with the other: the CLI's
-``vivace flow-run ls|inspect|logs --api-url URL`` prints the same output through a server as
-straight from the database. Example::
+It reads what the store's read helpers read (``vivace.store.queries``, ``.deployments``,
+``.work_queues``), with the same names and the same record types, so code written against one
+works with the other: the CLI's ``vivace flow-run ls|inspect|logs --api-url URL`` prints the same
+output through a server as straight from the database. It also makes the changes an admin key
+may: creating a run of a deployment and cancelling a run. Example::
 
     client = VivaceClient("http://127.0.0.1:4200/api", api_key=os.environ.get("VIVACE_API_KEY"))
     runs, cursor = client.read_flow_runs(state_types=["FAILED"], limit=100)
+    run, created = client.create_deployment_run("nightly", parameters={"day": "2026-12-01"})
 
 Failures are vivace's errors, each saying what to do: the server cannot be reached
 (``StoreUnavailableError``), it wants an API key or another one, or refused a parameter
-(``ConfigurationError``), it failed (``StoreError``).
+(``ConfigurationError``), it failed (``StoreError``); and those the store's helpers raise where
+the server says the same: no such deployment (``DeploymentNotFoundError``), parameters that do
+not match the deployment's (``ParameterValidationError``), a run that cannot be cancelled
+(``FlowRunStateError``).
 """
 
 from __future__ import annotations
@@ -27,10 +32,21 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from vivace.engine.states import StateType
-from vivace.exceptions import ConfigurationError, StoreError, StoreUnavailableError
+from vivace.exceptions import (
+    ConfigurationError,
+    DeploymentNotFoundError,
+    FlowRunStateError,
+    ParameterValidationError,
+    StoreError,
+    StoreUnavailableError,
+    VivaceError,
+)
+from vivace.store.deployments import DeploymentRecord
 from vivace.store.records import FlowRunRecord, LogRecord, StateRecord, TaskRunRecord
+from vivace.store.work_queues import WorkerRecord, WorkQueueRecord
 
 _Params = Mapping[str, str | int | Sequence[str] | None]
+_Errors = Mapping[int, type[VivaceError]]
 _Record = TypeVar("_Record", FlowRunRecord, TaskRunRecord, StateRecord, LogRecord)
 _DEFAULT_TIMEOUT = 30.0
 
@@ -174,6 +190,90 @@ class VivaceClient:
         )
         return [_log(item) for item in page["items"]], page["next_cursor"]
 
+    def cancel_flow_run(self, flow_run_id: uuid.UUID | str) -> FlowRunRecord:
+        """Cancel the run (admin key): CANCELLED at once if it has not started, else CANCELLING
+        until its worker or engine stops it; returns the run afterwards.
+
+        Raises FlowRunStateError for an unknown run and for one that ended otherwise.
+        """
+        _, body = self._request(
+            "POST",
+            f"/flow-runs/{_path_id(flow_run_id)}/cancel",
+            errors={404: FlowRunStateError, 409: FlowRunStateError},
+        )
+        return _flow_run(body)
+
+    # -- deployments -------------------------------------------------------------------------------
+
+    def read_deployments(
+        self,
+        *,
+        flow_name: str | None = None,
+        name_like: str | None = None,
+        limit: int = 200,
+        offset: int = 0,
+    ) -> list[DeploymentRecord]:
+        """Deployments by name (latest versions), optionally of one flow, or only those whose
+        name contains ``name_like``."""
+        page = self._get(
+            "/deployments",
+            {"flow": flow_name, "name_like": name_like, "limit": limit, "offset": offset},
+        )
+        return [_deployment(item) for item in page["items"]]
+
+    def read_deployment(self, name_or_id: uuid.UUID | str) -> DeploymentRecord | None:
+        """The deployment (latest version) with this name or id, or None."""
+        body = self._get(f"/deployments/{_path_id(name_or_id)}", missing_ok=True)
+        return None if body is None else _deployment(body)
+
+    def create_deployment_run(
+        self,
+        deployment: uuid.UUID | str,
+        *,
+        parameters: dict[str, Any] | None = None,
+        start_at: dt.datetime | None = None,
+        start_in_seconds: float | None = None,
+        tags: Sequence[str] | None = None,
+        name: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[FlowRunRecord, bool]:
+        """Create a SCHEDULED run of the deployment (by name or id; admin key); return it and
+        whether it is new.
+
+        ``parameters`` update the deployment's defaults and are checked against its schema by
+        the server (ParameterValidationError naming the field, and no run made). With an
+        ``idempotency_key`` this deployment has seen, no run is made: the first one is returned,
+        with ``False``, so a request retried after a lost answer never makes a second run.
+        """
+        given = {
+            "parameters": parameters,
+            "start_at": _iso(start_at),
+            "start_in_seconds": start_in_seconds,
+            "tags": None if tags is None else list(tags),
+            "name": name,
+            "idempotency_key": idempotency_key,
+        }
+        body = {field: value for field, value in given.items() if value is not None}
+        status, run = self._request(
+            "POST",
+            f"/deployments/{_path_id(deployment)}/runs",
+            body=body,
+            errors={404: DeploymentNotFoundError, 422: ParameterValidationError},
+        )
+        return _flow_run(run), status == 201
+
+    # -- work queues and workers -------------------------------------------------------------------
+
+    def read_work_queues(self) -> list[WorkQueueRecord]:
+        """Every work queue, in the order workers serve them (priority, then name)."""
+        return [
+            WorkQueueRecord(**_values(WorkQueueRecord, item)) for item in self._get("/work-queues")
+        ]
+
+    def read_workers(self) -> list[WorkerRecord]:
+        """The workers that registered and have not stopped, oldest first."""
+        return [_worker(item) for item in self._get("/workers")]
+
     # -- HTTP --------------------------------------------------------------------------------------
 
     def _get(self, path: str, params: _Params | None = None, *, missing_ok: bool = False) -> Any:
@@ -181,19 +281,45 @@ class VivaceClient:
 
         With ``missing_ok``, a 404 gives None instead of an error.
         """
+        try:
+            return self._request("GET", path, params)[1]
+        except _NotFound:
+            if missing_ok:
+                return None
+            raise
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        params: _Params | None = None,
+        *,
+        body: dict[str, Any] | None = None,
+        errors: _Errors | None = None,
+    ) -> tuple[int, Any]:
+        """``method`` on ``path`` below the API root: the status and the JSON answer.
+
+        ``errors`` names the exception to raise, with the server's message, for some statuses;
+        the others raise as ``_http_error`` says.
+        """
         url = self.api_url + path
         query = _query(params or {})
         if query:
             url += "?" + query
-        request = urllib.request.Request(url, headers=self._headers())
+        headers = self._headers()
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
-                return _json(url, response.read())
+                return response.status, _json(url, response.read())
         except urllib.error.HTTPError as error:
             with error:
                 detail = _detail(error.read())
-            if error.code == 404 and missing_ok:
-                return None
+            if errors and error.code in errors:
+                raise errors[error.code](detail) from None
             raise self._http_error(error.code, detail) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
             reason = getattr(error, "reason", error)
@@ -221,11 +347,18 @@ class VivaceClient:
                 f"{where} refused the API key in VIVACE_API_KEY: {detail}; expected a key with "
                 "the role this needs"
             )
+        if status == 404:
+            return _NotFound(f"{where} refused the request ({status}): {detail}")
         if 400 <= status < 500:
             return ConfigurationError(f"{where} refused the request ({status}): {detail}")
         if status == 503:
             return StoreUnavailableError(f"{where} cannot use its database now: {detail}")
         return StoreError(f"{where} failed ({status}): {detail}")
+
+
+class _NotFound(ConfigurationError):
+    """A 404: ``_get(..., missing_ok=True)`` answers None for it; elsewhere a ConfigurationError
+    like any other refused request."""
 
 
 # -- requests --------------------------------------------------------------------------------------
@@ -354,6 +487,8 @@ def _tuple(value: list[str]) -> tuple[str, ...]:
 _DECODERS: dict[str, Callable[[Any], Any]] = {
     "id": _id,
     "flow_id": _id,
+    "deployment_id": _id,
+    "worker_id": _id,
     "flow_run_id": _id,
     "task_run_id": _id,
     "parent_flow_run_id": _id,
@@ -364,21 +499,43 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "start_time": _time,
     "end_time": _time,
     "created": _time,
+    "updated": _time,
     "timestamp": _time,
+    "expected_start_time": _time,
+    "heartbeat": _time,
+    "last_polled": _time,
+    "started": _time,
     "tags": _tuple,
 }
 
 
-def _record(record_type: type[_Record], item: dict[str, Any]) -> _Record:
-    """The record of an API item: every field the item has, decoded; absent ones keep their
-    default (a server older than this client)."""
+def _values(
+    record_type: Any, item: dict[str, Any], decoders: Mapping[str, Callable[[Any], Any]] = _DECODERS
+) -> dict[str, Any]:
+    """The fields of a record (a dataclass) that an API item has, decoded; absent ones are left
+    out, to keep their default (a server older than this client)."""
     values = {}
     for field in dataclasses.fields(record_type):
         if field.name in item:
-            decode = _DECODERS.get(field.name)
+            decode = decoders.get(field.name)
             value = item[field.name]
             values[field.name] = value if decode is None else decode(value)
-    return record_type(**values)
+    return values
+
+
+def _record(record_type: type[_Record], item: dict[str, Any]) -> _Record:
+    return record_type(**_values(record_type, item))
+
+
+def _worker(item: dict[str, Any]) -> WorkerRecord:
+    # A worker's "type" is its infrastructure type, not a state type.
+    return WorkerRecord(**_values(WorkerRecord, item, {**_DECODERS, "type": str}))
+
+
+def _deployment(item: dict[str, Any]) -> DeploymentRecord:
+    # The API's "storage" is the description; the record's is what "storage_record" holds.
+    values = _values(DeploymentRecord, {**item, "storage": item["storage_record"]})
+    return DeploymentRecord(**values)
 
 
 def _flow_run(item: dict[str, Any]) -> FlowRunRecord:

@@ -20,6 +20,7 @@ PUBLIC_NAMES = [
     "flow",
     "get_run_logger",
     "resume_flow_run",
+    "run_deployment",
     "task",
     "unmapped",
     "wait",

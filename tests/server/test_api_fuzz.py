@@ -22,7 +22,9 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from vivace import flow, get_run_logger, task, unmapped
+from vivace.deployments.parameters import parameter_schema
 from vivace.store import queries
+from vivace.store.deployments import DeploymentSpec, create_deployment_run, save_deployment
 from vivace.store.writer import get_writer
 
 EXAMPLES_PER_OPERATION = 25  # per operation and per mode (valid data, invalid data)
@@ -80,8 +82,23 @@ def _seed_runs(database_url: str) -> tuple[list[str], list[str]]:
     return [str(run.id) for run in flow_runs], [str(run.id) for run in task_runs]
 
 
+def _seed_deployment(database_url: str) -> list[str]:
+    """A deployment of fuzz_flow with one run; its name and id."""
+    spec = DeploymentSpec(
+        name="fuzz/nightly",
+        flow_name="fuzz_flow",
+        entrypoint="test_api_fuzz.py:fuzz_flow",
+        storage={"url": "/srv/fuzz"},
+        parameter_schema=parameter_schema(fuzz_flow),
+    )
+    deployment = save_deployment(database_url, spec)
+    create_deployment_run(database_url, deployment, parameters={"n": 2})
+    return [deployment.name, str(deployment.id)]
+
+
 def _schema(live_server: str, database_url: str) -> Any:
     flow_run_ids, task_run_ids = _seed_runs(database_url)
+    deployments = _seed_deployment(database_url)
     config = SchemathesisConfig.from_dict(
         {
             "seed": SEED,
@@ -89,11 +106,15 @@ def _schema(live_server: str, database_url: str) -> Any:
             "dictionaries": {
                 "flow_run_ids": {"values": flow_run_ids},
                 "task_run_ids": {"values": task_run_ids},
+                "deployments": {"values": deployments},
+                "work_queues": {"values": ["default"]},
             },
             "parameters": {
                 "path.flow_run_id": {"dictionary": "flow_run_ids", "probability": 0.5},
                 "path.task_run_id": {"dictionary": "task_run_ids", "probability": 0.5},
                 "query.task_run_id": {"dictionary": "task_run_ids", "probability": 0.5},
+                "path.deployment": {"dictionary": "deployments", "probability": 0.5},
+                "path.name": {"dictionary": "work_queues", "probability": 0.5},
             },
         }
     )
@@ -132,5 +153,5 @@ def test_every_get_answers_within_its_schema_and_never_5xx(
             except Exception as error:  # every operation gets its turn; all failures reported
                 failures.append(f"{operation.label} ({mode.value} data): {error}")
 
-    assert len(operations) == 14
+    assert len(operations) == 21
     assert not failures, "\n\n".join(failures)

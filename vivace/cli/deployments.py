@@ -1,1 +1,431 @@
-"""Placeholder: filled by the deployments work (issue 6)."""
+"""``vivace deploy`` and ``vivace deployment``: deploy flows, list them, run them.
+
+    vivace deploy FILE.py:FLOW --name NAME [--queue Q] [--param k=v ...] [--tag T ...]
+                  [--description D] [--storage BLOCK_OR_URL] [--infra TYPE|block:NAME]
+    vivace deploy --all [--file vivace.yaml]      every deployment of the project file
+    vivace deploy --name NAME [--file vivace.yaml]  one of them
+    vivace deployment ls [--flow NAME]
+    vivace deployment inspect NAME
+    vivace deployment delete NAME [--yes]
+    vivace deployment run NAME [--param k=v ...] [--start-in 10m | --start-at ISO]
+                          [--idempotency-key K] [--tag T ...] [--watch]
+
+Without FILE.py:FLOW, ``deploy`` reads ``vivace.yaml`` (``--file``, else the nearest one in the
+current folder or above; see :mod:`vivace.deployments.project_file`); options given on the
+command line then override the file's values (``--param`` updates its parameters). Every entry
+is checked before any is uploaded, so one bad entry deploys nothing.
+
+Errors print one line: exit 2 for bad input (a ``--param`` that is not NAME=VALUE or does not
+match the flow, a bad ``--start-in``), 1 when something is not found or cannot be done.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from vivace.cli import (
+    _BadInput,
+    _console,
+    _database_url,
+    _Failure,
+    _flow_runs_table,
+    _table,
+    _text,
+    _time,
+    cli,
+)
+
+if TYPE_CHECKING:
+    from vivace.deployments.deploy import PreparedDeployment
+    from vivace.store.deployments import DeploymentRecord
+
+_INSPECT_VERSIONS = 10
+_INSPECT_RUNS = 10
+
+
+# -- deploy -------------------------------------------------------------------------------------
+
+
+@cli.command("deploy")
+@click.argument("entrypoint", required=False, metavar="[FILE.py:FLOW]")
+@click.option("--name", "-n", metavar="NAME", help="The deployment's name.")
+@click.option("--queue", "-q", "work_queue", metavar="Q", help="Work queue of its runs.")
+@click.option(
+    "--param", "-p", "params", multiple=True, metavar="k=v", help="A default parameter (JSON)."
+)
+@click.option("--tag", "-t", "tags", multiple=True, metavar="T", help="A tag of its runs.")
+@click.option("--description", "-d", metavar="D", help="What the deployment is for.")
+@click.option(
+    "--storage",
+    metavar="BLOCK_OR_URL",
+    help="Where to upload the project: a folder, an fsspec URL (s3://bucket/flows), block:NAME "
+    "or a saved block's name. Default: VIVACE_DEPLOYMENT_STORAGE or $VIVACE_HOME/deployments.",
+)
+@click.option(
+    "--infra",
+    "infrastructure",
+    metavar="TYPE",
+    help="process (default), docker, kubernetes, ecs, or block:NAME of a saved one.",
+)
+@click.option("--all", "deploy_all", is_flag=True, help="Deploy every entry of vivace.yaml.")
+@click.option(
+    "--file",
+    "project_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The project file (default: the nearest vivace.yaml in this folder or above).",
+)
+def deploy(
+    entrypoint: str | None,
+    name: str | None,
+    work_queue: str | None,
+    params: tuple[str, ...],
+    tags: tuple[str, ...],
+    description: str | None,
+    storage: str | None,
+    infrastructure: str | None,
+    deploy_all: bool,
+    project_file: Path | None,
+) -> None:
+    """Deploy a flow: upload its project folder and record how to run it.
+
+    Give FILE.py:FLOW and --name, or deploy from vivace.yaml: --all, or --name of one entry.
+    """
+    from vivace.deployments.deploy import load_entrypoint, prepare_deployment
+
+    overrides: dict[str, Any] = {
+        "work_queue": work_queue,
+        "parameters": _parameters(params) if params else None,
+        "tags": list(tags) or None,
+        "description": description,
+        "storage": storage,
+        "infrastructure": infrastructure,
+    }
+    if entrypoint is not None:
+        if deploy_all or project_file is not None:
+            raise _BadInput("give either FILE.py:FLOW or --all/--file (vivace.yaml), not both")
+        if not name:
+            raise _BadInput("--name is required: the name to deploy the flow under")
+        flow = load_entrypoint(entrypoint)
+        given = {key: value for key, value in overrides.items() if value is not None}
+        prepared = [prepare_deployment(flow, name, **given)]
+    else:
+        prepared = _prepare_from_project_file(project_file, name, deploy_all, overrides)
+    for index, plan in enumerate(prepared):
+        if index:
+            click.echo()
+        _report(plan.deploy())
+
+
+def _prepare_from_project_file(
+    path: Path | None, name: str | None, deploy_all: bool, overrides: dict[str, Any]
+) -> list[PreparedDeployment]:
+    from vivace.deployments.project_file import (
+        PROJECT_FILE,
+        entry_named,
+        find_project_file,
+        prepare_entry,
+        read_project_file,
+    )
+
+    if deploy_all == bool(name):
+        raise _BadInput(
+            "give FILE.py:FLOW --name NAME, or --all to deploy every entry of vivace.yaml, or "
+            "--name NAME to deploy one of its entries"
+        )
+    found = path if path is not None else find_project_file()
+    if found is None:
+        raise _Failure(
+            f"no {PROJECT_FILE} in {str(Path.cwd())!r} or a folder above it; give FILE.py:FLOW "
+            "--name NAME, or --file PATH"
+        )
+    if not found.is_file():
+        raise _Failure(f"project file {str(found)!r} does not exist")
+    project = read_project_file(found)
+    entries = project.deployments if deploy_all else [entry_named(project, str(name), found)]
+    return [prepare_entry(entry, found.parent, **overrides) for entry in entries]
+
+
+def _report(record: DeploymentRecord) -> None:
+    from vivace.deployments.storage import describe_storage
+
+    click.echo(f"Deployed {record.name!r} (flow {record.flow_name!r}), version {record.version}.")
+    click.echo(f"  entrypoint:     {record.entrypoint}")
+    click.echo(f"  storage:        {describe_storage(record.storage)}")
+    click.echo(f"  work queue:     {record.work_queue_name}")
+    click.echo(f"  infrastructure: {record.infrastructure_type}")
+    required = record.parameter_schema.get("required") or []
+    missing = [name for name in required if name not in record.parameters]
+    hint = "".join(f" --param {name}=..." for name in missing)
+    click.echo(f"Run it with: vivace deployment run {_quoted(record.name)}{hint}")
+    click.echo(
+        f"(a worker serving it: vivace worker start --queue {_quoted(record.work_queue_name)})"
+    )
+
+
+# -- deployment ls | inspect | delete | run ------------------------------------------------------
+
+
+@cli.group("deployment")
+def deployment() -> None:
+    """Deployments: flows the server can run on demand."""
+
+
+@deployment.command("ls")
+@click.option("--flow", "flow_name", metavar="NAME", help="Only deployments of this flow.")
+def deployment_ls(flow_name: str | None) -> None:
+    """List deployments by name (their latest versions)."""
+    from vivace.deployments.storage import describe_storage
+    from vivace.store.deployments import read_deployments
+
+    records = read_deployments(_database_url(), flow_name=flow_name, limit=1000)
+    if not records:
+        click.echo("No deployments." if flow_name is None else f"No deployments of {flow_name!r}.")
+        return
+    table = _table("Name", "Flow", "Version", "Queue", "Infra", "Storage", "Updated")
+    for record in records:
+        table.add_row(
+            _text(record.name),
+            _text(record.flow_name),
+            str(record.version),
+            _text(record.work_queue_name),
+            _text(record.infrastructure_type),
+            _text(describe_storage(record.storage)),
+            _time(record.updated),
+        )
+    _console().print(table)
+
+
+@deployment.command("inspect")
+@click.argument("name")
+def deployment_inspect(name: str) -> None:
+    """Show a deployment: its fields, parameters, versions and latest runs."""
+    from vivace.deployments.storage import describe_storage
+    from vivace.store.deployments import read_deployment_version, require_deployment
+    from vivace.store.queries import read_flow_runs
+
+    url = _database_url()
+    record = require_deployment(url, name)
+    details = _table("", "", title=f"Deployment {record.name!r}", show_header=False)
+    for label, value in (
+        ("ID", str(record.id)),
+        ("Name", record.name),
+        ("Version", str(record.version)),
+        ("Flow", record.flow_name),
+        ("Entrypoint", record.entrypoint),
+        ("Storage", describe_storage(record.storage)),
+        ("Infrastructure", json.dumps(record.infrastructure, sort_keys=True)),
+        ("Work queue", record.work_queue_name),
+        ("Tags", ", ".join(record.tags)),
+        ("Description", record.description or ""),
+        ("Parameters", json.dumps(record.parameters, default=str)),
+        ("Created", _time(record.created)),
+        ("Updated", _time(record.updated)),
+    ):
+        details.add_row(label, _text(value))
+    console = _console()
+    console.print(details)
+    console.print()
+    console.print(_schema_table(record))
+    console.print()
+    versions = _table("Version", "Created", "Entrypoint", "Storage", title="Versions")
+    first = max(1, record.version - _INSPECT_VERSIONS + 1)
+    for version in range(record.version, first - 1, -1):
+        old = read_deployment_version(url, record.id, version)
+        if old is not None:
+            versions.add_row(
+                str(version),
+                _time(old.created),
+                _text(old.entrypoint),
+                _text(describe_storage(old.storage)),
+            )
+    if first > 1:
+        versions.caption = f"the latest {_INSPECT_VERSIONS} of {record.version} versions"
+    console.print(versions)
+    console.print()
+    runs, _ = read_flow_runs(url, deployment_id=record.id, sort="created_desc", limit=_INSPECT_RUNS)
+    if runs:
+        console.print(_flow_runs_table(runs, title=f"Latest runs (up to {_INSPECT_RUNS})"))
+    else:
+        console.print("No runs yet.")
+
+
+@deployment.command("delete")
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def deployment_delete(name: str, yes: bool) -> None:
+    """Delete a deployment and its versions; its runs not started yet are cancelled."""
+    from vivace.engine.states import StateType
+    from vivace.store.deployments import delete_deployment, require_deployment
+    from vivace.store.queries import MAX_LIMIT, read_flow_runs
+
+    url = _database_url()
+    record = require_deployment(url, name)
+    if not yes:
+        click.confirm(
+            f"Delete deployment {record.name!r} ({record.version} version(s)) and cancel its "
+            "runs that have not started?",
+            abort=True,
+        )
+    waiting = 0
+    cursor: str | None = None
+    while True:
+        page, cursor = read_flow_runs(
+            url,
+            deployment_id=record.id,
+            state_types=[StateType.SCHEDULED],
+            limit=MAX_LIMIT,
+            cursor=cursor,
+        )
+        waiting += len(page)
+        if cursor is None:
+            break
+    delete_deployment(url, record.id)
+    click.echo(f"Deleted deployment {record.name!r}; cancelled {waiting} scheduled run(s) of it.")
+
+
+@deployment.command("run")
+@click.argument("name")
+@click.option(
+    "--param", "-p", "params", multiple=True, metavar="k=v", help="A parameter (JSON value)."
+)
+@click.option("--start-in", metavar="DURATION", help="Start later: 90s, 10m, 2h, 1d.")
+@click.option("--start-at", metavar="ISO", help="Start at a time: 2026-12-01T08:00[+01:00].")
+@click.option(
+    "--idempotency-key",
+    metavar="K",
+    help="Retrying with the same key creates no second run: the first one is shown.",
+)
+@click.option("--tag", "-t", "tags", multiple=True, metavar="T", help="Tags of the run.")
+@click.option("--watch", "-w", is_flag=True, help="Follow the run until it ends.")
+@click.pass_context
+def deployment_run(
+    ctx: click.Context,
+    name: str,
+    params: tuple[str, ...],
+    start_in: str | None,
+    start_at: str | None,
+    idempotency_key: str | None,
+    tags: tuple[str, ...],
+    watch: bool,
+) -> None:
+    """Create a run of a deployment; a worker on its work queue starts it."""
+    from vivace.deployments.runs import create_run
+    from vivace.exceptions import ParameterValidationError
+
+    if start_in is not None and start_at is not None:
+        raise _BadInput("give --start-in or --start-at, not both")
+    start = _start_time(start_in, start_at)
+    url = _database_url()
+    parameters = _parameters(params)
+    try:
+        run, created = create_run(
+            url,
+            name,
+            parameters,
+            expected_start_time=start,
+            idempotency_key=idempotency_key,
+            tags=list(tags) or None,
+        )
+    except ParameterValidationError as error:
+        raise _BadInput(str(error)) from None
+    if created:
+        when = "now" if start is None else _time(run.expected_start_time)
+        click.echo(
+            f"Created flow run {run.name!r} ({run.id}) of deployment {name!r} "
+            f"(version {run.deployment_version}), to start {when} from work queue "
+            f"{run.work_queue_name!r}."
+        )
+    else:
+        click.echo(
+            f"Flow run {run.name!r} ({run.id}) was already created with idempotency key "
+            f"{idempotency_key!r}; no new run."
+        )
+    if watch:
+        from vivace.cli.watch import watch_flow_run
+
+        ctx.exit(watch_flow_run(url, run.id))
+    click.echo(f"Follow it with: vivace flow-run watch {run.id}")
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
+    from vivace.deployments.parameters import parse_cli_parameters
+    from vivace.exceptions import ParameterValidationError
+
+    try:
+        return parse_cli_parameters(pairs)
+    except ParameterValidationError as error:
+        raise _BadInput(str(error)) from None
+
+
+def _start_time(start_in: str | None, start_at: str | None) -> float | None:
+    from vivace.deployments.runs import parse_duration
+    from vivace.exceptions import ConfigurationError
+
+    if start_in is not None:
+        try:
+            return time.time() + parse_duration(start_in)
+        except ConfigurationError as error:
+            raise _BadInput(f"--start-in: {error}") from None
+    if start_at is None:
+        return None
+    try:
+        when = dt.datetime.fromisoformat(start_at.strip())
+    except ValueError:
+        raise _BadInput(
+            f"--start-at {start_at!r} is not an ISO time; expected e.g. 2026-12-01T08:00 or "
+            "2026-12-01T08:00+01:00"
+        ) from None
+    if when.tzinfo is None:
+        when = when.astimezone()  # the local time zone
+    return when.timestamp()
+
+
+def _schema_table(record: DeploymentRecord) -> Any:
+    schema = record.parameter_schema
+    required = set(schema.get("required") or ())
+    table = _table("Parameter", "Type", "Required", "Default", "Description", title="Parameters")
+    for name, field in (schema.get("properties") or {}).items():
+        if name in record.parameters:
+            default = json.dumps(record.parameters[name], default=str) + " (deployment)"
+        elif "default" in field:
+            default = json.dumps(field["default"], default=str)
+        else:
+            default = ""
+        table.add_row(
+            _text(name),
+            _text(_type_of(field)),
+            "yes" if name in required and name not in record.parameters else "",
+            _text(default),
+            _text(str(field.get("description") or "")),
+        )
+    if schema.get("additionalProperties"):
+        table.caption = "other parameters are accepted too (**kwargs)"
+    return table
+
+
+def _type_of(field: dict[str, Any]) -> str:
+    if "type" in field:
+        return str(field["type"])
+    for key in ("anyOf", "oneOf"):
+        if key in field:
+            return " | ".join(_type_of(option) for option in field[key])
+    if "$ref" in field:
+        return str(field["$ref"]).rsplit("/", 1)[-1]
+    if "enum" in field:
+        return " | ".join(json.dumps(value) for value in field["enum"])
+    return "any"
+
+
+def _quoted(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)

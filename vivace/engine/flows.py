@@ -6,7 +6,7 @@ import functools
 import inspect
 import uuid
 from collections.abc import Callable
-from typing import Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from vivace.engine.options import (
     NOT_SET,
@@ -19,6 +19,11 @@ from vivace.engine.options import (
 )
 from vivace.exceptions import ConfigurationError
 from vivace.results.options import flow_result_options
+
+if TYPE_CHECKING:
+    import os
+
+    from vivace.store.deployments import DeploymentRecord
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -161,6 +166,40 @@ class Flow(Generic[P, R]):
                 return run_blocking(coroutine)  # type: ignore[no-any-return]
             return coroutine  # type: ignore[return-value]
         return run_flow_sync(self, args, kwargs, return_state)  # type: ignore[no-any-return]
+
+    def deploy(
+        self,
+        name: str,
+        work_queue: str = "default",
+        parameters: dict[str, Any] | None = None,
+        tags: list[str] | tuple[str, ...] | None = None,
+        description: str | None = None,
+        storage: str | None = None,
+        infrastructure: Any = None,
+        project_dir: str | os.PathLike[str] | None = None,
+    ) -> DeploymentRecord:
+        """Deploy this flow as ``name``: upload its project folder to ``storage`` and record
+        where a worker finds it; a name deployed before gets its next version.
+
+        ``storage`` is a folder, an fsspec URL (``s3://bucket/flows``) or ``block:NAME``
+        (default: ``VIVACE_DEPLOYMENT_STORAGE`` or ``$VIVACE_HOME/deployments``);
+        ``infrastructure`` a type (``"process"``, ``"docker"``...), ``block:NAME`` or an
+        Infrastructure. See :mod:`vivace.deployments.deploy` for how the project folder and
+        the entrypoint are found.
+        """
+        from vivace.deployments.deploy import deploy_flow
+
+        return deploy_flow(
+            self,
+            name,
+            work_queue=work_queue,
+            parameters=parameters,
+            tags=tags,
+            description=description,
+            storage=storage,
+            infrastructure=infrastructure,
+            project_dir=project_dir,
+        )
 
     def __repr__(self) -> str:
         return f"Flow(name={self.name!r})"

@@ -182,14 +182,49 @@ def read_deployment_version(
     return None if row is None else _deployment(dict(row._mapping))
 
 
-def read_deployments(
-    bind: Bind, *, flow_name: str | None = None, limit: int = 200, offset: int = 0
+def read_deployment_versions(
+    bind: Bind, deployment_id: uuid.UUID, *, limit: int = 200
 ) -> list[DeploymentRecord]:
-    """Deployments by name (latest versions), optionally of one flow."""
+    """The deployment's versions still kept, newest first (each as ``read_deployment_version``
+    gives it)."""
+    deployments, versions = schema.deployments, schema.deployment_versions
+    columns = [versions.c[name] for name in _SPEC_COLUMNS]
+    query = (
+        sa.select(
+            deployments.c.id,
+            deployments.c.name,
+            versions.c.version,
+            *columns,
+            versions.c.created,
+            deployments.c.updated,
+        )
+        .join(versions, versions.c.deployment_id == deployments.c.id)
+        .where(deployments.c.id == deployment_id)
+        .order_by(versions.c.version.desc())
+        .limit(limit)
+    )
+    with _reading(_engine(bind)) as conn:
+        return [_deployment(dict(row._mapping)) for row in conn.execute(query)]
+
+
+def read_deployments(
+    bind: Bind,
+    *,
+    flow_name: str | None = None,
+    name_like: str | None = None,
+    limit: int = 200,
+    offset: int = 0,
+) -> list[DeploymentRecord]:
+    """Deployments by name (latest versions), optionally of one flow, or only those whose name
+    contains ``name_like`` (any case)."""
+    from vivace.store.queries import _contains
+
     table = schema.deployments
     query = sa.select(table).order_by(table.c.name).limit(limit).offset(offset)
     if flow_name is not None:
         query = query.where(table.c.flow_name == flow_name)
+    if name_like is not None:
+        query = query.where(_contains(table.c.name, name_like, "name_like"))
     with _reading(_engine(bind)) as conn:
         return [_deployment(dict(row._mapping)) for row in conn.execute(query)]
 

@@ -164,6 +164,7 @@ def count_flow_runs_by_state(
     tags: Sequence[str] | None = None,
     started_after: dt.datetime | float | None = None,
     started_before: dt.datetime | float | None = None,
+    deployment_id: uuid.UUID | None = None,
 ) -> dict[StateType, int]:
     """How many flow runs match the filters (as in ``read_flow_runs``), per state type.
 
@@ -179,6 +180,7 @@ def count_flow_runs_by_state(
         tags=tags,
         started_after=started_after,
         started_before=started_before,
+        deployment_id=deployment_id,
     )
     return _count_by_state(engine, table, filters)
 

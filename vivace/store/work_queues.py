@@ -170,6 +170,26 @@ def count_active_runs(bind: Bind, names: Sequence[str]) -> dict[str, int]:
     return counts
 
 
+def count_waiting_runs(bind: Bind, names: Sequence[str]) -> dict[str, int]:
+    """How many runs of each queue are SCHEDULED, waiting for a worker to claim them."""
+    runs = schema.flow_runs
+    engine = _engine(bind)
+    ensure_schema(engine)
+    query = (
+        sa.select(runs.c.work_queue_name, sa.func.count())
+        .where(
+            runs.c.work_queue_name.in_(list(names)),
+            runs.c.state_type == StateType.SCHEDULED.value,
+        )
+        .group_by(runs.c.work_queue_name)
+    )
+    counts = dict.fromkeys(names, 0)
+    with connect(engine) as conn:
+        for name, count in conn.execute(query):
+            counts[name] = count
+    return counts
+
+
 def register_worker(bind: Bind, name: str, worker_type: str, queues: Sequence[str]) -> WorkerRecord:
     """Record a starting worker (its queues are created if new); return its record."""
     engine = _engine(bind)

@@ -11,11 +11,13 @@ import datetime as dt
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from vivace.engine.states import StateType
 from vivace.server import graph
+from vivace.server.api.params import Name
 from vivace.store import queries
+from vivace.store.deployments import DeploymentRecord
 from vivace.store.records import (
     FlowRecord,
     FlowRunRecord,
@@ -23,6 +25,10 @@ from vivace.store.records import (
     StateRecord,
     TaskRunRecord,
 )
+from vivace.store.work_queues import WorkerRecord, WorkQueueRecord
+
+MAX_START_IN_SECONDS = 10 * 365 * 86_400  # ten years: far enough, and still a valid time
+MAX_INT = 2**31 - 1  # priorities and limits are stored as 32-bit integers
 
 # -- errors -------------------------------------------------------------------------------------
 
@@ -33,10 +39,15 @@ class ErrorMessage(BaseModel):
     detail: str = Field(examples=["flow run 0190f6f1-7c2a-7b4e-9a51-4c8f1e2d3a4b not found"])
 
 
-def error_responses(*status_codes: int) -> dict[int | str, dict[str, Any]]:
-    """The ``responses=`` of a route that can answer with these error codes."""
+def error_responses(
+    *status_codes: int, not_found: str = "No such run."
+) -> dict[int | str, dict[str, Any]]:
+    """The ``responses=`` of a route that can answer with these error codes (``not_found``: what
+    its 404 means)."""
     meaning = {
-        404: "No such run.",
+        403: "The API key sent has the role read; this needs one with the role admin.",
+        404: not_found,
+        409: "The run is already over: it ended in another way than cancelled.",
         422: "A parameter is malformed or out of range; the message names it.",
         503: "The run-history database cannot be reached.",
     }
@@ -104,6 +115,31 @@ class FlowRun(BaseModel):
     )
     result_key: str | None = None
     result_serializer: str | None = None
+    deployment_id: uuid.UUID | None = Field(
+        default=None, description="The deployment the run was created from; null if none."
+    )
+    deployment_version: int | None = Field(
+        default=None, description="The deployment's version the run was created from."
+    )
+    work_queue_name: str | None = Field(
+        default=None, description="The work queue a deployment run waits in for a worker."
+    )
+    expected_start_time: dt.datetime | None = Field(
+        default=None, description="When a deployment run is due to start."
+    )
+    idempotency_key: str | None = Field(
+        default=None, description="The key the request that created the run gave, if any."
+    )
+    infrastructure_type: str | None = Field(
+        default=None, description="What a deployment run starts on: process, docker..."
+    )
+    worker_id: uuid.UUID | None = Field(default=None, description="The worker that claimed it.")
+    infrastructure_id: str | None = Field(
+        default=None, description="What its worker launched: a pid, a container, a job."
+    )
+    heartbeat: dt.datetime | None = Field(
+        default=None, description="When its engine last said it is alive."
+    )
 
     @classmethod
     def from_record(cls, record: FlowRunRecord) -> FlowRun:
@@ -307,6 +343,140 @@ class TaskGraph(BaseModel):
             task_run_count=task_graph.task_run_count,
             truncated=task_graph.truncated,
         )
+
+
+# -- deployments --------------------------------------------------------------------------------
+
+
+class Deployment(BaseModel):
+    """A deployment at its latest version: the flow it runs, where its code is, its parameters'
+    schema and defaults, the infrastructure its runs start on and the work queue they wait in."""
+
+    id: uuid.UUID
+    name: str
+    flow_name: str
+    version: int = Field(description="1 for the first deploy, one more for each redeploy.")
+    entrypoint: str = Field(description='"path/in/project.py:function" or "module:function".')
+    work_queue_name: str
+    infrastructure_type: str = Field(examples=["process"])
+    tags: list[str]
+    description: str | None
+    storage: str = Field(description="Where the code is, in words: a URL or a block's name.")
+    storage_record: dict[str, Any] = Field(
+        description='{"url": ...} or {"block": NAME, "path": ...}, as the workers read it.'
+    )
+    parameter_schema: dict[str, Any] = Field(description="JSON Schema of the flow's parameters.")
+    parameters: dict[str, Any] = Field(description="Default parameters of the runs.")
+    infrastructure: dict[str, Any] = Field(description='{"type": ..., ...its settings}.')
+    created: dt.datetime = Field(description="When this version was deployed.")
+    updated: dt.datetime = Field(description="When the deployment last changed.")
+
+    @classmethod
+    def from_record(cls, record: DeploymentRecord) -> Deployment:
+        from vivace.deployments.storage import describe_storage
+
+        values = _fields(record)
+        values["storage_record"] = values.pop("storage")
+        return cls(
+            **values,
+            infrastructure_type=record.infrastructure_type,
+            storage=describe_storage(record.storage),
+        )
+
+
+class DeploymentDetail(Deployment):
+    """A deployment and how many runs it has, in all and per state type."""
+
+    run_count: int
+    run_counts: dict[StateType, int] = Field(
+        description="Runs per state type; every state type is a key."
+    )
+
+
+class DeploymentPage(BaseModel):
+    """A page of deployments by name; pass ``next_offset`` as ``offset`` for the next one."""
+
+    items: list[Deployment]
+    next_offset: int | None = Field(description="null on the last page.")
+
+
+class DeploymentRunRequest(BaseModel):
+    """What to create a run of a deployment with; everything is optional."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    parameters: dict[str, Any] | None = Field(
+        default=None, description="The run's parameters; the deployment's defaults fill the rest."
+    )
+    start_at: AwareDatetime | None = Field(
+        default=None, description="When the run should start (ISO 8601 with a timezone)."
+    )
+    start_in_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_START_IN_SECONDS,
+        description="Start this many seconds from now (not with start_at).",
+    )
+    tags: list[Name] | None = Field(
+        default=None, max_length=50, description="The run's tags (default: the deployment's)."
+    )
+    name: Name | None = Field(default=None, description="The run's name (default: random).")
+    idempotency_key: Name | None = Field(
+        default=None,
+        description="A retry with the same key gets the run the first request made.",
+    )
+
+
+# -- work queues and workers --------------------------------------------------------------------
+
+
+class WorkQueue(BaseModel):
+    """A work queue: where a deployment's runs wait for a worker, and what it hands out."""
+
+    id: uuid.UUID
+    name: str
+    priority: int = Field(description="Lower is served first by a worker polling several queues.")
+    concurrency_limit: int | None = Field(
+        description="At most this many of its runs claimed and not over; null: no limit."
+    )
+    paused: bool = Field(description="A paused queue hands out no run.")
+    created: dt.datetime
+    last_polled: dt.datetime | None = Field(description="When a worker last asked it for runs.")
+    active_runs: int = Field(description="Runs claimed and not over (what the limit counts).")
+    scheduled_runs: int = Field(description="Runs waiting to be claimed.")
+
+    @classmethod
+    def from_record(cls, record: WorkQueueRecord, active: int, scheduled: int) -> WorkQueue:
+        return cls(**_fields(record), active_runs=active, scheduled_runs=scheduled)
+
+
+class WorkQueueUpdate(BaseModel):
+    """The work queue settings to change; those left out keep their value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    priority: int | None = Field(default=None, ge=-MAX_INT, le=MAX_INT)
+    concurrency_limit: int | None = Field(
+        default=None, ge=0, le=MAX_INT, description="null removes the limit."
+    )
+    paused: bool | None = None
+
+
+class Worker(BaseModel):
+    """A worker that is running (or stopped without saying so: see ``heartbeat``)."""
+
+    id: uuid.UUID
+    name: str
+    type: str = Field(description="The infrastructure it starts runs on.", examples=["process"])
+    queues: list[str]
+    hostname: str
+    pid: int
+    started: dt.datetime
+    heartbeat: dt.datetime = Field(description="When it last said it is alive.")
+
+    @classmethod
+    def from_record(cls, record: WorkerRecord) -> Worker:
+        return cls(**_fields(record))
 
 
 # -- helpers ------------------------------------------------------------------------------------

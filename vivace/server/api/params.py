@@ -40,6 +40,8 @@ def _without_nul(value: str) -> str:
 
 
 Text = Annotated[str, Field(max_length=1000), AfterValidator(_without_nul)]
+Name = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_without_nul)]
+"""A name as the store keeps it (of a deployment, a work queue, a run, a tag)."""
 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=f"Items per page, 1 to {MAX_LIMIT}.")]
 Cursor = Annotated[

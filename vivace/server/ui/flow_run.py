@@ -30,6 +30,7 @@ from vivace.server.ui.lookups import find_flow_run
 from vivace.server.ui.params import LEVELS, PageQuery
 from vivace.server.ui.rendering import render
 from vivace.server.ui.routing import LiveRoute, PageRoute
+from vivace.store.deployments import read_deployment
 from vivace.store.queries import (
     count_task_runs_by_state,
     read_flow_run,
@@ -132,4 +133,6 @@ def _sections(url: str, run: FlowRunRecord, query: PageQuery) -> dict[str, Any]:
         "task_name": task_name or "",
         "task_paged": query.cursor("task_cursor") is not None,
         "level": query.level("level"),  # kept by the task filter form
+        # None for a run not made from a deployment, and for one whose deployment was deleted.
+        "deployment": read_deployment(url, run.deployment_id) if run.deployment_id else None,
     }

@@ -11,7 +11,16 @@ from pathlib import Path
 from fastapi import APIRouter
 from starlette.staticfiles import StaticFiles
 
-from vivace.server.ui import dashboard, flow_run, flow_runs, flows, signin, task_runs
+from vivace.server.ui import (
+    dashboard,
+    deployments,
+    flow_run,
+    flow_runs,
+    flows,
+    signin,
+    task_runs,
+    work_queues,
+)
 
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -23,6 +32,8 @@ router.include_router(flow_run.page_router)
 router.include_router(flow_run.live_router)
 router.include_router(task_runs.page_router)
 router.include_router(task_runs.live_router)
+router.include_router(deployments.router)
+router.include_router(work_queues.router)
 router.include_router(signin.router)
 
 

@@ -1,0 +1,425 @@
+"""Deploying a flow: find its project, upload it, record what a worker needs to run it.
+
+``Flow.deploy(...)`` and ``vivace deploy`` both end in :func:`deploy_flow`, which does, in order:
+
+1. finds the flow's source file and its **project folder**: ``project_dir`` when given, else the
+   nearest folder above the file (the file's own first) holding one of ``PROJECT_MARKERS``
+   (``vivace.yaml``, ``.vivaceignore``, ``pyproject.toml``, ``.git``), else the file's own
+   folder. A home folder or the filesystem root is never taken as a project found that way:
+   a stray ``~/.git`` must not upload a whole home;
+2. records the **entrypoint** relative to that folder, POSIX style (``flows/etl.py:etl``), and
+   refuses a flow that could not be imported again from there: one defined inside a function or
+   in an interactive session, or whose file is outside the project folder. The flow's own name
+   is recorded apart (``flow_name``), so a worker loading the file with
+   ``vivace.results.resume.load_flow(entrypoint, flow_name)`` gets this flow even when the
+   variable that holds it has another name;
+3. checks the default ``parameters`` against the flow's parameter schema (a wrong one is refused
+   naming the field; a missing required one is fine, each run must then give it);
+4. resolves the infrastructure (``process``, ``docker``, ..., ``block:NAME`` or an object) and
+   the storage (a folder, an fsspec URL, ``block:NAME`` or a saved block's bare name);
+5. uploads the project, and only then saves the deployment, so a failed upload records nothing.
+   Saving a name that exists makes its next version; runs keep the version they were made from.
+
+A ``GitHubRepository`` storage block is the code itself: nothing is uploaded, and the project
+folder is the local checkout of that repository (the nearest folder above the flow's file, or
+above ``project_dir``, holding ``.git``), so the entrypoint is relative to the repository's root.
+The flow's file must be in the repository at the block's reference; that is checked once here,
+rather than failing in every run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vivace.exceptions import DeploymentError, ResumeError
+
+if TYPE_CHECKING:
+    from vivace.engine.flows import Flow
+    from vivace.infrastructure.base import Infrastructure
+    from vivace.store.deployments import DeploymentRecord, DeploymentSpec
+
+PROJECT_MARKERS = ("vivace.yaml", ".vivaceignore", "pyproject.toml", ".git")
+_BLOCK_PREFIX = "block:"
+_MAX_NAME = 255
+
+
+def deploy_flow(
+    flow: Flow[Any, Any],
+    name: str,
+    work_queue: str = "default",
+    parameters: dict[str, Any] | None = None,
+    tags: list[str] | tuple[str, ...] | None = None,
+    description: str | None = None,
+    storage: str | None = None,
+    infrastructure: Infrastructure | str | dict[str, Any] | None = None,
+    project_dir: str | os.PathLike[str] | None = None,
+) -> DeploymentRecord:
+    """Deploy ``flow`` as ``name`` (see the module docstring); return the saved version."""
+    return prepare_deployment(
+        flow,
+        name,
+        work_queue=work_queue,
+        parameters=parameters,
+        tags=tags,
+        description=description,
+        storage=storage,
+        infrastructure=infrastructure,
+        project_dir=project_dir,
+    ).deploy()
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedDeployment:
+    """A deployment checked and ready to upload and save: ``deploy()`` does both.
+
+    Preparing several before deploying any (``vivace deploy --all``) means one bad entry
+    deploys nothing.
+    """
+
+    url: str
+    project: Path
+    storage: str | None
+    spec: DeploymentSpec
+
+    def deploy(self) -> DeploymentRecord:
+        """Upload the project, then save the deployment (a failed upload records nothing)."""
+        from vivace.deployments.storage import default_storage, upload_project
+        from vivace.exceptions import VivaceError
+        from vivace.store.deployments import save_deployment
+
+        try:
+            stored = upload_project(self.project, self.storage, self.spec.name)
+        except VivaceError:
+            raise
+        except Exception as error:
+            raise DeploymentError(
+                f"cannot upload the project folder {str(self.project)!r} to "
+                f"{self.storage or default_storage()!r}: {type(error).__name__}: {error}"
+            ) from error
+        return save_deployment(self.url, dataclasses.replace(self.spec, storage=stored))
+
+
+def prepare_deployment(
+    flow: Flow[Any, Any],
+    name: str,
+    *,
+    work_queue: str = "default",
+    parameters: dict[str, Any] | None = None,
+    tags: list[str] | tuple[str, ...] | None = None,
+    description: str | None = None,
+    storage: str | None = None,
+    infrastructure: Infrastructure | str | dict[str, Any] | None = None,
+    project_dir: str | os.PathLike[str] | None = None,
+) -> PreparedDeployment:
+    """Every check of ``deploy_flow``, without uploading or saving anything."""
+    from vivace.deployments.parameters import parameter_schema
+    from vivace.settings import get_settings
+    from vivace.store.deployments import DeploymentSpec
+    from vivace.store.work_queues import check_queue_name
+
+    name = _check_name(name)
+    work_queue = check_queue_name(_check_text(f"deployment {name!r}: work_queue", work_queue))
+    checked_tags = _check_tags(name, tags)
+    if description is not None and not isinstance(description, str):
+        raise DeploymentError(
+            f"deployment {name!r}: description must be text, got {type(description).__name__}"
+        )
+    url = get_settings().resolved_database_url
+    source = source_file(flow)
+    target = resolve_storage(storage, url)
+    repository = _repository_block(target)
+    project = project_folder(source, project_dir, git=repository is not None)
+    relative = _relative_path(source, project, flow, uploaded=repository is None)
+    entrypoint = f"{relative}:{_qualname(flow)}"
+    schema = parameter_schema(flow)
+    defaults = check_default_parameters(name, schema, parameters)
+    infrastructure_record = _infrastructure_record(name, infrastructure)
+    if repository is not None:
+        _check_in_repository(repository, target, relative)
+    spec = DeploymentSpec(
+        name=name,
+        flow_name=flow.name,
+        entrypoint=entrypoint,
+        storage={},  # known once uploaded
+        parameter_schema=schema,
+        parameters=defaults,
+        infrastructure=infrastructure_record,
+        work_queue_name=work_queue,
+        tags=checked_tags,
+        description=description,
+    )
+    return PreparedDeployment(url, project, target, spec)
+
+
+def load_entrypoint(entrypoint: str) -> Flow[Any, Any]:
+    """The flow that ``path/to/file.py:name`` names (the file may import its sibling modules).
+
+    Raises DeploymentError saying what is wrong: not ``FILE.py:NAME``, no such file, the file
+    fails to import, or the name is not a flow.
+    """
+    from vivace.results.resume import load_flow
+
+    path, sep, attribute = entrypoint.rpartition(":")
+    if not sep or not path.endswith(".py") or not attribute.strip():
+        raise DeploymentError(
+            f"entrypoint {entrypoint!r} is not FILE.py:NAME; expected e.g. flows/etl.py:etl"
+        )
+    file = Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise DeploymentError(f"entrypoint {entrypoint!r}: there is no file {str(file)!r}")
+    try:
+        return load_flow(f"{file}:{attribute.strip()}")
+    except ResumeError as error:
+        raise DeploymentError(str(error)) from None
+
+
+# -- the project and the entrypoint -------------------------------------------------------------
+
+
+def source_file(flow: Flow[Any, Any]) -> Path:
+    """The file the flow's function is defined in; DeploymentError when it cannot be loaded
+    again from a file (defined inside a function, in an interactive session, a notebook)."""
+    qualname = getattr(flow.fn, "__qualname__", "") or ""
+    if "<locals>" in qualname or "<lambda>" in qualname:
+        raise DeploymentError(
+            f"flow {flow.name!r} is defined inside a function ({qualname}), so a worker cannot "
+            "import it; define it at the top level of a module in your project"
+        )
+    try:
+        found = inspect.getsourcefile(flow.fn)
+    except TypeError:
+        found = None
+    if found is None or not Path(found).is_file():
+        raise DeploymentError(
+            f"flow {flow.name!r} was not defined in a file (an interactive session or a "
+            "notebook?), so a worker cannot import it; define it in a .py file of your project"
+        )
+    return Path(found).resolve()
+
+
+def project_folder(
+    source: Path, project_dir: str | os.PathLike[str] | None = None, *, git: bool = False
+) -> Path:
+    """The folder to upload for a flow defined in ``source`` (see the module docstring);
+    with ``git``, the git checkout holding it."""
+    if git:
+        start = source.parent if project_dir is None else Path(project_dir).expanduser().resolve()
+        for folder in (start, *start.parents):
+            if (folder / ".git").exists():
+                return folder
+        raise DeploymentError(
+            f"the storage is a GitHubRepository block, so the flow's file {str(source)!r} must "
+            "be in a local git checkout of that repository (a folder above it holding .git); "
+            "none was found"
+        )
+    if project_dir is not None:
+        folder = Path(project_dir).expanduser().resolve()
+        if not folder.is_dir():
+            raise DeploymentError(f"project_dir {str(folder)!r} is not a folder")
+        return folder
+    stop = {Path.home().resolve(), Path(source.anchor)}
+    for folder in source.parents:
+        if folder in stop:
+            break
+        if any((folder / marker).exists() for marker in PROJECT_MARKERS):
+            return folder
+    return source.parent
+
+
+def _relative_path(source: Path, project: Path, flow: Flow[Any, Any], uploaded: bool) -> str:
+    """The flow's file relative to the project folder; it must be in what is uploaded."""
+    from vivace.blocks.filesystems import is_ignored
+    from vivace.deployments.storage import IGNORE_FILE, ignore_patterns
+
+    try:
+        relative = source.relative_to(project).as_posix()
+    except ValueError:
+        raise DeploymentError(
+            f"flow {flow.name!r} is defined in {str(source)!r}, outside the project folder "
+            f"{str(project)!r}, so it would not be uploaded with it; deploy from a project "
+            "folder that holds the file"
+        ) from None
+    if uploaded and is_ignored(relative, ignore_patterns(project)):
+        raise DeploymentError(
+            f"flow {flow.name!r} is defined in {relative!r}, which is not uploaded: it matches "
+            f"an ignore pattern ({IGNORE_FILE} or the defaults, such as .venv); a worker could "
+            "not import it"
+        )
+    return relative
+
+
+def _qualname(flow: Flow[Any, Any]) -> str:
+    """The name to load the flow by from its module: the function's qualified name, or the
+    module-level variable that holds this very flow object (a ``with_options`` copy)."""
+    qualname: str = flow.fn.__qualname__
+    module = sys.modules.get(flow.fn.__module__)
+    if module is None:
+        return qualname
+    found = _attribute(module, qualname)
+    if found is flow or found is flow.fn:
+        return qualname
+    for attribute, value in vars(module).items():
+        if value is flow:
+            return attribute
+    if getattr(found, "fn", None) is flow.fn:  # another flow of this function: load_flow picks
+        return qualname  # the one named flow_name, or the worker renames it
+    raise DeploymentError(
+        f"flow {flow.name!r} cannot be found again in its module {module.__name__!r} under "
+        f"{qualname!r}; define it (or assign it) at the top level of its module"
+    )
+
+
+def _attribute(module: Any, qualname: str) -> Any:
+    found = module
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+        if found is None:
+            return None
+    return found
+
+
+# -- parameters, storage, infrastructure --------------------------------------------------------
+
+
+def check_default_parameters(
+    name: str, schema: dict[str, Any], parameters: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The deployment's default parameters as JSON values, checked against the flow's schema
+    (required ones may be missing: each run gives them). DeploymentError naming each wrong one."""
+    from jsonschema import Draft202012Validator
+    from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+    from vivace.deployments.parameters import _describe
+
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise DeploymentError(
+            f"deployment {name!r}: parameters must be a dict of name: value, got "
+            f"{type(parameters).__name__}"
+        )
+    values: dict[str, Any] = {}
+    for key, value in parameters.items():
+        try:
+            values[str(key)] = to_jsonable_python(value)
+        except PydanticSerializationError:
+            raise DeploymentError(
+                f"deployment {name!r}: default parameter {key!r} is a {type(value).__name__}, "
+                "which has no JSON form to store; give a JSON value (text, number, list, dict)"
+            ) from None
+    lenient = {key: value for key, value in schema.items() if key != "required"}
+    problems = sorted(
+        Draft202012Validator(lenient).iter_errors(values), key=lambda e: list(e.absolute_path)
+    )
+    if problems:
+        raise DeploymentError(
+            f"deployment {name!r}: default parameters do not match the flow's signature: "
+            + "; ".join(_describe(problem) for problem in problems)
+        )
+    return values
+
+
+def resolve_storage(storage: str | None, url: str, base: Path | None = None) -> str | None:
+    """The storage as ``upload_project`` takes it: None, a URL, an absolute folder (a relative
+    one is taken from ``base``, default the current folder), or ``block:NAME`` (a bare name of
+    a saved block is taken as that block)."""
+    from vivace.blocks.store import read_block
+
+    if storage is None:
+        return None
+    if not isinstance(storage, str) or not storage.strip():
+        raise DeploymentError(
+            f"storage {storage!r} is not valid; expected a folder, an fsspec URL such as "
+            "s3://bucket/flows, or block:NAME of a saved filesystem block"
+        )
+    text = storage.strip()
+    if text.startswith(_BLOCK_PREFIX) or "://" in text:
+        return text
+    folder = (base or Path.cwd()) / Path(text).expanduser()
+    bare_name = "/" not in text and os.sep not in text and not folder.exists()
+    if bare_name and read_block(url, text) is not None:
+        return _BLOCK_PREFIX + text
+    return str(folder.resolve())
+
+
+def _repository_block(storage: str | None) -> Any:
+    """The GitHubRepository block that ``storage`` names, or None."""
+    from vivace.blocks.core import Block
+    from vivace.blocks.git import GitHubRepository
+
+    if storage is None or not storage.startswith(_BLOCK_PREFIX):
+        return None
+    block = Block.load(storage[len(_BLOCK_PREFIX) :].strip())
+    return block if isinstance(block, GitHubRepository) else None
+
+
+def _check_in_repository(repository: Any, storage: str | None, relative: str) -> None:
+    from vivace.exceptions import BlockError
+
+    reference = repository.reference or "its default branch"
+    try:
+        repository.read_path(relative)
+    except (BlockError, FileNotFoundError) as error:
+        raise DeploymentError(
+            f"the flow's file {relative!r} cannot be read from the repository of {storage!r} "
+            f"({repository.repository_url} at {reference}); commit and push it first ({error})"
+        ) from None
+
+
+def _infrastructure_record(
+    name: str, infrastructure: Infrastructure | str | dict[str, Any] | None
+) -> dict[str, Any]:
+    from pydantic import ValidationError
+
+    from vivace.infrastructure.base import infrastructure_from_record, resolve_infrastructure
+
+    try:
+        if isinstance(infrastructure, dict):
+            return infrastructure_from_record(infrastructure).to_record()
+        return resolve_infrastructure(infrastructure).to_record()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']) or 'value'}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise DeploymentError(f"deployment {name!r}: infrastructure is not valid: {problems}")
+
+
+def _check_text(what: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise DeploymentError(f"{what} must be non-empty text, got {value!r}")
+    return value.strip()
+
+
+def _check_name(value: Any) -> str:
+    import uuid
+
+    name = _check_text("deployment name", value)
+    if len(name) > _MAX_NAME:
+        raise DeploymentError(
+            f"deployment name {name[:40]!r}... is {len(name)} characters; expected at most "
+            f"{_MAX_NAME}"
+        )
+    try:
+        uuid.UUID(name)
+    except ValueError:
+        return name
+    raise DeploymentError(
+        f"deployment name {name!r} is a UUID, which would be read as a deployment's id; "
+        "expected a name such as nightly-etl"
+    )
+
+
+def _check_tags(name: str, tags: Any) -> tuple[str, ...]:
+    if tags is None:
+        return ()
+    if isinstance(tags, str) or not all(isinstance(tag, str) and tag for tag in tags):
+        raise DeploymentError(
+            f"deployment {name!r}: tags must be a list of non-empty texts, got {tags!r}"
+        )
+    return tuple(dict.fromkeys(tags))

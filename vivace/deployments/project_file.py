@@ -1,0 +1,212 @@
+"""``vivace.yaml``: a project's deployments, declared once and deployed with ``vivace deploy``.
+
+The file sits at the root of the project folder (the folder that is uploaded), and lists the
+deployments made from it::
+
+    deployments:
+      - name: nightly-etl
+        entrypoint: flows/etl.py:etl   # FILE.py:NAME, the file relative to this folder
+        work_queue: default            # optional (default: default)
+        parameters: {day: 1}           # optional: default parameters of every run
+        tags: [etl]                    # optional
+        description: Loads yesterday's orders.   # optional
+        storage: s3://bucket/flows     # optional: a folder, an fsspec URL or block:NAME
+        infrastructure: process        # optional: a type name, block:NAME, or a mapping:
+                                       #   {type: docker, image: "org/flows:1", env: {A: "1"}}
+
+``vivace deploy --all`` deploys every entry, ``vivace deploy --name nightly-etl`` just that one;
+either way the project folder is the folder of this file, whatever folder the flow's file is in.
+The file is checked as a whole before anything is deployed: an unknown key, a value of the wrong
+type or a name given twice is an error naming the entry and the key, so a typo
+(``work_qeue:``) is never silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from vivace.exceptions import DeploymentError, VivaceError
+
+if TYPE_CHECKING:
+    from vivace.deployments.deploy import PreparedDeployment
+    from vivace.store.deployments import DeploymentRecord
+
+PROJECT_FILE = "vivace.yaml"
+
+
+class DeploymentEntry(BaseModel):
+    """One deployment of ``vivace.yaml``."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    name: str = Field(min_length=1)
+    entrypoint: str
+    work_queue: str = Field(default="default", min_length=1)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(default_factory=list)
+    description: str | None = None
+    storage: str | None = None
+    infrastructure: Any = None  # checked below: one message, not one per member of a union
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _check_entrypoint(cls, value: str) -> str:
+        path, sep, attribute = value.rpartition(":")
+        if not sep or not path.endswith(".py") or not attribute.strip():
+            raise ValueError(f"{value!r} is not FILE.py:NAME; expected e.g. flows/etl.py:etl")
+        if Path(path).is_absolute() or ".." in Path(path).parts:
+            raise ValueError(f"{value!r} must name a file inside the project folder, relatively")
+        return value
+
+    @field_validator("infrastructure")
+    @classmethod
+    def _check_infrastructure(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.strip()):
+            return value
+        if isinstance(value, dict):
+            if not isinstance(value.get("type"), str):
+                raise ValueError("a mapping needs a 'type': process, docker, kubernetes or ecs")
+            return value
+        raise ValueError(
+            f"expected a type name (process, docker, kubernetes, ecs), block:NAME or a mapping "
+            f"with a 'type'; got {type(value).__name__}"
+        )
+
+
+class ProjectFile(BaseModel):
+    """The whole of ``vivace.yaml``."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    deployments: list[DeploymentEntry] = Field(min_length=1)
+
+
+def find_project_file(start: str | os.PathLike[str] = ".") -> Path | None:
+    """The nearest ``vivace.yaml`` in ``start`` or a folder above it."""
+    folder = Path(start).expanduser().resolve()
+    for candidate in (folder, *folder.parents):
+        if (candidate / PROJECT_FILE).is_file():
+            return candidate / PROJECT_FILE
+    return None
+
+
+def read_project_file(path: str | os.PathLike[str]) -> ProjectFile:
+    """The checked content of a ``vivace.yaml``; DeploymentError naming the entry and key of each
+    problem."""
+    import yaml
+
+    file = Path(path)
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise DeploymentError(f"cannot read {str(file)!r}: {error.strerror or error}") from None
+    except yaml.YAMLError as error:
+        where = getattr(error, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        problem = getattr(error, "problem", None) or error
+        raise DeploymentError(f"{str(file)!r} is not valid YAML{line}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise DeploymentError(
+            f"{str(file)!r} must be a mapping with a 'deployments' list; got {type(raw).__name__}"
+        )
+    try:
+        project = ProjectFile.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(_describe(item, raw) for item in error.errors())
+        raise DeploymentError(f"{str(file)!r}: {problems}") from None
+    seen: set[str] = set()
+    for entry in project.deployments:
+        if entry.name in seen:
+            raise DeploymentError(f"{str(file)!r}: deployment {entry.name!r} is listed twice")
+        seen.add(entry.name)
+    return project
+
+
+def entry_named(project: ProjectFile, name: str, path: str | os.PathLike[str]) -> DeploymentEntry:
+    """The entry called ``name``; DeploymentError listing the names there are."""
+    for entry in project.deployments:
+        if entry.name == name:
+            return entry
+    names = ", ".join(repr(entry.name) for entry in project.deployments)
+    raise DeploymentError(f"{str(path)!r} has no deployment named {name!r}; it has {names}")
+
+
+def deploy_entry(
+    entry: DeploymentEntry, project: str | os.PathLike[str], **overrides: Any
+) -> DeploymentRecord:
+    """Deploy one entry from the project folder ``project`` (the yaml file's folder).
+
+    ``overrides`` (``work_queue``, ``parameters``, ``tags``, ``description``, ``storage``,
+    ``infrastructure``) replace the entry's values; given ``parameters`` update its own.
+    """
+    return prepare_entry(entry, project, **overrides).deploy()
+
+
+def prepare_entry(
+    entry: DeploymentEntry, project: str | os.PathLike[str], **overrides: Any
+) -> PreparedDeployment:
+    """``deploy_entry``'s checks (the flow loaded, every value checked), nothing uploaded."""
+    from vivace.deployments.deploy import load_entrypoint, prepare_deployment, resolve_storage
+    from vivace.settings import get_settings
+
+    folder = Path(project).resolve()
+    path, _, attribute = entry.entrypoint.rpartition(":")
+    try:
+        flow = load_entrypoint(f"{folder / path}:{attribute}")
+    except DeploymentError as error:
+        raise DeploymentError(f"deployment {entry.name!r}: {error}") from None
+    options: dict[str, Any] = {
+        "work_queue": entry.work_queue,
+        "parameters": entry.parameters,
+        "tags": entry.tags,
+        "description": entry.description,
+        # A folder named in the file is relative to the file, not to where the command ran.
+        "storage": resolve_storage(entry.storage, get_settings().resolved_database_url, folder),
+        "infrastructure": entry.infrastructure,
+    }
+    for key, value in overrides.items():
+        if key not in options:
+            raise TypeError(f"prepare_entry() got an unexpected option {key!r}")
+        if value is not None:
+            options[key] = {**entry.parameters, **value} if key == "parameters" else value
+    try:
+        return prepare_deployment(flow, entry.name, project_dir=folder, **options)
+    except VivaceError as error:  # the same error, saying which entry it is about
+        message = str(error)
+        if f"deployment {entry.name!r}" in message:
+            raise
+        raise type(error)(f"deployment {entry.name!r}: {message}") from None
+
+
+def _describe(item: Any, raw: dict[str, Any]) -> str:
+    """One problem of the file: ``deployment 'nightly' (entry 1): key 'work_qeue' is unknown``."""
+    location = list(item["loc"])
+    prefix = ""
+    if len(location) >= 2 and location[0] == "deployments" and isinstance(location[1], int):
+        index = location[1]
+        entries = raw.get("deployments")
+        name = None
+        if isinstance(entries, list) and index < len(entries) and isinstance(entries[index], dict):
+            name = entries[index].get("name")
+        prefix = f"deployment {name!r} (entry {index + 1})" if name else f"entry {index + 1}"
+        location = location[2:]
+    key = ".".join(str(part) for part in location)
+    if item["type"] == "extra_forbidden":
+        message = f"key {key!r} is unknown"
+        if not prefix:
+            message += "; expected only 'deployments'"
+        else:
+            message += (
+                "; expected name, entrypoint, work_queue, parameters, tags, description, "
+                "storage, infrastructure"
+            )
+    elif item["type"] == "missing":
+        message = f"key {key!r} is missing"
+    else:
+        text = str(item["msg"]).removeprefix("Value error, ")
+        message = f"key {key!r}: {text}" if key else text
+    return f"{prefix}: {message}" if prefix else message
