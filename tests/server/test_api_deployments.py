@@ -249,6 +249,20 @@ def test_a_retry_with_the_same_idempotency_key_gets_the_same_run(
     assert len(runs_of(database_url, record)) == 2
 
 
+def test_a_retry_after_a_stricter_redeploy_still_gets_its_first_run(
+    api: Any, database_url: str
+) -> None:
+    record = deploy(database_url, parameter_schema={"type": "object", "properties": {}})
+    first = api.post("/api/deployments/nightly/runs", headers={"Idempotency-Key": "k"})
+    deploy(database_url)  # version 2 requires "day"
+
+    again = api.post("/api/deployments/nightly/runs", headers={"Idempotency-Key": "k"})
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert len(runs_of(database_url, record)) == 1
+
+
 def test_different_idempotency_keys_in_header_and_body_are_refused(
     api: Any, database_url: str
 ) -> None:

@@ -122,10 +122,18 @@ def create_run(
     parameters do not match the deployment's schema.
     """
     from vivace.deployments.parameters import run_parameters
-    from vivace.store.deployments import create_deployment_run, require_deployment
+    from vivace.store.deployments import (
+        create_deployment_run,
+        read_run_by_idempotency_key,
+        require_deployment,
+    )
 
     _check_run_options(idempotency_key, tags)
     record = require_deployment(url, deployment)
+    if idempotency_key is not None:
+        existing = read_run_by_idempotency_key(url, record.id, idempotency_key)
+        if existing is not None:
+            return existing, False
     merged = run_parameters(record, parameters)
     return create_deployment_run(
         url,

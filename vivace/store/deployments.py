@@ -287,7 +287,7 @@ def create_deployment_run(
     engine = _engine(bind)
     ensure_schema(engine)
     if idempotency_key is not None:
-        existing = _run_by_idempotency_key(engine, deployment.id, idempotency_key)
+        existing = read_run_by_idempotency_key(engine, deployment.id, idempotency_key)
         if existing is not None:
             return existing, False
     now = time.time()
@@ -333,7 +333,7 @@ def create_deployment_run(
         # Another request with the same idempotency key inserted first.
         if idempotency_key is None:
             raise
-        existing = _run_by_idempotency_key(engine, deployment.id, idempotency_key)
+        existing = read_run_by_idempotency_key(engine, deployment.id, idempotency_key)
         if existing is None:
             raise
         return existing, False
@@ -344,9 +344,12 @@ def create_deployment_run(
     return record, True
 
 
-def _run_by_idempotency_key(
-    engine: sa.Engine, deployment_id: uuid.UUID, key: str
+def read_run_by_idempotency_key(
+    bind: Bind, deployment_id: uuid.UUID, key: str
 ) -> FlowRunRecord | None:
+    """The run an earlier request with this idempotency key made, or None. Callers look it up
+    before checking parameters, so a retry gets its run even if the schema changed since."""
+    engine = _engine(bind)
     from vivace.store.queries import read_flow_run
 
     runs = schema.flow_runs

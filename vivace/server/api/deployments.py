@@ -170,6 +170,12 @@ def create_deployment_run(
     key = _idempotency_key(request.idempotency_key, idempotency_key)
     start = _expected_start(request)
     record = deployment_or_404(database_url, deployment)
+    if key is not None:
+        # A retry gets the run its first request made, even if the schema changed since.
+        existing = store.read_run_by_idempotency_key(database_url, record.id, key)
+        if existing is not None:
+            response.status_code = 200
+            return FlowRun.from_record(existing)
     try:
         parameters = run_parameters(record, request.parameters)
     except ParameterValidationError as error:
