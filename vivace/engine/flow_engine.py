@@ -15,12 +15,28 @@ the engine claim that run (PENDING ``Resuming``; refused if another resume got i
 continue it (same id, state history and run count) instead of creating one. In every later
 attempt, resumed or retried, tasks an earlier attempt completed with a persisted result are
 reused rather than run again.
+
+A run of a deployment is created by the server, SCHEDULED, and claimed by a worker (PENDING
+``Claimed``); ``python -m vivace.engine <id>`` (:mod:`vivace.deployments.execute`) runs it with
+``deployed=<FlowRunRecord>``: the engine continues that row (same id, name, tags, recorded
+parameters; its state history goes on from the row's ``state_seq``) instead of creating one.
+While it runs, a :class:`~vivace.engine.heartbeat.RunHeartbeat` thread records that it lives and
+checks whether it is being cancelled. When the run is CANCELLING the engine stops it: a sync flow
+gets :class:`~vivace.engine.signals.FlowRunCancelled` raised in its (main) thread by a signal, an
+async one has its task cancelled; the run then ends CANCELLED like a crash does (unfinished tasks
+recorded CANCELLED, the task runner stopped without waiting, which cancels outstanding Dask and
+Ray tasks). CANCELLING moved the row's ``state_seq``, so the engine continues from the
+database's before it writes CANCELLED. A SIGTERM (the worker stopping the run's process because
+it is being cancelled) also ends the run CANCELLED when the database says CANCELLING, CRASHED
+otherwise. Plain flow calls have none of this: no heartbeat thread, no query of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -42,11 +58,19 @@ from vivace.engine.run_logging import (
     setup_logging,
 )
 from vivace.engine.runs import FlowRun, apply_state
-from vivace.engine.signals import install_sigterm_handler, restore_sigterm_handler
+from vivace.engine.signals import (
+    FlowRunCancelled,
+    install_cancel_handler,
+    install_sigterm_handler,
+    interrupt_main_thread,
+    restore_cancel_handler,
+    restore_sigterm_handler,
+)
 from vivace.engine.states import (
     FINAL_TYPES,
     RETRYING,
     TIMED_OUT,
+    Cancelled,
     Completed,
     Failed,
     State,
@@ -57,11 +81,12 @@ from vivace.engine.states import (
 )
 from vivace.engine.task_engine import retry_delay
 from vivace.engine.timeouts import call_with_timeout, timeout_error
-from vivace.exceptions import ParameterValidationError, TaskTimeoutError
+from vivace.exceptions import FlowRunStateError, ParameterValidationError, TaskTimeoutError
 from vivace.results.storage import is_remote_address
 
 if TYPE_CHECKING:
     from vivace.engine.flows import Flow
+    from vivace.engine.heartbeat import RunHeartbeat
     from vivace.runners.base import TaskRunner
     from vivace.store.records import FlowRunRecord
 
@@ -77,6 +102,7 @@ class FlowRunEngine:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         resume: FlowRunRecord | None = None,
+        deployed: FlowRunRecord | None = None,
     ):
         from vivace.store.writer import get_writer
 
@@ -92,9 +118,21 @@ class FlowRunEngine:
         parent_task_run = None if parent is None else parent.task_run
         self.writer.record_flow(flow.flow_id, flow.name, time.time())
         self.resume = resume
+        # A deployment's run: its heartbeat, and the database's state_seq once it was found
+        # CANCELLING (see the module docstring).
+        self.heartbeat: RunHeartbeat | None = None
+        self.cancel_seq: int | None = None
+        self._listening = False  # whether a cancellation request stops the run now
+        self._cancel_handler: Any = None
+        self._thread_id = threading.get_ident()
+        self._task: asyncio.Task[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         if resume is not None:
             self.run = _continued_run(flow, resume, self.writer.url)
             self.args, self.kwargs = replayed_call(flow, resume.parameters)
+        elif deployed is not None:
+            self.run = self._deployed_run(deployed)
+            self.args, self.kwargs = replayed_call(flow, deployed.parameters)
         else:
             self.run = FlowRun(
                 uuid7(),
@@ -107,7 +145,11 @@ class FlowRunEngine:
                 None,
                 State(StateType.PENDING),
             )
-        self.run.entrypoint = flow.entrypoint
+        # A deployment's run keeps the deployment's entrypoint, not the temporary folder its
+        # code was fetched into.
+        self.run.entrypoint = (
+            deployed.entrypoint if deployed is not None and deployed.entrypoint else None
+        ) or flow.entrypoint
         self.context: RunContext | None = None
         self.runner: TaskRunner | None = None
         self.scope: FlowRunScope | None = None
@@ -116,10 +158,14 @@ class FlowRunEngine:
         self._previous_sigterm: Any = None
         if parent is None:
             self._previous_sigterm = install_sigterm_handler()
+        if self.heartbeat is not None and not flow.is_async:
+            self._cancel_handler = install_cancel_handler(self._take_cancel)
 
     def set_state(self, state: State) -> None:
-        if state.type in FINAL_TYPES and self.runner is not None:
-            self._flush_task_records()
+        if state.type in FINAL_TYPES:
+            self._listening = False  # the run is ending: a late cancel request stops nothing
+            if self.runner is not None:
+                self._flush_task_records()
         apply_state(self.run, state)
         self.writer.record_flow_run(self.run)
 
@@ -141,6 +187,8 @@ class FlowRunEngine:
         Returns False (the run is then FAILED) when the parameters do not validate.
         """
         flow, run = self.flow, self.run
+        if self.heartbeat is not None:
+            self.heartbeat.start()
         upstreams = find_upstreams((), self.args, self.kwargs, None)
         if upstreams is not None:
             # Futures and states given to a subflow: wait for them, pass on their values.
@@ -199,10 +247,17 @@ class FlowRunEngine:
         run.opaque_parameters = opaque or None
 
     def start_attempt(self) -> None:
+        if self.cancel_seq is not None:
+            raise FlowRunCancelled("cancellation was requested before it started")
         retry = self.run.run_count > 0
         if retry:
             self._prepare_reuse()
         self.set_state(State(StateType.RUNNING, name=RETRYING if retry else None))
+        if self.heartbeat is not None:
+            self._listening = True
+            if self.cancel_seq is not None:  # requested while it was being started
+                self._listening = False
+                raise FlowRunCancelled("cancellation was requested")
 
     def _prepare_reuse(self) -> None:
         """Before a later attempt: number the calls afresh, and find the task runs earlier
@@ -282,7 +337,10 @@ class FlowRunEngine:
         return None
 
     def crashed(self, error: BaseException) -> None:
+        self._listening = False
         state = interrupted(error, "flow run")
+        if self.heartbeat is not None:
+            state = self._cancelled_if_cancelling(state, error)
         self.timed_out = True  # do not wait for tasks on the way out
         self._end_unfinished_tasks(state)
         self.set_state(state)
@@ -321,6 +379,12 @@ class FlowRunEngine:
             run_context.reset(self._token)
             self._token = None
         restore_sigterm_handler(self._previous_sigterm)
+        if self.heartbeat is not None:
+            self._listening = False
+            if self.heartbeat.stop():
+                # Only once no beat can send the signal any more: its default action kills.
+                restore_cancel_handler(self._cancel_handler)
+                self._cancel_handler = None
         state = self.run.state
         if state.type is not StateType.CRASHED:
             self._log(logging.INFO, f"Finished in state {state!r}")
@@ -341,6 +405,102 @@ class FlowRunEngine:
     def outcome(self, return_state: bool) -> Any:
         state = self.run.state
         return state if return_state else state.result()
+
+    # -- deployment runs ---------------------------------------------------------------------------
+
+    def _deployed_run(self, record: FlowRunRecord) -> FlowRun:
+        """The run object of a deployment's flow run, continuing its row from the database's
+        ``state_seq`` (read by a first heartbeat, which also starts the cancel checks)."""
+        from vivace.engine.heartbeat import RunHeartbeat
+        from vivace.settings import get_settings
+
+        flow = self.flow
+        self.heartbeat = RunHeartbeat(
+            self.writer.url, record.id, get_settings().heartbeat_interval, self._cancelling
+        )
+        found = self.heartbeat.beat()
+        if found is None:
+            raise FlowRunStateError(f"flow run {str(record.id)!r} not found in the run history")
+        state_type, seq = found
+        if state_type is StateType.CANCELLING:
+            self.cancel_seq = seq
+        run = FlowRun(
+            record.id,
+            flow.flow_id,
+            flow.name,
+            record.name,
+            record.parent_flow_run_id,
+            record.parent_task_run_id,
+            record.tags or None,
+            dict(record.parameters),
+            State(
+                record.state_type,
+                record.state_name,
+                record.state_message,
+                timestamp=record.state_timestamp.timestamp(),
+            ),
+        )
+        run.created = record.created.timestamp()
+        run.run_count = record.run_count
+        run.start_time = None if record.start_time is None else record.start_time.timestamp()
+        run.state_seq = seq
+        return run
+
+    def watch_task(self) -> None:
+        """An async run: a cancellation request cancels the current asyncio task (call it from
+        inside that task)."""
+        self._task = asyncio.current_task()
+        self._loop = asyncio.get_running_loop()
+
+    def _cancelling(self, seq: int) -> None:
+        """The heartbeat found the run CANCELLING (on the heartbeat's thread): stop the run."""
+        self.cancel_seq = seq
+        self._log(logging.INFO, "Cancellation requested: stopping the flow run")
+        loop, task = self._loop, self._task
+        if loop is not None and task is not None:
+            loop.call_soon_threadsafe(self._cancel_task)
+        elif self._cancel_handler is not None:
+            interrupt_main_thread()  # the handler checks, in that thread, that it still runs
+        elif self._listening:
+            # Not in the main thread: raise it in the run's thread at its next bytecode (a call
+            # blocked in C, such as a sleep, returns first).
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(self._thread_id), ctypes.py_object(FlowRunCancelled)
+            )
+
+    def _take_cancel(self) -> bool:
+        """In the run's thread, when the cancel signal arrives: stop the run if it is running."""
+        if not self._listening:
+            return False
+        self._listening = False
+        return True
+
+    def _cancel_task(self) -> None:
+        if self._task is not None and self._take_cancel():
+            self._task.cancel()
+
+    def _cancelled_if_cancelling(self, state: State, error: BaseException) -> State:
+        """The final state of a deployment's run that was stopped: CANCELLED when the database
+        says it is being cancelled (then continuing from the database's ``state_seq``, which
+        CANCELLING moved past the engine's, so that this write lands), else ``state``."""
+        assert self.heartbeat is not None
+        try:
+            found = self.heartbeat.beat()
+        except Exception as problem:
+            self._log(
+                logging.WARNING,
+                f"cannot read whether the run is being cancelled: {describe_exception(problem)}",
+            )
+            found = None
+        if found is not None and found[0] is StateType.CANCELLING:
+            self.cancel_seq = found[1]
+        elif found is not None or self.cancel_seq is None:
+            return state
+        assert self.cancel_seq is not None
+        self.run.state_seq = max(self.run.state_seq, self.cancel_seq)
+        if state.type is StateType.CANCELLED:
+            return state
+        return Cancelled(f"the flow run was cancelled (stopped by {describe_exception(error)})")
 
     def _log(self, level: int, message: str, error: BaseException | None = None) -> None:
         log_for_run(
@@ -420,8 +580,9 @@ def run_flow_sync(
     kwargs: dict[str, Any],
     return_state: bool,
     resume: FlowRunRecord | None = None,
+    deployed: FlowRunRecord | None = None,
 ) -> Any:
-    engine = FlowRunEngine(flow, args, kwargs, resume)
+    engine = FlowRunEngine(flow, args, kwargs, resume, deployed)
     try:
         if engine.begin():
             while True:
@@ -460,9 +621,12 @@ async def run_flow_async(
     kwargs: dict[str, Any],
     return_state: bool,
     resume: FlowRunRecord | None = None,
+    deployed: FlowRunRecord | None = None,
 ) -> Any:
     await await_upstreams(find_upstreams((), args, kwargs, None))  # not on the loop's thread
-    engine = FlowRunEngine(flow, args, kwargs, resume)
+    engine = FlowRunEngine(flow, args, kwargs, resume, deployed)
+    if deployed is not None:
+        engine.watch_task()
     try:
         if engine.begin():
             while True:

@@ -198,15 +198,21 @@ def retry_scheduled(attempt: int, attempts: int, reason: str | None) -> State:
 def interrupted(error: BaseException, what: str) -> State:
     """The final state of a ``what`` ("task run", "flow run") stopped by a BaseException.
 
-    Cancellation (asyncio's, or the interrupt of an enclosing run's timeout) is CANCELLED; an
-    interrupt, exit or anything else from outside the run's code is CRASHED.
+    Cancellation (asyncio's, a deployment's run cancelled on request, or the interrupt of an
+    enclosing run's timeout) is CANCELLED; an interrupt, exit or anything else from outside the
+    run's code is CRASHED.
     """
     import asyncio
 
+    from vivace.engine.signals import FlowRunCancelled
     from vivace.engine.timeouts import TimeoutInterrupt
 
     if isinstance(error, asyncio.CancelledError):
         return Cancelled(f"the {what} was cancelled")
+    if isinstance(error, FlowRunCancelled):
+        if what == "flow run":
+            return Cancelled("the flow run was cancelled on request")
+        return Cancelled(f"the {what} was stopped: its flow run was cancelled on request")
     if isinstance(error, TimeoutInterrupt):
         return Cancelled("stopped: the run it ran in timed out")
     return Crashed(error, message=f"the {what} crashed: {describe_exception(error)}")
