@@ -25,6 +25,7 @@ HEARTBEAT = 0.3
 
 FLOWS = """
 import asyncio
+import os
 import time
 
 from vivace import flow, get_run_logger, task
@@ -70,6 +71,22 @@ async def add(x: int, y: int) -> int:
 @flow
 async def async_pipeline(n: int = 2) -> int:
     return await add(n, n)
+
+
+@task(persist_result=True)
+def step(x: int) -> int:
+    get_run_logger().info("step %d runs", x)
+    return x
+
+
+@flow
+def flaky(marker: str) -> int:
+    # Fails its first attempt (after a task completed), completes once the marker exists.
+    first = step(1)
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("first attempt fails")
+    return first + step(2)
 
 
 @flow

@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from tests.workers.helpers import deploy, run_record, running_task, start_run, wait_for
+from vivace.cli import cli
+from vivace.exceptions import ResumeError
 from vivace.store.queries import read_flow_run_states, read_logs, read_task_runs
 from vivace.store.work_queues import read_workers
 from vivace.workers import Worker
@@ -198,3 +201,36 @@ def test_a_stopping_worker_gives_back_what_it_did_not_launch_and_stops_what_it_d
     assert stopped.state_type.value == "CRASHED"
     assert "SystemExit: 143" in stopped.state_message
     assert read_workers(database_url) == []
+
+
+def test_a_failed_deployment_run_is_retried_through_its_queue_reusing_completed_tasks(
+    live_server: str, database_url: str, project: Path, tmp_path: Path
+) -> None:
+    from vivace.results.resume import resume_flow_run, retry_deployment_run
+
+    deployment = deploy(database_url, project, "flaky")
+    run = start_run(database_url, deployment, marker=str(tmp_path / "marker"))
+    worker = make_worker(live_server)
+    worker.run_once()
+    failed = run_record(database_url, run.id)
+    assert failed.state_type.value == "FAILED" and failed.run_count == 1
+
+    with pytest.raises(ResumeError, match="retry it through its work queue"):
+        resume_flow_run(run.id)
+    retried = CliRunner().invoke(cli, ["flow-run", "retry", str(run.id)])
+    assert retried.exit_code == 0, retried.output
+    assert "back in work queue 'default': a worker runs attempt 2" in retried.output
+    rescheduled = run_record(database_url, run.id)
+    assert (rescheduled.state_type.value, rescheduled.state_name) == ("SCHEDULED", "AwaitingRetry")
+    worker.run_once()
+
+    after = run_record(database_url, run.id)
+    assert after.state_type.value == "COMPLETED", after.state_message
+    assert after.run_count == 2
+    names = [s.name for s in read_flow_run_states(database_url, run.id)]
+    assert names.count("Claimed") == 2 and "Retrying" in names
+    logs, _ = read_logs(database_url, flow_run_id=run.id, limit=100)
+    # step(1) ran once: the second attempt reused its persisted result.
+    assert [log.message for log in logs].count("step 1 runs") == 1
+    with pytest.raises(ResumeError, match="COMPLETED"):
+        retry_deployment_run(run.id)

@@ -80,9 +80,18 @@ def flow_run_retry(flow_run_id: str) -> None:
     """Run a failed flow run again as a new attempt; completed tasks with persisted results
     are reused, so only the failed part runs."""
     from vivace._ids import parse_id
-    from vivace.results.resume import resume_flow_run
+    from vivace.results.resume import resume_flow_run, retry_deployment_run
+    from vivace.store.queries import read_flow_run
 
     run_id = parse_id(flow_run_id, "flow run id")
+    record = read_flow_run(_database_url(), run_id)
+    if record is not None and record.deployment_id is not None:
+        rescheduled = retry_deployment_run(run_id)
+        click.echo(
+            f"Flow run {run_id} is back in work queue {rescheduled.work_queue_name!r}: a worker "
+            f"runs attempt {rescheduled.run_count + 1}."
+        )
+        return
     state = resume_flow_run(run_id, return_state=True)
     click.echo(f"Flow run {run_id} finished in state {state.name} ({state.type.value}).")
     if not state.is_completed():

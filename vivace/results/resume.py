@@ -404,6 +404,13 @@ def resume_flow_run(flow_run_id: uuid.UUID | str, return_state: bool = False) ->
     from vivace.settings import get_settings
 
     record = resumable_record(get_settings().resolved_database_url, flow_run_id)
+    if record.deployment_id is not None:
+        raise ResumeError(
+            f"{_label(record)} is a run of a deployment: its code lives in the deployment's "
+            "storage, not here; retry it through its work queue with `vivace flow-run retry "
+            f"{record.id}` (or `vivace.results.resume.retry_deployment_run`), and a worker runs "
+            "the next attempt"
+        )
     assert record.entrypoint is not None
     flow = load_flow(record.entrypoint, record.flow_name)
     if flow.name != record.flow_name:
@@ -411,3 +418,24 @@ def resume_flow_run(flow_run_id: uuid.UUID | str, return_state: bool = False) ->
     if flow.is_async:
         return run_blocking(run_flow_async(flow, (), {}, return_state, resume=record))
     return run_flow_sync(flow, (), {}, return_state, resume=record)
+
+
+def retry_deployment_run(flow_run_id: uuid.UUID | str) -> FlowRunRecord:
+    """Put a failed, crashed or cancelled run of a deployment back in its work queue as a new
+    attempt of the same run; return it (SCHEDULED). A worker runs it like any run of the
+    deployment (at the version it was created from); tasks an earlier attempt completed with a
+    persisted result are reused. ResumeError when it cannot be retried (see the module)."""
+    from vivace.exceptions import FlowRunStateError
+    from vivace.settings import get_settings
+    from vivace.store.run_control import reschedule_flow_run
+
+    url = get_settings().resolved_database_url
+    record = resumable_record(url, flow_run_id)
+    if record.deployment_id is None:
+        raise ResumeError(
+            f"{_label(record)} is not a run of a deployment; resume it with resume_flow_run"
+        )
+    try:
+        return reschedule_flow_run(url, record)
+    except FlowRunStateError as error:
+        raise ResumeError(str(error)) from None

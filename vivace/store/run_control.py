@@ -33,6 +33,7 @@ Bind = sa.Engine | str
 CANCELLING_NAME = "Cancelling"
 CANCELLED_NAME = "Cancelled"
 CRASHED_NAME = "Crashed"
+AWAITING_RETRY_NAME = "AwaitingRetry"
 _ACTIVE = (StateType.PENDING, StateType.RUNNING, StateType.PAUSED)
 
 
@@ -45,9 +46,11 @@ def transition_flow_run(
     *,
     allowed_from: Iterable[StateType],
     values: dict[str, Any] | None = None,
+    where: sa.ColumnElement[bool] | None = None,
 ) -> int | None:
-    """Move the run to the state if it is in one of ``allowed_from``; return the new state's seq,
-    or None when the run is not there (or in another state). ``values`` sets more columns."""
+    """Move the run to the state if it is in one of ``allowed_from`` (and matches ``where``);
+    return the new state's seq, or None when the run is not there (or in another state).
+    ``values`` sets more columns."""
     runs = schema.flow_runs
     now = time.time()
     changes: dict[str, Any] = {
@@ -60,11 +63,11 @@ def transition_flow_run(
     }
     if state_type in FINAL_TYPES:
         changes["end_time"] = now
+    conditions = [runs.c.id == run_id, runs.c.state_type.in_([s.value for s in allowed_from])]
+    if where is not None:
+        conditions.append(where)
     seq = conn.execute(
-        sa.update(runs)
-        .where(runs.c.id == run_id, runs.c.state_type.in_([s.value for s in allowed_from]))
-        .values(**changes)
-        .returning(runs.c.state_seq)
+        sa.update(runs).where(*conditions).values(**changes).returning(runs.c.state_seq)
     ).scalar()
     if seq is None:
         return None
@@ -153,6 +156,46 @@ def end_flow_run_after_exit(
                 allowed_from=(StateType.SCHEDULED, *_ACTIVE),
             )
     return read_flow_run(engine, flow_run_id)
+
+
+def reschedule_flow_run(bind: Bind, record: FlowRunRecord) -> FlowRunRecord:
+    """Put an ended deployment run back in its work queue as a new attempt (SCHEDULED
+    ``AwaitingRetry``, due now, no worker), if it is still as ``record`` read it.
+
+    A worker then claims it like a new run and its engine continues the same row: run count + 1,
+    tasks an earlier attempt completed with a persisted result reused. One conditional UPDATE, so
+    of two retries started together only one reschedules; the other gets FlowRunStateError.
+    """
+    from vivace.store.queries import read_flow_run
+
+    engine = _engine(bind)
+    ensure_schema(engine)
+    runs = schema.flow_runs
+    with transaction(engine) as conn:
+        seq = transition_flow_run(
+            conn,
+            record.id,
+            StateType.SCHEDULED,
+            AWAITING_RETRY_NAME,
+            f"attempt {record.run_count + 1} requested",
+            allowed_from=(StateType.FAILED, StateType.CRASHED, StateType.CANCELLED),
+            values={
+                "expected_start_time": time.time(),
+                "worker_id": None,
+                "infrastructure_id": None,
+                "heartbeat": None,
+                "end_time": None,
+            },
+            where=runs.c.run_count == record.run_count,
+        )
+    if seq is None:
+        raise FlowRunStateError(
+            f"flow run {record.name!r} ({record.id}) was retried or changed since it was read; "
+            "only one retry of a run goes at a time"
+        )
+    after = read_flow_run(engine, record.id)
+    assert after is not None
+    return after
 
 
 def flow_run_heartbeat(bind: Bind, flow_run_id: uuid.UUID) -> tuple[StateType, int] | None:
