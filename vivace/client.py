@@ -14,8 +14,9 @@ Failures are vivace's errors, each saying what to do: the server cannot be reach
 (``StoreUnavailableError``), it wants an API key or another one, or refused a parameter
 (``ConfigurationError``), it failed (``StoreError``); and those the store's helpers raise where
 the server says the same: no such deployment (``DeploymentNotFoundError``), parameters that do
-not match the deployment's (``ParameterValidationError``), a run that cannot be cancelled
-(``FlowRunStateError``).
+not match the deployment's (``ParameterValidationError``: a 422 the server marks with the header
+``Vivace-Error: ParameterValidationError``; any other 422 is a ``ConfigurationError``), a run that
+cannot be cancelled (``FlowRunStateError``).
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ _Params = Mapping[str, str | int | Sequence[str] | None]
 _Errors = Mapping[int, type[VivaceError]]
 _Record = TypeVar("_Record", FlowRunRecord, TaskRunRecord, StateRecord, LogRecord)
 _DEFAULT_TIMEOUT = 30.0
+_ERROR_HEADER = "Vivace-Error"
+# The errors a server names in that header (vivace.server.api.deployments.ERROR_HEADER).
+_NAMED_ERRORS: dict[str, type[VivaceError]] = {
+    ParameterValidationError.__name__: ParameterValidationError
+}
 
 
 class VivaceClient:
@@ -241,7 +247,8 @@ class VivaceClient:
         whether it is new.
 
         ``parameters`` update the deployment's defaults and are checked against its schema by
-        the server (ParameterValidationError naming the field, and no run made). With an
+        the server (ParameterValidationError naming the field, and no run made; another refused
+        value, such as a bad tag, is a ConfigurationError). With an
         ``idempotency_key`` this deployment has seen, no run is made: the first one is returned,
         with ``False``, so a request retried after a lost answer never makes a second run.
         """
@@ -258,7 +265,7 @@ class VivaceClient:
             "POST",
             f"/deployments/{_path_id(deployment)}/runs",
             body=body,
-            errors={404: DeploymentNotFoundError, 422: ParameterValidationError},
+            errors={404: DeploymentNotFoundError},
         )
         return _flow_run(run), status == 201
 
@@ -297,10 +304,12 @@ class VivaceClient:
         body: dict[str, Any] | None = None,
         errors: _Errors | None = None,
     ) -> tuple[int, Any]:
-        """``method`` on ``path`` below the API root: the status and the JSON answer.
+        """``method`` on ``path`` below the API root: the status and the JSON answer (None for
+        an empty one, such as a 204's).
 
         ``errors`` names the exception to raise, with the server's message, for some statuses;
-        the others raise as ``_http_error`` says.
+        an error the server names in the ``Vivace-Error`` header is raised as that one; the
+        others raise as ``_http_error`` says.
         """
         url = self.api_url + path
         query = _query(params or {})
@@ -314,10 +323,14 @@ class VivaceClient:
         request = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
-                return response.status, _json(url, response.read())
+                content = response.read()
+                return response.status, _json(url, content) if content else None
         except urllib.error.HTTPError as error:
             with error:
                 detail = _detail(error.read())
+            named = _NAMED_ERRORS.get(error.headers.get(_ERROR_HEADER) or "")
+            if named is not None:
+                raise named(detail) from None
             if errors and error.code in errors:
                 raise errors[error.code](detail) from None
             raise self._http_error(error.code, detail) from None
@@ -533,7 +546,8 @@ def _worker(item: dict[str, Any]) -> WorkerRecord:
 
 
 def _deployment(item: dict[str, Any]) -> DeploymentRecord:
-    # The API's "storage" is the description; the record's is what "storage_record" holds.
+    # The API's "storage" is the description; the record's is what "storage_record" holds. Both
+    # it and "infrastructure" come with their secrets hidden (a URL's password, env values).
     values = _values(DeploymentRecord, {**item, "storage": item["storage_record"]})
     return DeploymentRecord(**values)
 

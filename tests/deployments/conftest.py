@@ -1,7 +1,8 @@
 """Fixtures for the deployment tests: a real project folder on disk.
 
 - ``project``: a temporary project with a flow module (``flows/etl.py``, flow ``etl``) that imports
-  a sibling helper module, a ``.vivaceignore``, and files that it ignores.
+  a sibling helper module, a ``.vivaceignore``, and files that it and the defaults ignore (a
+  ``.env`` of secrets among them).
 - ``project_files``: what an upload of that project must hold, exactly (path -> text).
 - ``files_under``: a function, every file below a folder as relative POSIX path -> text.
 - ``write_files``: a function writing {relative path: text} below a folder.
@@ -81,6 +82,7 @@ def project(tmp_path: Path) -> Path:
             "run.log": "ignored\n",
             "scratch/notes.txt": "ignored\n",
             "flows/__pycache__/old.cpython-39.pyc": "ignored\n",
+            ".env": "API_TOKEN=never-uploaded\n",
         },
     )
     return root

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from vivace.cli import cli
-from vivace.store.deployments import read_deployment, read_deployments
+from vivace.store.deployments import read_deployment, read_deployment_version, read_deployments
 
 
 def vivace(*args: str) -> Result:
@@ -23,7 +23,7 @@ def test_deploy_a_file(
 
     result = vivace(
         "deploy", "flows/etl.py:etl", "--name", "nightly", "--queue", "etl-q",
-        "--param", "label=weekly", "--tag", "etl", "--description", "loads a day",
+        "--param", "label=1.0", "--tag", "etl", "--description", "loads a day",
     )  # fmt: skip
     again = vivace("deploy", "flows/etl.py:etl", "--name", "nightly")
 
@@ -31,13 +31,15 @@ def test_deploy_a_file(
     assert "Deployed 'nightly' (flow 'etl'), version 1." in result.output
     assert f"storage:        {vivace_home / 'deployments' / 'nightly'}/" in result.output
     assert "work queue:     etl-q" in result.output
-    assert "Run it with: vivace deployment run nightly --param day=..." in result.output
+    assert "Run it with: vivace deployment run nightly --param day=VALUE" in result.output
     assert again.exit_code == 0, again.output
     assert "version 2." in again.output
     record = read_deployment(database_url, "nightly")
     assert record is not None
     assert (record.entrypoint, record.flow_name, record.version) == ("flows/etl.py:etl", "etl", 2)
     assert (record.parameters, record.tags, record.work_queue_name) == ({}, (), "default")
+    first = read_deployment_version(database_url, record.id, 1)
+    assert first is not None and first.parameters == {"label": "1.0"}  # label is a str
 
 
 @pytest.mark.parametrize(
@@ -114,6 +116,8 @@ def test_deploy_all_from_vivace_yaml(
     )
     assert nightly.description == "every night"
     assert nightly.infrastructure["env"] == {"MODE": "night"}
+    inspected = vivace("deployment", "inspect", "nightly-etl").output
+    assert '"env": {"MODE": "**********"}' in inspected and 'night"' not in inspected
     assert Path(nightly.storage["url"]).parent == project / "code-store" / "nightly-etl"
     assert (project / "code-store" / "nightly-etl").is_dir()
 
@@ -126,14 +130,14 @@ def test_deploy_one_entry_with_overrides(
 
     result = vivace(
         "deploy", "--name", "nightly-etl", "--file", str(project / "vivace.yaml"),
-        "--param", "label=x", "--queue", "other", "--storage", "elsewhere",
+        "--param", "label=1.0", "--queue", "other", "--storage", "elsewhere",
     )  # fmt: skip
 
     assert result.exit_code == 0, result.output
     [record] = read_deployments(database_url)
     assert (record.name, record.parameters, record.work_queue_name) == (
         "nightly-etl",
-        {"day": 1, "label": "x"},
+        {"day": 1, "label": "1.0"},
         "other",
     )
     assert Path(record.storage["url"]).parent == tmp_path / "elsewhere" / "nightly-etl"

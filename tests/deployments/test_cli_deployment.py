@@ -92,12 +92,14 @@ def test_delete_cancels_the_runs_not_started(
 
 
 def test_run(database_url: str, deployment: DeploymentRecord) -> None:
-    result = vivace("deployment", "run", "nightly", "--param", "day=4", "--tag", "manual")
+    result = vivace(
+        "deployment", "run", "nightly", "--param", "day=4", "-p", "label=2.0", "--tag", "manual"
+    )
 
     assert result.exit_code == 0, result.output
     [run] = runs_of(database_url, deployment)
     assert (run.parameters, run.tags, run.state_type) == (
-        {"day": 4},
+        {"day": 4, "label": "2.0"},  # label is a str: the text as typed
         ("manual",),
         StateType.SCHEDULED,
     )

@@ -12,7 +12,7 @@ import pytest
 from vivace import flow
 from vivace.deployments.deploy import load_entrypoint
 from vivace.deployments.runs import create_run
-from vivace.deployments.storage import fetch_project
+from vivace.deployments.storage import describe_storage, fetch_project
 from vivace.exceptions import DeploymentError
 from vivace.infrastructure.base import resolve_infrastructure
 from vivace.results.resume import load_flow
@@ -158,7 +158,7 @@ def _git(*arguments: str, cwd: Path | None = None) -> str:
     ).stdout.strip()
 
 
-def test_a_github_repository_is_the_code_nothing_is_uploaded(
+def test_a_github_repository_is_the_code_nothing_is_uploaded_its_commit_is_pinned(
     database_url: str,
     tmp_path: Path,
     vivace_home: Path,
@@ -179,14 +179,21 @@ def test_a_github_repository_is_the_code_nothing_is_uploaded(
     etl = load_entrypoint(f"{checkout}/pipelines/flows/etl.py:etl")
 
     record = etl.deploy("from-git", storage="block:repo")
+    deployed = _git("rev-parse", "HEAD", cwd=checkout)
+    (checkout / "pipelines" / "flows" / "etl.py").write_text("# the branch moved on\n")
+    _git("commit", "--quiet", "-am", "later", cwd=checkout)
+    _git("push", "--quiet", bare.as_uri(), "main", cwd=checkout)
 
-    assert record.storage == {"block": "repo", "path": ""}
+    assert record.storage == {"block": "repo", "path": "", "commit": deployed}
     assert record.entrypoint == "pipelines/flows/etl.py:etl"
     assert not (vivace_home / "deployments").exists()
     fetch_project(record.storage, tmp_path / "fetched")
     assert (
         files_under(tmp_path / "fetched")["pipelines/flows/etl.py"] == project_files["flows/etl.py"]
     )
+    assert describe_storage(record.storage) == f"block repo at commit {deployed[:12]}"
+    redeployed = etl.deploy("from-git", storage="block:repo")
+    assert redeployed.storage["commit"] == _git("rev-parse", "HEAD", cwd=checkout) != deployed
 
     (checkout / "pipelines" / "late.py").write_text(
         "from vivace import flow\n\n@flow\ndef late() -> None:\n    pass\n"
@@ -268,3 +275,101 @@ def test_bad_names_and_queues_are_refused(database_url: str, project: Path) -> N
     with pytest.raises(ConfigurationError, match="infrastructure type 'nope' is not known"):
         etl.deploy("i", infrastructure="nope")
     assert read_deployments(database_url) == []
+
+
+def test_a_flow_file_directly_in_the_home_folder_is_not_a_project(
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    project_files: dict[str, str],
+    write_files: Callable[[Path, dict[str, str]], None],
+) -> None:
+    home = tmp_path / "home"
+    write_files(home, {"etl.py": project_files["flows/etl.py"], "etl_helpers.py": "double = abs\n"})
+    write_files(home, {".ssh/id_ed25519": "a key\n", "jobs/.keep": ""})
+    monkeypatch.setenv("HOME", str(home))
+    etl = load_entrypoint(f"{home}/etl.py:etl")
+
+    with pytest.raises(DeploymentError, match=r"lies directly in .*home.*give project_dir="):
+        etl.deploy("from-home")
+
+    assert read_deployments(database_url) == []
+    given = etl.deploy("from-home", project_dir=home)  # said plainly: the user's choice
+    assert given.entrypoint == "etl.py:etl"
+
+
+def test_a_failed_save_removes_what_was_uploaded(
+    database_url: str, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vivace.blocks.filesystems import LocalFileSystem
+    from vivace.exceptions import StoreError
+
+    LocalFileSystem(basepath=str(tmp_path / "by-block")).save("code-store")
+    etl = load_entrypoint(f"{project}/flows/etl.py:etl")
+
+    def unavailable(*args: Any, **kwargs: Any) -> None:
+        raise StoreError("the database went away")
+
+    monkeypatch.setattr("vivace.store.deployments.save_deployment", unavailable)
+    for storage in (str(tmp_path / "by-url"), "block:code-store"):
+        with pytest.raises(StoreError, match="went away"):
+            etl.deploy("lost", storage=storage)
+
+    assert list((tmp_path / "by-url" / "lost").iterdir()) == []
+    assert list((tmp_path / "by-block" / "lost").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        pytest.param(
+            "def job(day: int, /) -> int:\n    return day\n",
+            r"takes the positional-only parameter 'day'",
+            id="positional-only",
+        ),
+        pytest.param(
+            "def job(*days: int) -> int:\n    return len(days)\n",
+            r"takes \*days, which a deployment's run cannot give",
+            id="var-positional",
+        ),
+    ],
+)
+def test_a_flow_a_run_cannot_call_by_name_is_refused(
+    database_url: str, project: Path, source: str, message: str
+) -> None:
+    (project / "flows" / "odd.py").write_text(f"from vivace import flow\n\n@flow\n{source}")
+
+    with pytest.raises(DeploymentError, match=message):
+        load_entrypoint(f"{project}/flows/odd.py:job").deploy("odd")
+
+    assert read_deployments(database_url) == []
+
+
+@pytest.mark.parametrize("name", ["team/versions", "team/nightly/flow-runs"])
+def test_a_name_the_api_would_read_as_a_path_below_a_deployment_is_refused(
+    database_url: str, project: Path, name: str
+) -> None:
+    etl = load_entrypoint(f"{project}/flows/etl.py:etl")
+
+    with pytest.raises(DeploymentError, match="which the API reads as the path"):
+        etl.deploy(name)
+
+    assert etl.deploy("versions").name == "versions"  # the name alone is no path below one
+
+
+def test_storage_credentials_are_never_shown(tmp_path: Path) -> None:
+    from vivace.deployments.storage import redact_credentials, shown_storage
+
+    record = {"url": "smb://me:hunter2@files.example.com/share/flows/nightly/0001"}
+
+    assert (
+        describe_storage(record) == "smb://me:**********@files.example.com/share/flows/nightly/0001"
+    )
+    assert shown_storage(record) == {"url": describe_storage(record)}
+    assert redact_credentials("s3://AKIA:se/cr+et@bucket/x failed; s3://AKIA@b/y; /a:b@c") == (
+        "s3://AKIA:**********@bucket/x failed; s3://AKIA@b/y; /a:b@c"
+    )
+    with pytest.raises(DeploymentError) as error:
+        fetch_project(record, tmp_path / "fetched")
+    assert "hunter2" not in str(error.value)
+    assert "smb://me:**********@files.example.com" in str(error.value)

@@ -135,6 +135,10 @@ def test_bad_arguments_are_refused(database_url: str, deployment: DeploymentReco
         vivace.run_deployment("nightly", {"day": 1}, start_in=-5)
     with pytest.raises(ConfigurationError, match="idempotency_key must be"):
         vivace.run_deployment("nightly", {"day": 1}, idempotency_key="")
+    with pytest.raises(ConfigurationError, match="is 256 characters; expected at most 255"):
+        vivace.run_deployment("nightly", {"day": 1}, idempotency_key="k" * 256)
+    with pytest.raises(ConfigurationError, match="tags must be a list of non-empty texts"):
+        vivace.run_deployment("nightly", {"day": 1}, tags=["ok", ""])
     with pytest.raises(ParameterValidationError, match="must be a JSON object"):
         vivace.run_deployment("nightly", [1])  # type: ignore[arg-type]
     assert _runs(database_url, deployment) == []

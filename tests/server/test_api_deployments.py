@@ -18,7 +18,13 @@ import pytest
 
 from vivace.client import VivaceClient
 from vivace.engine.states import StateType
-from vivace.exceptions import DeploymentNotFoundError, FlowRunStateError, ParameterValidationError
+from vivace.exceptions import (
+    ConfigurationError,
+    DeploymentNotFoundError,
+    FlowRunStateError,
+    ParameterValidationError,
+)
+from vivace.store import deployments as store
 from vivace.store import queries
 from vivace.store.api_keys import create_api_key
 from vivace.store.database import get_engine, transaction
@@ -103,7 +109,8 @@ def test_a_deployment_reads_in_full_by_name_or_id_with_its_run_counts(
 ) -> None:
     record = deploy(database_url, "team/nightly", infrastructure={"type": "docker", "image": "x"})
     for parameters in ({"day": "mon"}, {"day": "tue"}):
-        assert api.post("/api/deployments/team/nightly/runs", json={"parameters": parameters})
+        made = api.post("/api/deployments/team/nightly/runs", json={"parameters": parameters})
+        assert made.status_code == 201, made.text
 
     by_name = api.get("/api/deployments/team/nightly")
     by_id = api.get(f"/api/deployments/{record.id}")
@@ -118,6 +125,32 @@ def test_a_deployment_reads_in_full_by_name_or_id_with_its_run_counts(
 
     missing = api.get("/api/deployments/nope")
     assert missing.status_code == 404 and "'nope'" in missing.json()["detail"]
+
+
+def test_a_deployments_secrets_are_not_shown(api: Any, database_url: str) -> None:
+    storage = {"url": "smb://me:hunter2@files.example.com/share/nightly/0001"}
+    infrastructure = {"type": "process", "env": {"API_TOKEN": "s3cret", "MODE": "after-dark"}}
+    record = deploy(database_url, storage=storage, infrastructure=infrastructure)
+
+    answers = [
+        api.get("/api/deployments"),
+        api.get("/api/deployments/nightly"),
+        api.get(f"/api/deployments/{record.id}/versions"),
+    ]
+
+    assert [answer.status_code for answer in answers] == [200, 200, 200]
+    for secret in ("hunter2", "s3cret", "after-dark"):
+        assert not any(secret in answer.text for answer in answers)
+    detail = answers[1].json()
+    shown_url = "smb://me:**********@files.example.com/share/nightly/0001"
+    assert detail["storage"] == shown_url and detail["storage_record"] == {"url": shown_url}
+    assert detail["infrastructure"] == {
+        "type": "process",
+        "env": {"API_TOKEN": "**********", "MODE": "**********"},
+    }
+    stored = store.read_deployment(database_url, record.id)  # what a worker reads
+    assert stored is not None and stored.storage == storage
+    assert stored.infrastructure == infrastructure
 
 
 def test_versions_are_listed_newest_first(api: Any, database_url: str) -> None:
@@ -139,7 +172,8 @@ def test_a_deployments_runs_are_a_keyset_page_of_its_runs_only(api: Any, databas
         api.post("/api/deployments/nightly/runs", json={"parameters": {"day": day}}).json()
         for day in ("mon", "tue", "wed")
     ]
-    api.post("/api/deployments/other/runs", json={"parameters": {"day": "thu"}})
+    other = api.post("/api/deployments/other/runs", json={"parameters": {"day": "thu"}})
+    assert other.status_code == 201, other.text
     move(database_url, made[0]["id"], StateType.CANCELLED, StateType.SCHEDULED)
 
     first = api.get("/api/deployments/nightly/flow-runs", params={"limit": 2}).json()
@@ -408,6 +442,9 @@ def test_the_client_reads_deployments_creates_runs_and_cancels_them(
     assert run.deployment_id == record.id and run.tags == ("manual",)
     with pytest.raises(ParameterValidationError, match="'day': 5 is not of type 'string'"):
         client.create_deployment_run("team/nightly", parameters={"day": 5})
+    with pytest.raises(ConfigurationError, match="'tags'") as refused:
+        client.create_deployment_run("team/nightly", parameters={"day": "mon"}, tags=[""])
+    assert type(refused.value) is ConfigurationError  # a 422 that is not about the parameters
     with pytest.raises(DeploymentNotFoundError, match="'nope'"):
         client.create_deployment_run("nope")
 

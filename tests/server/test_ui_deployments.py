@@ -1,6 +1,6 @@
 """The deployments and work-queues pages over HTTP, on SQLite and PostgreSQL: what they show,
 that they escape what was deployed, their pages of runs, their 400 and 404 pages, the link from
-a flow run's page to its deployment, and the parameter table read from a JSON Schema."""
+a flow run's page to its deployment, and the secrets they do not show."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 import sqlalchemy as sa
 
 from vivace.engine.states import StateType
-from vivace.server.ui.deployments import ParameterRow, parameter_rows, run_command, type_text
 from vivace.store import schema
 from vivace.store.database import get_engine, transaction
 from vivace.store.deployments import (
@@ -81,6 +80,19 @@ def test_the_deployments_list_links_each_deployment_escaped(api: Any, database_u
     searched = api.get("/deployments", params={"name": "HOUR"}).text
     assert "hourly" in searched and str(hostile.id) not in searched
     assert "No deployment matches" in api.get("/deployments", params={"name": "zzz"}).text
+
+
+def test_the_pages_do_not_show_a_deployments_secrets(api: Any, database_url: str) -> None:
+    storage = {"url": "smb://me:hunter2@files.example.com/share/nightly"}
+    env = {"API_TOKEN": "s3cret"}
+    record = deploy(database_url, storage=storage, infrastructure={"type": "process", "env": env})
+
+    pages = [api.get("/deployments").text, api.get(f"/deployments/{record.id}").text]
+
+    for html in pages:
+        assert "hunter2" not in html and "smb://me:**********@files.example.com" in html
+    assert "s3cret" not in pages[1] and "API_TOKEN" in pages[1]
+    assert "Only the names of the <code>env</code> variables are shown" in pages[1]
 
 
 def test_no_deployment_yet_says_how_to_make_one(api: Any) -> None:
@@ -221,49 +233,3 @@ def test_a_flow_run_not_from_a_deployment_has_no_deployment_fact(
     get_writer().flush()
     (run,), _ = read_flow_runs(database_url)
     assert "<dt>Deployment</dt>" not in api.get(f"/flow-runs/{run.id}").text
-
-
-# -- the parameter table ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("spec", "expected"),
-    [
-        pytest.param({"type": "integer"}, "integer", id="plain"),
-        pytest.param({"type": ["string", "null"]}, "string or null", id="type-list"),
-        pytest.param({"type": "array", "items": {"type": "number"}}, "array of number", id="array"),
-        pytest.param({"enum": ["a", 1]}, 'one of "a", 1', id="enum"),
-        pytest.param({"const": "x"}, '"x"', id="const"),
-        pytest.param({"$ref": "#/$defs/Config"}, "Config", id="model"),
-        pytest.param(
-            {"anyOf": [{"type": "integer"}, {"type": "integer"}, {"type": "null"}]},
-            "integer or null",
-            id="any-of-repeated",
-        ),
-        pytest.param({}, "any", id="unconstrained"),
-    ],
-)
-def test_type_text_says_a_schemas_type_in_words(spec: dict[str, Any], expected: str) -> None:
-    assert type_text(spec, {}) == expected
-
-
-def test_parameter_rows_take_the_deployments_defaults_over_the_schemas() -> None:
-    rows = parameter_rows(SCHEMA, {"rows": 20, "day": "mon"})
-    assert rows == [
-        ParameterRow("day", "string", '"mon"', False, f"the day {HOSTILE}"),
-        ParameterRow("ids", "array of integer or null", None, False, None),
-        ParameterRow("rows", "integer", "20", False, None),
-    ]
-    required_first = parameter_rows(SCHEMA, {})
-    assert [(row.name, row.required) for row in required_first] == [
-        ("day", True),
-        ("ids", False),
-        ("rows", False),
-    ]
-    assert required_first[2].default == "10"  # the schema's
-    assert parameter_rows({"type": "object"}, {}) == []
-
-
-def test_the_run_command_names_the_parameters_a_run_must_give(database_url: str) -> None:
-    record = deploy(database_url, "team/nightly run", parameters={})
-    assert run_command(record) == "vivace deployment run 'team/nightly run' --param day=VALUE"

@@ -5,6 +5,10 @@ It fetches the repository with the ``git`` command (a shallow clone: ``git clone
 instead, which GitHub allows) into a temporary folder, and serves files from there. Any URL git
 understands works, not only GitHub's: ``https://``, ``ssh://``, ``file://``.
 
+``commit_id()`` says which commit the reference names now, and ``at_commit(id)`` is the same
+repository pinned to it: a deployment records the commit at deploy time, so its runs read that
+commit's files whatever the branch holds later.
+
 An ``access_token`` (a GitHub personal access token or app token) is handed to git through the
 ``GIT_CONFIG_*`` environment of the child process as an HTTP ``Authorization`` header, never in
 the URL or the command line, so it shows in neither ``ps`` nor git's messages. git never prompts
@@ -107,6 +111,23 @@ class GitHubRepository(FileSystemBlock):
             checkout = LocalFileSystem(basepath=str(folder))
             return checkout.get_directory(from_path, local_path, [".git", *(ignore or ())])
 
+    def commit_id(self) -> str:
+        """The full id of the commit ``reference`` names now (the default branch's head when
+        None); a commit id names itself, without a fetch."""
+        if self.reference is not None and _COMMIT_ID.fullmatch(self.reference):
+            return self.reference.lower()
+        with self._checkout() as folder:
+            return self._git("-C", str(folder), "rev-parse", "HEAD").strip()
+
+    def at_commit(self, commit: str) -> GitHubRepository:
+        """This repository read at ``commit`` (a full 40-character id, as ``commit_id`` gives)."""
+        if not _COMMIT_ID.fullmatch(commit):
+            raise BlockError(
+                f"commit {commit!r} of {self.repository_url} is not a full commit id; expected "
+                "40 hexadecimal characters"
+            )
+        return self.model_copy(update={"reference": commit})
+
     @contextmanager
     def _checkout(self) -> Iterator[Path]:
         """The repository at ``reference`` in a temporary folder, removed afterwards."""
@@ -130,7 +151,8 @@ class GitHubRepository(FileSystemBlock):
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 
-    def _git(self, *arguments: str) -> None:
+    def _git(self, *arguments: str) -> str:
+        """Run git with ``arguments``; its output. BlockError with git's message on failure."""
         executable = shutil.which("git")
         if executable is None:
             raise BlockError(
@@ -151,6 +173,7 @@ class GitHubRepository(FileSystemBlock):
                 f"cannot fetch the repository {self.repository_url} at {at}: "
                 f"{self._scrub(result.stderr).strip() or f'git exited with {result.returncode}'}"
             )
+        return result.stdout
 
     def _environment(self) -> dict[str, str]:
         environment = dict(os.environ)

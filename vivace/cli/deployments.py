@@ -13,7 +13,12 @@
 Without FILE.py:FLOW, ``deploy`` reads ``vivace.yaml`` (``--file``, else the nearest one in the
 current folder or above; see :mod:`vivace.deployments.project_file`); options given on the
 command line then override the file's values (``--param`` updates its parameters). Every entry
-is checked before any is uploaded, so one bad entry deploys nothing.
+is checked (its flow, parameters, infrastructure, storage) before any is uploaded, so an entry
+that fails a check deploys nothing; an upload or save that fails later (storage or database
+unreachable) leaves the entries deployed before it deployed.
+
+``--param k=v`` values are read as JSON, except where the flow's parameter takes text
+(``--param version=1.0`` gives a ``str`` parameter ``"1.0"``).
 
 Errors print one line: exit 2 for bad input (a ``--param`` that is not NAME=VALUE or does not
 match the flow, a bad ``--start-in``), 1 when something is not found or cannot be done.
@@ -97,10 +102,11 @@ def deploy(
     Give FILE.py:FLOW and --name, or deploy from vivace.yaml: --all, or --name of one entry.
     """
     from vivace.deployments.deploy import load_entrypoint, prepare_deployment
+    from vivace.deployments.parameters import parameter_schema
 
+    _parameters(params)  # NAME=VALUE or not: said before anything is loaded
     overrides: dict[str, Any] = {
         "work_queue": work_queue,
-        "parameters": _parameters(params) if params else None,
         "tags": list(tags) or None,
         "description": description,
         "storage": storage,
@@ -113,9 +119,11 @@ def deploy(
             raise _BadInput("--name is required: the name to deploy the flow under")
         flow = load_entrypoint(entrypoint)
         given = {key: value for key, value in overrides.items() if value is not None}
+        if params:
+            given["parameters"] = _parameters(params, parameter_schema(flow))
         prepared = [prepare_deployment(flow, name, **given)]
     else:
-        prepared = _prepare_from_project_file(project_file, name, deploy_all, overrides)
+        prepared = _prepare_from_project_file(project_file, name, deploy_all, params, overrides)
     for index, plan in enumerate(prepared):
         if index:
             click.echo()
@@ -123,7 +131,11 @@ def deploy(
 
 
 def _prepare_from_project_file(
-    path: Path | None, name: str | None, deploy_all: bool, overrides: dict[str, Any]
+    path: Path | None,
+    name: str | None,
+    deploy_all: bool,
+    params: tuple[str, ...],
+    overrides: dict[str, Any],
 ) -> list[PreparedDeployment]:
     from vivace.deployments.project_file import (
         PROJECT_FILE,
@@ -148,10 +160,13 @@ def _prepare_from_project_file(
         raise _Failure(f"project file {str(found)!r} does not exist")
     project = read_project_file(found)
     entries = project.deployments if deploy_all else [entry_named(project, str(name), found)]
-    return [prepare_entry(entry, found.parent, **overrides) for entry in entries]
+    return [
+        prepare_entry(entry, found.parent, parameter_texts=params, **overrides) for entry in entries
+    ]
 
 
 def _report(record: DeploymentRecord) -> None:
+    from vivace.deployments.parameters import run_command
     from vivace.deployments.storage import describe_storage
 
     click.echo(f"Deployed {record.name!r} (flow {record.flow_name!r}), version {record.version}.")
@@ -159,10 +174,7 @@ def _report(record: DeploymentRecord) -> None:
     click.echo(f"  storage:        {describe_storage(record.storage)}")
     click.echo(f"  work queue:     {record.work_queue_name}")
     click.echo(f"  infrastructure: {record.infrastructure_type}")
-    required = record.parameter_schema.get("required") or []
-    missing = [name for name in required if name not in record.parameters]
-    hint = "".join(f" --param {name}=..." for name in missing)
-    click.echo(f"Run it with: vivace deployment run {_quoted(record.name)}{hint}")
+    click.echo(f"Run it with: {run_command(record)}")
     click.echo(
         f"(a worker serving it: vivace worker start --queue {_quoted(record.work_queue_name)})"
     )
@@ -205,8 +217,8 @@ def deployment_ls(flow_name: str | None) -> None:
 @click.argument("name")
 def deployment_inspect(name: str) -> None:
     """Show a deployment: its fields, parameters, versions and latest runs."""
-    from vivace.deployments.storage import describe_storage
-    from vivace.store.deployments import read_deployment_version, require_deployment
+    from vivace.deployments.storage import describe_storage, shown_infrastructure
+    from vivace.store.deployments import read_deployment_versions, require_deployment
     from vivace.store.queries import read_flow_runs
 
     url = _database_url()
@@ -219,7 +231,7 @@ def deployment_inspect(name: str) -> None:
         ("Flow", record.flow_name),
         ("Entrypoint", record.entrypoint),
         ("Storage", describe_storage(record.storage)),
-        ("Infrastructure", json.dumps(record.infrastructure, sort_keys=True)),
+        ("Infrastructure", json.dumps(shown_infrastructure(record.infrastructure), sort_keys=True)),
         ("Work queue", record.work_queue_name),
         ("Tags", ", ".join(record.tags)),
         ("Description", record.description or ""),
@@ -234,17 +246,14 @@ def deployment_inspect(name: str) -> None:
     console.print(_schema_table(record))
     console.print()
     versions = _table("Version", "Created", "Entrypoint", "Storage", title="Versions")
-    first = max(1, record.version - _INSPECT_VERSIONS + 1)
-    for version in range(record.version, first - 1, -1):
-        old = read_deployment_version(url, record.id, version)
-        if old is not None:
-            versions.add_row(
-                str(version),
-                _time(old.created),
-                _text(old.entrypoint),
-                _text(describe_storage(old.storage)),
-            )
-    if first > 1:
+    for old in read_deployment_versions(url, record.id, limit=_INSPECT_VERSIONS):
+        versions.add_row(
+            str(old.version),
+            _time(old.created),
+            _text(old.entrypoint),
+            _text(describe_storage(old.storage)),
+        )
+    if record.version > _INSPECT_VERSIONS:
         versions.caption = f"the latest {_INSPECT_VERSIONS} of {record.version} versions"
     console.print(versions)
     console.print()
@@ -260,9 +269,7 @@ def deployment_inspect(name: str) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def deployment_delete(name: str, yes: bool) -> None:
     """Delete a deployment and its versions; its runs not started yet are cancelled."""
-    from vivace.engine.states import StateType
     from vivace.store.deployments import delete_deployment, require_deployment
-    from vivace.store.queries import MAX_LIMIT, read_flow_runs
 
     url = _database_url()
     record = require_deployment(url, name)
@@ -272,21 +279,8 @@ def deployment_delete(name: str, yes: bool) -> None:
             "runs that have not started?",
             abort=True,
         )
-    waiting = 0
-    cursor: str | None = None
-    while True:
-        page, cursor = read_flow_runs(
-            url,
-            deployment_id=record.id,
-            state_types=[StateType.SCHEDULED],
-            limit=MAX_LIMIT,
-            cursor=cursor,
-        )
-        waiting += len(page)
-        if cursor is None:
-            break
-    delete_deployment(url, record.id)
-    click.echo(f"Deleted deployment {record.name!r}; cancelled {waiting} scheduled run(s) of it.")
+    _, cancelled = delete_deployment(url, record.id)
+    click.echo(f"Deleted deployment {record.name!r}; cancelled {cancelled} scheduled run(s) of it.")
 
 
 @deployment.command("run")
@@ -317,16 +311,19 @@ def deployment_run(
     """Create a run of a deployment; a worker on its work queue starts it."""
     from vivace.deployments.runs import create_run
     from vivace.exceptions import ParameterValidationError
+    from vivace.store.deployments import require_deployment
 
     if start_in is not None and start_at is not None:
         raise _BadInput("give --start-in or --start-at, not both")
     start = _start_time(start_in, start_at)
     url = _database_url()
-    parameters = _parameters(params)
+    _parameters(params)  # NAME=VALUE or not: said before the deployment is looked up
+    record = require_deployment(url, name)
+    parameters = _parameters(params, record.parameter_schema)
     try:
         run, created = create_run(
             url,
-            name,
+            record.id,
             parameters,
             expected_start_time=start,
             idempotency_key=idempotency_key,
@@ -356,12 +353,12 @@ def deployment_run(
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
+def _parameters(pairs: tuple[str, ...], schema: dict[str, Any] | None = None) -> dict[str, Any]:
     from vivace.deployments.parameters import parse_cli_parameters
     from vivace.exceptions import ParameterValidationError
 
     try:
-        return parse_cli_parameters(pairs)
+        return parse_cli_parameters(pairs, schema)
     except ParameterValidationError as error:
         raise _BadInput(str(error)) from None
 
@@ -390,39 +387,23 @@ def _start_time(start_in: str | None, start_at: str | None) -> float | None:
 
 
 def _schema_table(record: DeploymentRecord) -> Any:
-    schema = record.parameter_schema
-    required = set(schema.get("required") or ())
+    from vivace.deployments.parameters import parameter_rows
+
     table = _table("Parameter", "Type", "Required", "Default", "Description", title="Parameters")
-    for name, field in (schema.get("properties") or {}).items():
-        if name in record.parameters:
-            default = json.dumps(record.parameters[name], default=str) + " (deployment)"
-        elif "default" in field:
-            default = json.dumps(field["default"], default=str)
-        else:
-            default = ""
+    for row in parameter_rows(record.parameter_schema, record.parameters):
+        default = row.default or ""
+        if row.deployment_default:
+            default += " (deployment)"
         table.add_row(
-            _text(name),
-            _text(_type_of(field)),
-            "yes" if name in required and name not in record.parameters else "",
+            _text(row.name),
+            _text(row.type),
+            "yes" if row.required else "",
             _text(default),
-            _text(str(field.get("description") or "")),
+            _text(row.description or ""),
         )
-    if schema.get("additionalProperties"):
+    if record.parameter_schema.get("additionalProperties"):
         table.caption = "other parameters are accepted too (**kwargs)"
     return table
-
-
-def _type_of(field: dict[str, Any]) -> str:
-    if "type" in field:
-        return str(field["type"])
-    for key in ("anyOf", "oneOf"):
-        if key in field:
-            return " | ".join(_type_of(option) for option in field[key])
-    if "$ref" in field:
-        return str(field["$ref"]).rsplit("/", 1)[-1]
-    if "enum" in field:
-        return " | ".join(json.dumps(value) for value in field["enum"])
-    return "any"
 
 
 def _quoted(text: str) -> str:

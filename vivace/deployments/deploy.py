@@ -6,11 +6,13 @@
    nearest folder above the file (the file's own first) holding one of ``PROJECT_MARKERS``
    (``vivace.yaml``, ``.vivaceignore``, ``pyproject.toml``, ``.git``), else the file's own
    folder. A home folder or the filesystem root is never taken as a project found that way:
-   a stray ``~/.git`` must not upload a whole home;
+   a stray ``~/.git`` must not upload a whole home, and a flow file lying directly in one is
+   refused unless ``project_dir`` says what to upload;
 2. records the **entrypoint** relative to that folder, POSIX style (``flows/etl.py:etl``), and
    refuses a flow that could not be imported again from there: one defined inside a function or
-   in an interactive session, or whose file is outside the project folder. The flow's own name
-   is recorded apart (``flow_name``), so a worker loading the file with
+   in an interactive session, or whose file is outside the project folder; and one with
+   positional-only or ``*args`` parameters, which a run (parameters by name) cannot give. The
+   flow's own name is recorded apart (``flow_name``), so a worker loading the file with
    ``vivace.results.resume.load_flow(entrypoint, flow_name)`` gets this flow even when the
    variable that holds it has another name;
 3. checks the default ``parameters`` against the flow's parameter schema (a wrong one is refused
@@ -19,12 +21,18 @@
    the storage (a folder, an fsspec URL, ``block:NAME`` or a saved block's bare name);
 5. uploads the project, and only then saves the deployment, so a failed upload records nothing.
    Saving a name that exists makes its next version; runs keep the version they were made from.
+   When the save fails, what was uploaded is removed again (at best).
 
 A ``GitHubRepository`` storage block is the code itself: nothing is uploaded, and the project
 folder is the local checkout of that repository (the nearest folder above the flow's file, or
 above ``project_dir``, holding ``.git``), so the entrypoint is relative to the repository's root.
-The flow's file must be in the repository at the block's reference; that is checked once here,
-rather than failing in every run.
+The block's reference is resolved to a commit here, and the storage record pins it: the runs of
+this version run that commit, whatever the branch holds later. The flow's file must be in the
+repository at that commit; that is checked once here, rather than failing in every run.
+
+Deployment names may hold ``/`` (``team/nightly``), but not end in ``/versions`` or
+``/flow-runs``: the API could not tell such a name from the paths of a deployment's versions
+and runs.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vivace.exceptions import DeploymentError, ResumeError
+from vivace.exceptions import DeploymentError, ResumeError, VivaceError
 
 if TYPE_CHECKING:
     from vivace.engine.flows import Flow
@@ -44,64 +52,58 @@ if TYPE_CHECKING:
     from vivace.store.deployments import DeploymentRecord, DeploymentSpec
 
 PROJECT_MARKERS = ("vivace.yaml", ".vivaceignore", "pyproject.toml", ".git")
-_BLOCK_PREFIX = "block:"
 _MAX_NAME = 255
+_RESERVED_ENDINGS = ("/versions", "/flow-runs")  # the API's paths below a deployment
 
 
-def deploy_flow(
-    flow: Flow[Any, Any],
-    name: str,
-    work_queue: str = "default",
-    parameters: dict[str, Any] | None = None,
-    tags: list[str] | tuple[str, ...] | None = None,
-    description: str | None = None,
-    storage: str | None = None,
-    infrastructure: Infrastructure | str | dict[str, Any] | None = None,
-    project_dir: str | os.PathLike[str] | None = None,
-) -> DeploymentRecord:
-    """Deploy ``flow`` as ``name`` (see the module docstring); return the saved version."""
-    return prepare_deployment(
-        flow,
-        name,
-        work_queue=work_queue,
-        parameters=parameters,
-        tags=tags,
-        description=description,
-        storage=storage,
-        infrastructure=infrastructure,
-        project_dir=project_dir,
-    ).deploy()
+def deploy_flow(flow: Flow[Any, Any], name: str, **options: Any) -> DeploymentRecord:
+    """Deploy ``flow`` as ``name`` (see the module docstring); return the saved version.
+    ``options`` are those of :func:`prepare_deployment` (``Flow.deploy`` names and types them)."""
+    return prepare_deployment(flow, name, **options).deploy()
 
 
 @dataclasses.dataclass(frozen=True)
 class PreparedDeployment:
     """A deployment checked and ready to upload and save: ``deploy()`` does both.
 
-    Preparing several before deploying any (``vivace deploy --all``) means one bad entry
-    deploys nothing.
+    Preparing several before deploying any (``vivace deploy --all``) means an entry that fails
+    a check (its flow, parameters, infrastructure, storage name, repository file) deploys
+    nothing. The uploads and saves that follow can still fail (storage or database unreachable):
+    the entries deployed before the one that failed stay deployed.
     """
 
     url: str
     project: Path
     storage: str | None
     spec: DeploymentSpec
+    commit: str | None = None  # a repository's commit, resolved when checked
 
     def deploy(self) -> DeploymentRecord:
-        """Upload the project, then save the deployment (a failed upload records nothing)."""
-        from vivace.deployments.storage import default_storage, upload_project
-        from vivace.exceptions import VivaceError
+        """Upload the project, then save the deployment; a failed upload records nothing, and
+        a failed save removes what was uploaded (at best)."""
+        from vivace.deployments.storage import (
+            default_storage,
+            redact_credentials,
+            remove_upload,
+            upload_project,
+        )
         from vivace.store.deployments import save_deployment
 
         try:
-            stored = upload_project(self.project, self.storage, self.spec.name)
+            stored = upload_project(self.project, self.storage, self.spec.name, commit=self.commit)
         except VivaceError:
             raise
         except Exception as error:
+            target = redact_credentials(self.storage or default_storage())
             raise DeploymentError(
-                f"cannot upload the project folder {str(self.project)!r} to "
-                f"{self.storage or default_storage()!r}: {type(error).__name__}: {error}"
+                f"cannot upload the project folder {str(self.project)!r} to {target!r}: "
+                f"{type(error).__name__}: {redact_credentials(str(error))}"
             ) from error
-        return save_deployment(self.url, dataclasses.replace(self.spec, storage=stored))
+        try:
+            return save_deployment(self.url, dataclasses.replace(self.spec, storage=stored))
+        except BaseException:
+            remove_upload(stored)
+            raise
 
 
 def prepare_deployment(
@@ -124,7 +126,7 @@ def prepare_deployment(
 
     name = _check_name(name)
     work_queue = check_queue_name(_check_text(f"deployment {name!r}: work_queue", work_queue))
-    checked_tags = _check_tags(name, tags)
+    checked_tags = check_tags(tags, f"deployment {name!r}: tags", DeploymentError)
     if description is not None and not isinstance(description, str):
         raise DeploymentError(
             f"deployment {name!r}: description must be text, got {type(description).__name__}"
@@ -136,11 +138,13 @@ def prepare_deployment(
     project = project_folder(source, project_dir, git=repository is not None)
     relative = _relative_path(source, project, flow, uploaded=repository is None)
     entrypoint = f"{relative}:{_qualname(flow)}"
+    _check_called_by_name(flow)
     schema = parameter_schema(flow)
     defaults = check_default_parameters(name, schema, parameters)
     infrastructure_record = _infrastructure_record(name, infrastructure)
+    commit = None
     if repository is not None:
-        _check_in_repository(repository, target, relative)
+        commit = _check_in_repository(repository, target, relative)
     spec = DeploymentSpec(
         name=name,
         flow_name=flow.name,
@@ -153,7 +157,7 @@ def prepare_deployment(
         tags=checked_tags,
         description=description,
     )
-    return PreparedDeployment(url, project, target, spec)
+    return PreparedDeployment(url, project, target, spec, commit)
 
 
 def load_entrypoint(entrypoint: str) -> Flow[Any, Any]:
@@ -164,18 +168,25 @@ def load_entrypoint(entrypoint: str) -> Flow[Any, Any]:
     """
     from vivace.results.resume import load_flow
 
+    path, attribute = split_entrypoint(entrypoint)
+    file = Path(path).expanduser().resolve()
+    if not file.is_file():
+        raise DeploymentError(f"entrypoint {entrypoint!r}: there is no file {str(file)!r}")
+    try:
+        return load_flow(f"{file}:{attribute}")
+    except ResumeError as error:
+        raise DeploymentError(str(error)) from None
+
+
+def split_entrypoint(entrypoint: str) -> tuple[str, str]:
+    """``"flows/etl.py:etl"`` as ``("flows/etl.py", "etl")``; DeploymentError when it is not
+    ``FILE.py:NAME``."""
     path, sep, attribute = entrypoint.rpartition(":")
     if not sep or not path.endswith(".py") or not attribute.strip():
         raise DeploymentError(
             f"entrypoint {entrypoint!r} is not FILE.py:NAME; expected e.g. flows/etl.py:etl"
         )
-    file = Path(path).expanduser().resolve()
-    if not file.is_file():
-        raise DeploymentError(f"entrypoint {entrypoint!r}: there is no file {str(file)!r}")
-    try:
-        return load_flow(f"{file}:{attribute.strip()}")
-    except ResumeError as error:
-        raise DeploymentError(str(error)) from None
+    return path, attribute.strip()
 
 
 # -- the project and the entrypoint -------------------------------------------------------------
@@ -228,6 +239,13 @@ def project_folder(
             break
         if any((folder / marker).exists() for marker in PROJECT_MARKERS):
             return folder
+    if source.parent in stop:
+        raise DeploymentError(
+            f"the flow's file {str(source)!r} lies directly in {str(source.parent)!r}, a home "
+            "folder or the filesystem root, which is never uploaded whole (it may hold keys "
+            "and credentials); move the file into a project folder (one holding vivace.yaml "
+            "or pyproject.toml), or give project_dir= the folder to upload"
+        )
     return source.parent
 
 
@@ -291,10 +309,9 @@ def check_default_parameters(
 ) -> dict[str, Any]:
     """The deployment's default parameters as JSON values, checked against the flow's schema
     (required ones may be missing: each run gives them). DeploymentError naming each wrong one."""
-    from jsonschema import Draft202012Validator
     from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-    from vivace.deployments.parameters import _describe
+    from vivace.deployments.parameters import schema_problems
 
     if parameters is None:
         return {}
@@ -313,13 +330,11 @@ def check_default_parameters(
                 "which has no JSON form to store; give a JSON value (text, number, list, dict)"
             ) from None
     lenient = {key: value for key, value in schema.items() if key != "required"}
-    problems = sorted(
-        Draft202012Validator(lenient).iter_errors(values), key=lambda e: list(e.absolute_path)
-    )
+    problems = schema_problems(lenient, values)
     if problems:
         raise DeploymentError(
             f"deployment {name!r}: default parameters do not match the flow's signature: "
-            + "; ".join(_describe(problem) for problem in problems)
+            + "; ".join(problems)
         )
     return values
 
@@ -329,6 +344,7 @@ def resolve_storage(storage: str | None, url: str, base: Path | None = None) -> 
     one is taken from ``base``, default the current folder), or ``block:NAME`` (a bare name of
     a saved block is taken as that block)."""
     from vivace.blocks.store import read_block
+    from vivace.results.storage import BLOCK_PREFIX
 
     if storage is None:
         return None
@@ -338,12 +354,12 @@ def resolve_storage(storage: str | None, url: str, base: Path | None = None) -> 
             "s3://bucket/flows, or block:NAME of a saved filesystem block"
         )
     text = storage.strip()
-    if text.startswith(_BLOCK_PREFIX) or "://" in text:
+    if text.startswith(BLOCK_PREFIX) or "://" in text:
         return text
     folder = (base or Path.cwd()) / Path(text).expanduser()
     bare_name = "/" not in text and os.sep not in text and not folder.exists()
     if bare_name and read_block(url, text) is not None:
-        return _BLOCK_PREFIX + text
+        return BLOCK_PREFIX + text
     return str(folder.resolve())
 
 
@@ -351,24 +367,28 @@ def _repository_block(storage: str | None) -> Any:
     """The GitHubRepository block that ``storage`` names, or None."""
     from vivace.blocks.core import Block
     from vivace.blocks.git import GitHubRepository
+    from vivace.results.storage import BLOCK_PREFIX
 
-    if storage is None or not storage.startswith(_BLOCK_PREFIX):
+    if storage is None or not storage.startswith(BLOCK_PREFIX):
         return None
-    block = Block.load(storage[len(_BLOCK_PREFIX) :].strip())
+    block = Block.load(storage[len(BLOCK_PREFIX) :].strip())
     return block if isinstance(block, GitHubRepository) else None
 
 
-def _check_in_repository(repository: Any, storage: str | None, relative: str) -> None:
+def _check_in_repository(repository: Any, storage: str | None, relative: str) -> str:
+    """The commit the repository's reference names now, once the flow's file is seen in it."""
     from vivace.exceptions import BlockError
 
     reference = repository.reference or "its default branch"
     try:
-        repository.read_path(relative)
+        commit: str = repository.commit_id()
+        repository.at_commit(commit).read_path(relative)
     except (BlockError, FileNotFoundError) as error:
         raise DeploymentError(
             f"the flow's file {relative!r} cannot be read from the repository of {storage!r} "
             f"({repository.repository_url} at {reference}); commit and push it first ({error})"
         ) from None
+    return commit
 
 
 def _infrastructure_record(
@@ -405,6 +425,11 @@ def _check_name(value: Any) -> str:
             f"deployment name {name[:40]!r}... is {len(name)} characters; expected at most "
             f"{_MAX_NAME}"
         )
+    if name.endswith(_RESERVED_ENDINGS):
+        raise DeploymentError(
+            f"deployment name {name!r} ends in {name[name.rindex('/') :]!r}, which the API "
+            "reads as the path of a deployment's versions or runs; expected another name"
+        )
     try:
         uuid.UUID(name)
     except ValueError:
@@ -415,11 +440,29 @@ def _check_name(value: Any) -> str:
     )
 
 
-def _check_tags(name: str, tags: Any) -> tuple[str, ...]:
+def check_tags(
+    tags: Any, what: str = "tags", error: type[VivaceError] = DeploymentError
+) -> tuple[str, ...]:
+    """``tags`` (None, or a list of non-empty texts) as a tuple without repeats; ``error``
+    saying ``what`` must be when they are not."""
     if tags is None:
         return ()
     if isinstance(tags, str) or not all(isinstance(tag, str) and tag for tag in tags):
-        raise DeploymentError(
-            f"deployment {name!r}: tags must be a list of non-empty texts, got {tags!r}"
-        )
+        raise error(f"{what} must be a list of non-empty texts, got {tags!r}")
     return tuple(dict.fromkeys(tags))
+
+
+def _check_called_by_name(flow: Flow[Any, Any]) -> None:
+    """A run calls the flow with its parameters by name: refuse what it could not give."""
+    for parameter in flow.signature.parameters.values():
+        if parameter.kind is inspect.Parameter.POSITIONAL_ONLY:
+            what = f"the positional-only parameter {parameter.name!r}"
+        elif parameter.kind is inspect.Parameter.VAR_POSITIONAL:
+            what = f"*{parameter.name}"
+        else:
+            continue
+        raise DeploymentError(
+            f"flow {flow.name!r} takes {what}, which a deployment's run cannot give: runs call "
+            "the flow with their parameters by name; expected parameters that can be given by "
+            "name (no '/' or *args in the signature)"
+        )

@@ -55,9 +55,12 @@ class DeploymentEntry(BaseModel):
     @field_validator("entrypoint")
     @classmethod
     def _check_entrypoint(cls, value: str) -> str:
-        path, sep, attribute = value.rpartition(":")
-        if not sep or not path.endswith(".py") or not attribute.strip():
-            raise ValueError(f"{value!r} is not FILE.py:NAME; expected e.g. flows/etl.py:etl")
+        from vivace.deployments.deploy import split_entrypoint
+
+        try:
+            path, _ = split_entrypoint(value)
+        except DeploymentError as error:  # pydantic reports a ValueError, naming the key
+            raise ValueError(str(error).removeprefix("entrypoint ")) from None
         if Path(path).is_absolute() or ".." in Path(path).parts:
             raise ValueError(f"{value!r} must name a file inside the project folder, relatively")
         return value
@@ -147,18 +150,35 @@ def deploy_entry(
 
 
 def prepare_entry(
-    entry: DeploymentEntry, project: str | os.PathLike[str], **overrides: Any
+    entry: DeploymentEntry,
+    project: str | os.PathLike[str],
+    *,
+    parameter_texts: tuple[str, ...] | list[str] = (),
+    **overrides: Any,
 ) -> PreparedDeployment:
-    """``deploy_entry``'s checks (the flow loaded, every value checked), nothing uploaded."""
-    from vivace.deployments.deploy import load_entrypoint, prepare_deployment, resolve_storage
+    """``deploy_entry``'s checks (the flow loaded, every value checked), nothing uploaded.
+
+    ``parameter_texts`` are ``--param k=v`` texts of the command line, read against this
+    entry's flow's parameters (see ``parse_cli_parameters``) and updating its own.
+    """
+    from vivace.deployments.deploy import (
+        load_entrypoint,
+        prepare_deployment,
+        resolve_storage,
+        split_entrypoint,
+    )
+    from vivace.deployments.parameters import parameter_schema, parse_cli_parameters
     from vivace.settings import get_settings
 
     folder = Path(project).resolve()
-    path, _, attribute = entry.entrypoint.rpartition(":")
+    path, attribute = split_entrypoint(entry.entrypoint)
     try:
         flow = load_entrypoint(f"{folder / path}:{attribute}")
     except DeploymentError as error:
         raise DeploymentError(f"deployment {entry.name!r}: {error}") from None
+    if parameter_texts:
+        given = parse_cli_parameters(parameter_texts, parameter_schema(flow))
+        overrides["parameters"] = {**(overrides.get("parameters") or {}), **given}
     options: dict[str, Any] = {
         "work_queue": entry.work_queue,
         "parameters": entry.parameters,

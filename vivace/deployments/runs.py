@@ -1,10 +1,11 @@
 """Creating runs of a deployment on demand, and waiting for one to end.
 
-:func:`create_run` is the one way a run of a deployment is made from the command line and from
-Python: the deployment must exist, the run's parameters (the deployment's defaults updated with
-the given ones) are checked against its schema *before* anything is written, so a bad parameter
-(``ParameterValidationError`` naming the field) creates no run, and the run is created SCHEDULED
-in the deployment's work queue, where a worker claims it.
+:func:`create_run` is the one way a run of a deployment is made, from the command line, from
+Python and by the API's ``POST /api/deployments/{id}/runs``: the deployment must exist, the
+run's parameters (the deployment's defaults updated with the given ones) are checked against its
+schema *before* anything is written, so a bad parameter (``ParameterValidationError`` naming the
+field) creates no run, and the run is created SCHEDULED in the deployment's work queue, where a
+worker claims it.
 
 :func:`run_deployment` is the Python face of it::
 
@@ -42,6 +43,7 @@ _FIRST_POLL = 0.05
 _MAX_POLL = 1.0
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_IDEMPOTENCY_KEY = 255
 
 
 def run_deployment(
@@ -114,12 +116,16 @@ def create_run(
     expected_start_time: float | None = None,
     idempotency_key: str | None = None,
     tags: list[str] | tuple[str, ...] | None = None,
+    name: str | None = None,
 ) -> tuple[FlowRunRecord, bool]:
     """Create a SCHEDULED run of the deployment (name or id) with these parameters; return it and
     whether it is new (False: the ``idempotency_key`` was used before, that run is returned).
+    ``name`` is the run's name (default: a random one).
 
-    Raises DeploymentNotFoundError, and ParameterValidationError (no run created) when the
-    parameters do not match the deployment's schema.
+    The run an idempotency key made is looked up before the parameters are checked, so a retry
+    gets its run even when a redeploy changed the schema since. Raises DeploymentNotFoundError,
+    ConfigurationError for a bad key or tags, and ParameterValidationError (no run created) when
+    the parameters do not match the deployment's schema.
     """
     from vivace.deployments.parameters import run_parameters
     from vivace.store.deployments import (
@@ -128,7 +134,7 @@ def create_run(
         require_deployment,
     )
 
-    _check_run_options(idempotency_key, tags)
+    checked_tags = _check_run_options(idempotency_key, tags)
     record = require_deployment(url, deployment)
     if idempotency_key is not None:
         existing = read_run_by_idempotency_key(url, record.id, idempotency_key)
@@ -141,7 +147,8 @@ def create_run(
         parameters=merged,
         expected_start_time=expected_start_time,
         idempotency_key=idempotency_key,
-        tags=None if tags is None else tuple(dict.fromkeys(tags)),
+        tags=checked_tags,
+        name=name,
     )
 
 
@@ -195,12 +202,18 @@ def _delay(start_in: float | dt.timedelta | None) -> float | None:
 
 def _check_run_options(
     idempotency_key: str | None, tags: list[str] | tuple[str, ...] | None
-) -> None:
+) -> tuple[str, ...] | None:
+    """The run's tags without repeats (None: the deployment's); ConfigurationError for a bad
+    key or tags."""
+    from vivace.deployments.deploy import check_tags
+
     if idempotency_key is not None and (
         not isinstance(idempotency_key, str) or not idempotency_key.strip()
     ):
         raise ConfigurationError(f"idempotency_key must be non-empty text, got {idempotency_key!r}")
-    if tags is not None and (
-        isinstance(tags, str) or not all(isinstance(tag, str) and tag for tag in tags)
-    ):
-        raise ConfigurationError(f"tags must be a list of non-empty texts, got {tags!r}")
+    if idempotency_key is not None and len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
+        raise ConfigurationError(
+            f"idempotency_key {idempotency_key[:40]!r}... is {len(idempotency_key)} characters; "
+            f"expected at most {MAX_IDEMPOTENCY_KEY}"
+        )
+    return None if tags is None else check_tags(tags, "tags", ConfigurationError)

@@ -19,12 +19,10 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,11 +31,9 @@ from vivace._ids import parse_id, uuid7
 from vivace.engine.states import StateType
 from vivace.exceptions import ConfigurationError, DeploymentNotFoundError
 from vivace.store import schema
-from vivace.store.database import connect, ensure_schema, get_engine, transaction
+from vivace.store.database import ensure_schema, transaction
+from vivace.store.queries import Bind, _contains, _engine, _reading
 from vivace.store.records import FlowRunRecord
-
-Bind = sa.Engine | str
-"""An engine, or a database URL whose cached engine to use."""
 
 SCHEDULED_NAME = "Scheduled"
 FLOW_NAMESPACE = uuid.UUID("5c1d7a3e-93f4-4b0a-8f0e-2a6f1f3c9b10")
@@ -94,12 +90,26 @@ def save_deployment(bind: Bind, spec: DeploymentSpec) -> DeploymentRecord:
 
     Also records the flow (so its runs group under it) and creates the work queue if it is new.
     Two deploys of one name at the same moment get consecutive versions (one transaction each,
-    the version read and bumped under the row's lock).
+    the version read and bumped under the row's lock). When neither finds the row (the first
+    deploy of the name, on PostgreSQL), the second to insert it fails on the unique name and
+    tries once more, and then finds the row, and waits for its lock.
     """
-    from vivace.store.work_queues import ensure_work_queue
-
     engine = _engine(bind)
     ensure_schema(engine)
+    try:
+        deployment_id = _save_version(engine, spec)
+    except sa.exc.IntegrityError:
+        # Another first deploy of this name (or of its flow, or queue) inserted the row first.
+        deployment_id = _save_version(engine, spec)
+    record = read_deployment(engine, deployment_id)
+    assert record is not None
+    return record
+
+
+def _save_version(engine: sa.Engine, spec: DeploymentSpec) -> uuid.UUID:
+    """One transaction of ``save_deployment``: the next version of ``spec.name``; its id."""
+    from vivace.store.work_queues import ensure_work_queue
+
     now = time.time()
     values = {name: getattr(spec, name) for name in _SPEC_COLUMNS}
     values["tags"] = list(spec.tags) or None
@@ -113,16 +123,7 @@ def save_deployment(bind: Bind, spec: DeploymentSpec) -> DeploymentRecord:
         found = conn.execute(query).first()
         if found is None:
             deployment_id, version = uuid7(), 1
-            conn.execute(
-                sa.insert(table).values(
-                    id=deployment_id,
-                    name=spec.name,
-                    version=version,
-                    created=now,
-                    updated=now,
-                    **values,
-                )
-            )
+            _insert_deployment(conn, deployment_id, spec.name, now, values)
         else:
             deployment_id, version = found.id, found.version + 1
             conn.execute(
@@ -135,9 +136,18 @@ def save_deployment(bind: Bind, spec: DeploymentSpec) -> DeploymentRecord:
                 deployment_id=deployment_id, version=version, created=now, **values
             )
         )
-    record = read_deployment(engine, deployment_id)
-    assert record is not None
-    return record
+    return deployment_id
+
+
+def _insert_deployment(
+    conn: sa.Connection, deployment_id: uuid.UUID, name: str, now: float, values: dict[str, Any]
+) -> None:
+    """The ``deployments`` row of a name's first version."""
+    conn.execute(
+        sa.insert(schema.deployments).values(
+            id=deployment_id, name=name, version=1, created=now, updated=now, **values
+        )
+    )
 
 
 def read_deployment(bind: Bind, name_or_id: str | uuid.UUID) -> DeploymentRecord | None:
@@ -163,20 +173,7 @@ def read_deployment_version(
     bind: Bind, deployment_id: uuid.UUID, version: int
 ) -> DeploymentRecord | None:
     """The deployment as it was at ``version`` (None if the deployment or version is gone)."""
-    deployments, versions = schema.deployments, schema.deployment_versions
-    columns = [versions.c[name] for name in _SPEC_COLUMNS]
-    query = (
-        sa.select(
-            deployments.c.id,
-            deployments.c.name,
-            versions.c.version,
-            *columns,
-            versions.c.created,
-            deployments.c.updated,
-        )
-        .join(versions, versions.c.deployment_id == deployments.c.id)
-        .where(deployments.c.id == deployment_id, versions.c.version == version)
-    )
+    query = _versions_of(deployment_id).where(schema.deployment_versions.c.version == version)
     with _reading(_engine(bind)) as conn:
         row = conn.execute(query).first()
     return None if row is None else _deployment(dict(row._mapping))
@@ -187,24 +184,27 @@ def read_deployment_versions(
 ) -> list[DeploymentRecord]:
     """The deployment's versions still kept, newest first (each as ``read_deployment_version``
     gives it)."""
+    versions = schema.deployment_versions
+    query = _versions_of(deployment_id).order_by(versions.c.version.desc()).limit(limit)
+    with _reading(_engine(bind)) as conn:
+        return [_deployment(dict(row._mapping)) for row in conn.execute(query)]
+
+
+def _versions_of(deployment_id: uuid.UUID) -> sa.Select[Any]:
+    """The deployment's kept versions, each as the columns of a DeploymentRecord."""
     deployments, versions = schema.deployments, schema.deployment_versions
-    columns = [versions.c[name] for name in _SPEC_COLUMNS]
-    query = (
+    return (
         sa.select(
             deployments.c.id,
             deployments.c.name,
             versions.c.version,
-            *columns,
+            *[versions.c[name] for name in _SPEC_COLUMNS],
             versions.c.created,
             deployments.c.updated,
         )
         .join(versions, versions.c.deployment_id == deployments.c.id)
         .where(deployments.c.id == deployment_id)
-        .order_by(versions.c.version.desc())
-        .limit(limit)
     )
-    with _reading(_engine(bind)) as conn:
-        return [_deployment(dict(row._mapping)) for row in conn.execute(query)]
 
 
 def read_deployments(
@@ -217,8 +217,6 @@ def read_deployments(
 ) -> list[DeploymentRecord]:
     """Deployments by name (latest versions), optionally of one flow, or only those whose name
     contains ``name_like`` (any case)."""
-    from vivace.store.queries import _contains
-
     table = schema.deployments
     query = sa.select(table).order_by(table.c.name).limit(limit).offset(offset)
     if flow_name is not None:
@@ -229,8 +227,9 @@ def read_deployments(
         return [_deployment(dict(row._mapping)) for row in conn.execute(query)]
 
 
-def delete_deployment(bind: Bind, name_or_id: str | uuid.UUID) -> DeploymentRecord:
+def delete_deployment(bind: Bind, name_or_id: str | uuid.UUID) -> tuple[DeploymentRecord, int]:
     """Delete the deployment and its versions; its runs that have not started are CANCELLED.
+    Return the deployment as it was and how many runs were cancelled.
 
     The history of runs that started stays (they keep the deployment's id). Raises
     DeploymentNotFoundError when there is no such deployment.
@@ -240,6 +239,7 @@ def delete_deployment(bind: Bind, name_or_id: str | uuid.UUID) -> DeploymentReco
     engine = _engine(bind)
     record = require_deployment(engine, name_or_id)
     runs = schema.flow_runs
+    cancelled = 0
     with transaction(engine) as conn:
         waiting = conn.execute(
             sa.select(runs.c.id).where(
@@ -248,7 +248,7 @@ def delete_deployment(bind: Bind, name_or_id: str | uuid.UUID) -> DeploymentReco
             )
         ).scalars()
         for run_id in list(waiting):
-            transition_flow_run(
+            seq = transition_flow_run(
                 conn,
                 run_id,
                 StateType.CANCELLED,
@@ -256,13 +256,14 @@ def delete_deployment(bind: Bind, name_or_id: str | uuid.UUID) -> DeploymentReco
                 f"its deployment {record.name!r} was deleted before it started",
                 allowed_from=(StateType.SCHEDULED,),
             )
+            cancelled += seq is not None
         conn.execute(
             sa.delete(schema.deployment_versions).where(
                 schema.deployment_versions.c.deployment_id == record.id
             )
         )
         conn.execute(sa.delete(schema.deployments).where(schema.deployments.c.id == record.id))
-    return record
+    return record, cancelled
 
 
 def create_deployment_run(
@@ -387,15 +388,3 @@ def _deployment(values: dict[str, Any]) -> DeploymentRecord:
     values["tags"] = tuple(values["tags"] or ())
     values["parameters"] = values["parameters"] or {}
     return DeploymentRecord(**values)
-
-
-def _engine(bind: Bind) -> sa.Engine:
-    return get_engine(bind) if isinstance(bind, str) else bind
-
-
-@contextlib.contextmanager
-def _reading(engine: sa.Engine) -> Iterator[sa.Connection]:
-    """A read connection on a migrated database."""
-    ensure_schema(engine)
-    with connect(engine) as conn:
-        yield conn

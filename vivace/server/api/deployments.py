@@ -9,6 +9,13 @@ claim.
 An idempotency key (the ``Idempotency-Key`` header, or ``idempotency_key`` in the body) makes
 the request safe to retry: a request with a key this deployment has seen before answers 200
 with the run the first request made, where a new run is answered 201.
+
+A 422 for parameters that do not match the schema carries the header ``Vivace-Error:
+ParameterValidationError``, so a client tells it from other refused requests.
+
+What is shown of a deployment hides its secrets: the password of a storage URL
+(``smb://user:**********@host/share``) and the values of its infrastructure's ``env`` (only the
+variables' names are shown; a worker reads the values from the database, not from here).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query, Response
 
-from vivace.deployments.parameters import run_parameters
+from vivace.deployments.runs import create_run
 from vivace.exceptions import ConfigurationError, DeploymentNotFoundError, ParameterValidationError
 from vivace.server import auth, deps
 from vivace.server.api.models import (
@@ -52,6 +59,8 @@ MAX_OFFSET = 1_000_000
 _NOT_FOUND = "No such deployment."
 _READ = error_responses(404, 422, 503, not_found=_NOT_FOUND)
 _ADMIN = [Depends(auth.require_admin)]
+ERROR_HEADER = "Vivace-Error"
+"""The header naming the kind of a 422, where a client must tell it apart."""
 
 
 @router.get("", response_model=DeploymentPage, responses=error_responses(422, 503))
@@ -131,7 +140,7 @@ def delete_deployment(database_url: DatabaseUrl, deployment: DeploymentKey) -> D
     """Delete the deployment and its versions; its runs not started yet are CANCELLED, the
     others stay in the history. Answers with the deployment as it was."""
     try:
-        record = store.delete_deployment(database_url, deployment)
+        record, _ = store.delete_deployment(database_url, deployment)
     except DeploymentNotFoundError:
         raise _not_found(deployment) from None
     return Deployment.from_record(record)
@@ -169,26 +178,23 @@ def create_deployment_run(
     request = body or DeploymentRunRequest()
     key = _idempotency_key(request.idempotency_key, idempotency_key)
     start = _expected_start(request)
-    record = deployment_or_404(database_url, deployment)
-    if key is not None:
-        # A retry gets the run its first request made, even if the schema changed since.
-        existing = store.read_run_by_idempotency_key(database_url, record.id, key)
-        if existing is not None:
-            response.status_code = 200
-            return FlowRun.from_record(existing)
     try:
-        parameters = run_parameters(record, request.parameters)
+        # A retry gets the run its first request made, even if the schema changed since.
+        run, created = create_run(
+            database_url,
+            deployment,
+            request.parameters,
+            expected_start_time=start,
+            idempotency_key=key,
+            tags=request.tags,
+            name=request.name,
+        )
+    except DeploymentNotFoundError:
+        raise _not_found(deployment) from None
     except ParameterValidationError as error:
-        raise HTTPException(422, str(error)) from None
-    run, created = store.create_deployment_run(
-        database_url,
-        record,
-        parameters=parameters,
-        expected_start_time=start,
-        idempotency_key=key,
-        tags=None if request.tags is None else tuple(dict.fromkeys(request.tags)),
-        name=request.name,
-    )
+        raise HTTPException(
+            422, str(error), headers={ERROR_HEADER: ParameterValidationError.__name__}
+        ) from None
     if not created:
         response.status_code = 200
     return FlowRun.from_record(run)

@@ -361,22 +361,33 @@ class Deployment(BaseModel):
     infrastructure_type: str = Field(examples=["process"])
     tags: list[str]
     description: str | None
-    storage: str = Field(description="Where the code is, in words: a URL or a block's name.")
+    storage: str = Field(
+        description="Where the code is, in words: a URL (its password hidden) or a block's name."
+    )
     storage_record: dict[str, Any] = Field(
-        description='{"url": ...} or {"block": NAME, "path": ...}, as the workers read it.'
+        description='{"url": ...}, {"block": NAME, "path": ...} or, for a git repository, '
+        '{"block": NAME, "path": "", "commit": ID}; a URL\'s password shows as **********.'
     )
     parameter_schema: dict[str, Any] = Field(description="JSON Schema of the flow's parameters.")
     parameters: dict[str, Any] = Field(description="Default parameters of the runs.")
-    infrastructure: dict[str, Any] = Field(description='{"type": ..., ...its settings}.')
+    infrastructure: dict[str, Any] = Field(
+        description='{"type": ..., ...its settings}; the values of its "env" show as **********: '
+        "only the variables' names are shown."
+    )
     created: dt.datetime = Field(description="When this version was deployed.")
     updated: dt.datetime = Field(description="When the deployment last changed.")
 
     @classmethod
     def from_record(cls, record: DeploymentRecord) -> Deployment:
-        from vivace.deployments.storage import describe_storage
+        from vivace.deployments.storage import (
+            describe_storage,
+            shown_infrastructure,
+            shown_storage,
+        )
 
         values = _fields(record)
-        values["storage_record"] = values.pop("storage")
+        values["storage_record"] = shown_storage(values.pop("storage"))
+        values["infrastructure"] = shown_infrastructure(record.infrastructure)
         return cls(
             **values,
             infrastructure_type=record.infrastructure_type,

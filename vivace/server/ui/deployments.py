@@ -2,27 +2,24 @@
 
 A deployment's page shows what its latest version says (flow, entrypoint, storage,
 infrastructure, work queue), its parameters as a table read from their JSON Schema, the command
-that runs it, its runs (a keyset page, filterable by state) and its versions.
+that runs it, its runs (a keyset page, filterable by state) and its versions. Its secrets are not
+shown: a storage URL's password, and the values of the infrastructure's ``env`` (only the
+variables' names).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import shlex
-from typing import Any
-
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
-from vivace.deployments.storage import describe_storage
+from vivace.deployments.parameters import parameter_rows, run_command
+from vivace.deployments.storage import describe_storage, shown_infrastructure
 from vivace.server import auth
 from vivace.server.deps import database_url
 from vivace.server.ui.params import PageQuery
 from vivace.server.ui.rendering import render
 from vivace.server.ui.routing import PageError, PageRoute
 from vivace.store.deployments import (
-    DeploymentRecord,
     read_deployment,
     read_deployment_versions,
     read_deployments,
@@ -34,17 +31,6 @@ RUN_PAGE = 50
 VERSIONS_SHOWN = 50
 
 router = APIRouter(route_class=PageRoute, dependencies=[Depends(auth.require_read)])
-
-
-@dataclasses.dataclass(frozen=True)
-class ParameterRow:
-    """One parameter of a deployment, as its page's table shows it."""
-
-    name: str
-    type: str
-    default: str | None  # JSON text; None: no default
-    required: bool  # a run must give it (no default in the schema or the deployment)
-    description: str | None
 
 
 @router.get("/deployments", response_class=HTMLResponse)
@@ -97,6 +83,7 @@ def deployment_page(
             "nav": "deployments",
             "deployment": record,
             "describe_storage": describe_storage,
+            "infrastructure": shown_infrastructure(record.infrastructure),
             "parameters": parameter_rows(record.parameter_schema, record.parameters),
             "command": run_command(record),
             "runs": runs,
@@ -109,65 +96,3 @@ def deployment_page(
             "versions_shown": VERSIONS_SHOWN,
         },
     )
-
-
-def parameter_rows(schema: dict[str, Any], defaults: dict[str, Any]) -> list[ParameterRow]:
-    """The parameters of an object JSON Schema, those a run must give first, then by name
-    (PostgreSQL does not keep the schema's order); ``defaults`` (the deployment's own) win over
-    the schema's."""
-    properties = schema.get("properties") or {}
-    required = set(schema.get("required") or ())
-    rows = []
-    for name, spec in properties.items():
-        spec = spec if isinstance(spec, dict) else {}
-        if name in defaults:
-            default: str | None = _json(defaults[name])
-        elif "default" in spec:
-            default = _json(spec["default"])
-        else:
-            default = None
-        rows.append(
-            ParameterRow(
-                name=name,
-                type=type_text(spec, schema),
-                default=default,
-                required=name in required and name not in defaults,
-                description=spec.get("description"),
-            )
-        )
-    return sorted(rows, key=lambda row: (not row.required, row.name))
-
-
-def type_text(spec: dict[str, Any], root: dict[str, Any]) -> str:
-    """A JSON Schema's type in a few words: ``integer``, ``array of string``, ``string or null``,
-    ``one of "a", "b"``, a model's name; ``any`` when the schema does not say."""
-    if "enum" in spec:
-        return "one of " + ", ".join(_json(value) for value in spec["enum"])
-    if "const" in spec:
-        return _json(spec["const"])
-    for combined in ("anyOf", "oneOf"):
-        if isinstance(spec.get(combined), list):
-            parts = [type_text(part, root) for part in spec[combined] if isinstance(part, dict)]
-            return " or ".join(dict.fromkeys(parts)) or "any"
-    if isinstance(spec.get("$ref"), str):
-        return spec["$ref"].rpartition("/")[2] or "object"
-    kind = spec.get("type")
-    if isinstance(kind, list):
-        return " or ".join(str(each) for each in kind)
-    if kind == "array" and isinstance(spec.get("items"), dict):
-        return f"array of {type_text(spec['items'], root)}"
-    return str(kind) if kind else "any"
-
-
-def run_command(record: DeploymentRecord) -> str:
-    """The shell command that creates a run of the deployment, naming the parameters a run must
-    give."""
-    words = ["vivace", "deployment", "run", record.name]
-    for row in parameter_rows(record.parameter_schema, record.parameters):
-        if row.required:
-            words += ["--param", f"{row.name}=VALUE"]
-    return shlex.join(words)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=repr)
