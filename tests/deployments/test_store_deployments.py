@@ -4,12 +4,14 @@ moment, and deleting a deployment."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from vivace.engine.states import StateType
-from vivace.store import deployments
+from vivace.store import deployments, schema
 from vivace.store.database import get_engine, transaction
 from vivace.store.deployments import (
     DeploymentRecord,
@@ -78,10 +80,18 @@ def test_two_first_deploys_of_one_name_at_once_get_versions_1_and_2(
 
 def test_delete_says_how_many_waiting_runs_it_cancelled(database_url: str) -> None:
     record = save_deployment(database_url, spec())
-    waiting, started = (create_deployment_run(database_url, record, parameters={})[0] for _ in "ab")
+    waiting, started, retrying = (
+        create_deployment_run(database_url, record, parameters={})[0] for _ in "abc"
+    )
     with transaction(get_engine(database_url)) as conn:
         transition_flow_run(
             conn, started.id, StateType.RUNNING, "Running", None, allowed_from=[StateType.SCHEDULED]
+        )
+        # Waiting between retries: SCHEDULED, but its engine holds it (it has a heartbeat).
+        conn.execute(
+            sa.update(schema.flow_runs)
+            .where(schema.flow_runs.c.id == retrying.id)
+            .values(heartbeat=time.time())
         )
 
     deleted, cancelled = delete_deployment(database_url, "nightly")
@@ -89,4 +99,8 @@ def test_delete_says_how_many_waiting_runs_it_cancelled(database_url: str) -> No
     assert (deleted.id, cancelled) == (record.id, 1)
     assert read_deployment(database_url, "nightly") is None
     states = {run.id: run.state_type for run in read_flow_runs(database_url, limit=10)[0]}
-    assert states == {waiting.id: StateType.CANCELLED, started.id: StateType.RUNNING}
+    assert states == {
+        waiting.id: StateType.CANCELLED,
+        started.id: StateType.RUNNING,
+        retrying.id: StateType.SCHEDULED,
+    }

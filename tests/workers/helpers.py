@@ -31,6 +31,11 @@ import time
 from vivace import flow, get_run_logger, task
 from vivace.runners.dask import DaskTaskRunner
 
+_marker = os.environ.get("VIVACE_TEST_IMPORT_MARKER")
+if _marker:  # a slow import: the test stops the engine's process while it sleeps here
+    open(_marker, "w").close()
+    time.sleep(60)
+
 
 @task
 def double(x: int) -> int:
@@ -93,6 +98,35 @@ def flaky(marker: str) -> int:
 async def async_sleepy(seconds: float = 60.0) -> float:
     get_run_logger().info("async sleepy starts")
     await asyncio.sleep(seconds)
+    return seconds
+
+
+@flow(retries=1, retry_delay_seconds=120)
+def retries_slowly() -> None:
+    raise RuntimeError("fails, then waits two minutes to retry")
+
+
+@flow
+def cancelled_as_it_ends() -> int:
+    # Its last act cancels its own run, RUNNING in the database, its final state not yet
+    # written: a cancel racing the run's end.
+    from vivace.engine.context import current_flow_run_id
+    from vivace.settings import get_settings
+    from vivace.store.run_control import request_cancellation
+    from vivace.store.writer import get_writer
+
+    get_writer().flush()
+    request_cancellation(get_settings().resolved_database_url, current_flow_run_id())
+    return 7
+
+
+@flow
+def naps(seconds: float = 60.0) -> float:
+    # Short naps: an exception raised in its thread from another lands between two.
+    get_run_logger().info("naps start")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
     return seconds
 """
 

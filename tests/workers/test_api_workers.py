@@ -212,3 +212,68 @@ def test_worker_endpoints_need_an_admin_key(
     assert call(live_server, "POST", "/workers", registration)[0] == 401
     assert call(live_server, "POST", "/workers", registration, key=read_key)[0] == 403
     assert call(live_server, "POST", "/workers", registration, key=admin_key)[0] == 201
+
+
+def test_a_released_run_that_is_being_cancelled_ends_cancelled(
+    live_server: str, database_url: str, project: Path
+) -> None:
+    from vivace.store.run_control import request_cancellation
+
+    deployment = deploy(database_url, project, "pipeline")
+    run = start_run(database_url, deployment)
+    worker = register(live_server, ["default"])
+    claim(live_server, worker)
+    request_cancellation(database_url, run.id)
+
+    assert call(live_server, "POST", f"/workers/{worker}/runs/{run.id}/release") == (204, None)
+
+    after = run_record(database_url, run.id)
+    assert (after.state_type.value, after.state_message) == (
+        "CANCELLED",
+        "cancelled before it started",
+    )
+
+
+def test_a_forgotten_worker_registers_again_under_its_id_and_keeps_its_runs(
+    live_server: str, database_url: str, project: Path
+) -> None:
+    deployment = deploy(database_url, project, "pipeline")
+    run = start_run(database_url, deployment)
+    worker = register(live_server, ["default"])
+    claim(live_server, worker)
+    assert call(live_server, "DELETE", f"/workers/{worker}") == (204, None)
+    exited = {"exit_code": 1, "description": "process 4242"}
+    assert call(live_server, "POST", f"/workers/{worker}/runs/{run.id}/exited", exited)[0] == 404
+
+    status, body = call(
+        live_server, "POST", "/workers", {"name": "w", "queues": ["default"], "id": worker}
+    )
+    assert (status, body["id"]) == (201, worker)
+    status, body = call(live_server, "POST", f"/workers/{worker}/runs/{run.id}/exited", exited)
+    assert (status, body["state_type"]) == (200, "CRASHED")
+
+
+def test_a_claim_takes_over_the_runs_a_silent_worker_did_not_launch(
+    live_server: str, database_url: str, project: Path
+) -> None:
+    import sqlalchemy as sa
+
+    from vivace.store import schema
+    from vivace.store.database import get_engine, transaction
+
+    deployment = deploy(database_url, project, "pipeline")
+    run = start_run(database_url, deployment)
+    silent, other = register(live_server, ["default"]), register(live_server, ["default"])
+    assert claim(live_server, silent) == [str(run.id)]
+    assert claim(live_server, other) == []
+    # Silent for longer than three heartbeat intervals (0.3 s here) and than 30 s.
+    workers = schema.workers
+    with transaction(get_engine(database_url)) as conn:
+        conn.execute(
+            sa.update(workers)
+            .where(workers.c.id == uuid.UUID(silent))
+            .values(heartbeat=time.time() - 31)
+        )
+
+    assert claim(live_server, other) == [str(run.id)]
+    assert str(run_record(database_url, run.id).worker_id) == other

@@ -31,6 +31,11 @@ def states(url: str, run_id: uuid.UUID) -> list[tuple[str, str]]:
     return [(state.type.value, state.name) for state in read_flow_run_states(url, run_id)]
 
 
+def leftover_code_folders(tmp_path: Path) -> list[Path]:
+    """The engines' temporary code folders still there (TMPDIR is tmp_path/tmp)."""
+    return list((tmp_path / "tmp").glob("vivace-run-*"))
+
+
 @pytest.mark.parametrize(
     ("function", "parameters", "result_tasks"),
     [
@@ -44,6 +49,7 @@ def test_a_deployment_run_is_executed_into_its_own_row(
     result_tasks: int,
     database_url: str,
     project: Path,
+    tmp_path: Path,
 ) -> None:
     deployment = deploy(database_url, project, function)
     created = start_run(database_url, deployment, **parameters)
@@ -71,6 +77,7 @@ def test_a_deployment_run_is_executed_into_its_own_row(
     if function == "pipeline":
         logs, _ = read_logs(database_url, flow_run_id=created.id, limit=100)
         assert "pipeline with n=4" in [log.message for log in logs]
+    assert leftover_code_folders(tmp_path) == []
 
 
 def test_ids_that_name_nothing_to_run_are_refused(
@@ -271,3 +278,133 @@ def test_cancelling_a_run_cancels_its_outstanding_dask_tasks(project: Path) -> N
     assert run_record(database_url, run.id).state_type.value == "CANCELLED"
     tasks, _ = read_task_runs(database_url, run.id)
     assert [task.state_type.value for task in tasks] == ["CANCELLED", "CANCELLED"]
+
+
+@pytest.mark.parametrize(
+    ("cancel", "final", "message"),
+    [
+        pytest.param(
+            False,
+            "CRASHED",
+            "the flow run's process was stopped before its flow started: SystemExit: 143",
+            id="not-cancelling",
+        ),
+        pytest.param(
+            True,
+            "CANCELLED",
+            "cancelled: its process was stopped (SystemExit: 143)",
+            id="cancelling",
+        ),
+    ],
+)
+def test_a_sigterm_before_the_flow_starts_ends_the_run_and_removes_its_code(
+    cancel: bool, final: str, message: str, database_url: str, project: Path, tmp_path: Path
+) -> None:
+    from vivace.store.run_control import request_cancellation
+
+    deployment = deploy(database_url, project, "pipeline")
+    run = start_run(database_url, deployment)
+    marker = tmp_path / "importing"
+    # Its flow's module sleeps while it is imported, the code fetched into its temporary folder.
+    process = engine_process(run.id, VIVACE_TEST_IMPORT_MARKER=str(marker))
+    try:
+        wait_for(marker.exists, "the engine to import the flow")
+        assert len(leftover_code_folders(tmp_path)) == 1
+        if cancel:
+            assert request_cancellation(database_url, run.id).state_type.value == "CANCELLING"
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0].decode()
+    finally:
+        process.kill()
+        process.wait()
+
+    assert process.returncode == 143, output
+    after = run_record(database_url, run.id)
+    assert (after.state_type.value, after.state_message) == (final, message)
+    assert leftover_code_folders(tmp_path) == []
+
+
+def test_a_cancel_that_arrives_as_the_run_ends_leaves_the_run_as_it_ended(
+    database_url: str, project: Path
+) -> None:
+    # The flow cancels its own run as its last act; its engine's heartbeat is slow, so the
+    # engine writes COMPLETED at the seq the CANCELLING took, and that write is dropped.
+    deployment = deploy(database_url, project, "cancelled_as_it_ends")
+    run = start_run(database_url, deployment)
+
+    process = engine_process(run.id, VIVACE_HEARTBEAT_INTERVAL="600")
+    output = process.communicate(timeout=60)[0].decode()
+
+    assert process.returncode == 0, output
+    after = run_record(database_url, run.id)
+    assert after.state_type.value == "COMPLETED", after.state_message
+    assert states(database_url, run.id)[-3:] == [
+        ("RUNNING", "Running"),
+        ("CANCELLING", "Cancelling"),
+        ("COMPLETED", "Completed"),
+    ]
+    logs, _ = read_logs(database_url, flow_run_id=run.id, limit=100)
+    assert "Cancellation requested after the flow run had ended Completed: it stays Completed" in [
+        log.message for log in logs
+    ]
+
+
+def test_a_run_waiting_to_retry_is_stopped_by_its_engine_when_cancelled(
+    database_url: str, project: Path
+) -> None:
+    from vivace.store.run_control import request_cancellation
+    from vivace.store.work_queues import claim_flow_runs, register_worker
+
+    deployment = deploy(database_url, project, "retries_slowly")
+    run = start_run(database_url, deployment)
+    process = engine_process(run.id)
+    try:
+        wait_for(
+            lambda: run_record(database_url, run.id).state_name == "AwaitingRetry",
+            "the first attempt to fail",
+        )
+        worker = register_worker(database_url, "w", "process", ["default"])
+        assert claim_flow_runs(database_url, worker_id=worker.id, queues=["default"], limit=1) == []
+        # Its engine holds it: CANCELLING, not CANCELLED under the engine's feet.
+        assert request_cancellation(database_url, run.id).state_type.value == "CANCELLING"
+        output = process.communicate(timeout=30)[0].decode()
+    finally:
+        process.kill()
+        process.wait()
+
+    assert process.returncode == 1, output
+    assert run_record(database_url, run.id).state_type.value == "CANCELLED"
+    assert states(database_url, run.id)[-3:] == [
+        ("SCHEDULED", "AwaitingRetry"),
+        ("CANCELLING", "Cancelling"),
+        ("CANCELLED", "Cancelled"),
+    ]
+
+
+def test_a_run_outside_the_main_thread_is_stopped_by_its_heartbeat(
+    database_url: str, project: Path
+) -> None:
+    # No signal can reach a thread other than the main one: the heartbeat raises the
+    # cancellation in the run's thread instead.
+    import threading
+
+    from vivace.deployments.execute import execute_flow_run
+    from vivace.store.run_control import request_cancellation
+
+    deployment = deploy(database_url, project, "naps")
+    run = start_run(database_url, deployment, seconds=60)
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(execute_flow_run(run.id)))
+    thread.start()
+    try:
+        wait_for(
+            lambda: run_record(database_url, run.id).state_type.value == "RUNNING",
+            "the flow to run",
+        )
+        request_cancellation(database_url, run.id)
+    finally:
+        thread.join(timeout=30)
+
+    assert codes == [1]
+    after = run_record(database_url, run.id)
+    assert after.state_type.value == "CANCELLED", after.state_message

@@ -48,6 +48,12 @@ def final(url: str, run_id: uuid.UUID) -> Any:
     return run if run.state_type.value in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
 
+def launched_pid(url: str, run_id: uuid.UUID) -> int:
+    """The pid the worker reported for the run (it reports it just after the launch)."""
+    found = wait_for(lambda: run_record(url, run_id).infrastructure_id, "the launch's report")
+    return int(found)
+
+
 def pid_is_gone(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -96,14 +102,17 @@ def test_two_workers_racing_over_50_queued_runs_execute_each_once(
         for run in runs:
             wait_for(lambda run=run: final(database_url, run.id), f"run {run.id} to end", 100)
 
+    claimants = set()
     for run in runs:
         after = run_record(database_url, run.id)
         assert after.state_type.value == "COMPLETED", after.state_message
+        claimants.add(after.worker_id)
         history = [(s.type.value, s.name) for s in read_flow_run_states(database_url, run.id)]
         assert history.count(("PENDING", "Claimed")) == 1
         assert [kind for kind, _ in history].count("RUNNING") == 1
         tasks, _ = read_task_runs(database_url, run.id)
         assert len(tasks) == 2
+    assert len(claimants) == 2  # both workers took part
 
 
 def test_kill_9_of_a_runs_process_crashes_the_run_with_its_exit_code(
@@ -114,7 +123,7 @@ def test_kill_9_of_a_runs_process_crashes_the_run_with_its_exit_code(
 
     with running(make_worker(live_server)):
         wait_for(lambda: running_task(database_url, run.id), "the task to run")
-        pid = int(run_record(database_url, run.id).infrastructure_id)
+        pid = launched_pid(database_url, run.id)
         os.kill(pid, signal.SIGKILL)
         after = wait_for(lambda: final(database_url, run.id), "the run to end")
 
@@ -137,7 +146,7 @@ def test_cancelling_a_running_run_stops_its_process_through_the_worker(
 
     with running(make_worker(live_server)):
         wait_for(lambda: running_task(database_url, run.id), "the task to run")
-        pid = int(run_record(database_url, run.id).infrastructure_id)
+        pid = launched_pid(database_url, run.id)
         request_cancellation(database_url, run.id)
         after = wait_for(lambda: final(database_url, run.id), "the run to end")
         wait_for(lambda: pid_is_gone(pid), "the process to be gone", 20)

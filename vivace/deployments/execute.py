@@ -6,9 +6,9 @@ run by hand (a SCHEDULED run is then claimed by this process). In order:
 1. read the run (an unknown id is exit code 2); a run being cancelled ends CANCELLED without
    running, a run that already ended is left as it is;
 2. take it: in one transaction, a SCHEDULED run is claimed (PENDING ``Claimed``, as a worker
-   would) and the run's heartbeat is set. Only a run no engine has taken yet (no heartbeat) and
-   that no worker, or this process's own worker (``VIVACE_WORKER_ID``), claimed can be taken, so
-   two engines never run one flow run, whoever started them;
+   would) and the run's heartbeat is set, both or neither. Only a run no engine has taken yet
+   (no heartbeat) and that no worker, or this process's own worker (``VIVACE_WORKER_ID``),
+   claimed can be taken, so two engines never run one flow run, whoever started them;
 3. read the deployment *version* the run was created from, fetch its code into a fresh temporary
    folder (removed afterwards), put that folder first on ``sys.path`` and make it the working
    directory, and import the flow from the deployment's entrypoint;
@@ -17,8 +17,10 @@ run by hand (a SCHEDULED run is then claimed by this process). In order:
 
 A failure before the flow can start (the deployment version is gone, the code cannot be fetched,
 the entrypoint cannot be imported) ends the run FAILED with a message naming the cause; one the
-engine finds (parameters that no longer bind) does too. The exit code is 0 when the run
-COMPLETED and 1 otherwise.
+engine finds (parameters that no longer bind) does too. A SIGTERM (or Ctrl-C) before the engine
+recorded anything (fetching the code, importing the flow) ends it CRASHED, or CANCELLED if it
+was being cancelled; the temporary folder is removed either way. The exit code is 0 when the
+run COMPLETED and 1 otherwise.
 """
 
 from __future__ import annotations
@@ -97,7 +99,11 @@ def execute_flow_run(flow_run_id: uuid.UUID | str) -> int:
             f"{label} is already being run (or was claimed by a worker that is not this "
             "process's); a flow run is run by one engine only"
         )
-    return _execute(url, taken)
+    try:
+        return _execute(url, taken)
+    except BaseException as error:  # SIGTERM (SystemExit), Ctrl-C, or a bug
+        _end_if_not_started(url, taken, error)
+        raise
 
 
 def _execute(url: str, record: FlowRunRecord) -> int:
@@ -198,6 +204,10 @@ def _inside(folder: str) -> Iterator[None]:
             sys.path.remove(folder)
 
 
+class _NotTaken(Exception):
+    """Rolls back :func:`_take`'s transaction: the run cannot be taken."""
+
+
 def _take(url: str, record: FlowRunRecord, worker: str | None) -> FlowRunRecord | None:
     """Make this process the run's engine (see the module docstring); the run afterwards, or
     None if another engine, or a worker other than ``worker`` (its id), has it."""
@@ -216,40 +226,91 @@ def _take(url: str, record: FlowRunRecord, worker: str | None) -> FlowRunRecord 
     engine = get_engine(url)
     ensure_schema(engine)
     runs = schema.flow_runs
-    with transaction(engine) as conn:
-        if record.state_type is StateType.SCHEDULED:
-            transition_flow_run(
+    not_taken = runs.c.heartbeat.is_(None)  # a SCHEDULED run with one is its engine's (retrying)
+    try:
+        with transaction(engine) as conn:
+            if record.state_type is StateType.SCHEDULED:
+                claimed = transition_flow_run(
+                    conn,
+                    record.id,
+                    StateType.PENDING,
+                    CLAIMED_NAME,
+                    f"claimed by `python -m vivace.engine` (process {os.getpid()})",
+                    allowed_from=(StateType.SCHEDULED,),
+                    values={"worker_id": worker_id},
+                    where=not_taken,
+                )
+                if claimed is None:
+                    raise _NotTaken
+            claimed_by: sa.ColumnElement[bool] = runs.c.worker_id.is_(None)
+            if worker_id is not None:
+                claimed_by = sa.or_(claimed_by, runs.c.worker_id == worker_id)
+            taken = conn.execute(
+                sa.update(runs)
+                .where(
+                    runs.c.id == record.id,
+                    runs.c.state_type == StateType.PENDING.value,
+                    not_taken,
+                    claimed_by,
+                )
+                .values(heartbeat=time.time())
+                .returning(runs.c.id)
+            ).first()
+            if taken is None:
+                raise _NotTaken  # all or nothing: the claim above is rolled back
+    except _NotTaken:
+        return None
+    return read_flow_run(engine, record.id)
+
+
+def _end_if_not_started(url: str, record: FlowRunRecord, error: BaseException) -> None:
+    """The process is stopped by ``error``: if no engine recorded the run's end (it was stopped
+    before its flow started: fetching the code, importing the flow), end it CRASHED, or
+    CANCELLED if it was being cancelled. Conditional, so a run the engine ended is left as is."""
+    from vivace.engine.signals import run_ended
+    from vivace.engine.states import describe_exception
+    from vivace.store.database import get_engine, transaction
+    from vivace.store.run_control import CANCELLED_NAME, CRASHED_NAME, transition_flow_run
+
+    run_ended()  # from here on a SIGTERM must not cut this write short
+    stopped = f"its process was stopped ({describe_exception(error)})"
+    try:
+        with transaction(get_engine(url)) as conn:
+            crashed = transition_flow_run(
                 conn,
                 record.id,
-                StateType.PENDING,
-                CLAIMED_NAME,
-                f"claimed by `python -m vivace.engine` (process {os.getpid()})",
-                allowed_from=(StateType.SCHEDULED,),
+                StateType.CRASHED,
+                CRASHED_NAME,
+                f"the flow run's process was stopped before its flow started: "
+                f"{describe_exception(error)}",
+                allowed_from=(StateType.PENDING,),
             )
-        claimed_by: sa.ColumnElement[bool] = runs.c.worker_id.is_(None)
-        if worker_id is not None:
-            claimed_by = sa.or_(claimed_by, runs.c.worker_id == worker_id)
-        taken = conn.execute(
-            sa.update(runs)
-            .where(
-                runs.c.id == record.id,
-                runs.c.state_type == StateType.PENDING.value,
-                runs.c.heartbeat.is_(None),
-                claimed_by,
-            )
-            .values(heartbeat=time.time())
-            .returning(runs.c.id)
-        ).first()
-    return None if taken is None else read_flow_run(engine, record.id)
+            if crashed is None:
+                transition_flow_run(
+                    conn,
+                    record.id,
+                    StateType.CANCELLED,
+                    CANCELLED_NAME,
+                    f"cancelled: {stopped}",
+                    allowed_from=(StateType.CANCELLING,),
+                )
+    except Exception as problem:
+        logger.warning(
+            "flow run %s: cannot record that its process was stopped (%s)",
+            record.id,
+            problem,
+        )
 
 
 def _fail(url: str, record: FlowRunRecord, reason: str) -> int:
     """End the run FAILED before it started, naming ``reason`` (also in its logs), unless it is
     being cancelled meanwhile: then CANCELLED. Returns the exit code."""
+    from vivace.engine.signals import run_ended
     from vivace.store.database import get_engine, transaction
     from vivace.store.run_control import transition_flow_run
     from vivace.store.writer import get_writer
 
+    run_ended()
     message = f"the flow run could not start: {reason}"
     with transaction(get_engine(url)) as conn:
         failed = transition_flow_run(
@@ -270,10 +331,12 @@ def _fail(url: str, record: FlowRunRecord, reason: str) -> int:
 
 def _cancel(url: str, record: FlowRunRecord, label: str) -> int:
     """End a run that is being cancelled before any engine took it; return the exit code."""
+    from vivace.engine.signals import run_ended
     from vivace.store.database import get_engine, transaction
 
     if record.heartbeat is not None:  # an engine runs it: that one ends it
         return _refuse(f"{label} is being cancelled; its engine ends it")
+    run_ended()
     with transaction(get_engine(url)) as conn:
         _cancel_before_start(conn, record.id)
     return _refuse(f"{label} was being cancelled: it ends CANCELLED without running")

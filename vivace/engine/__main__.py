@@ -4,6 +4,11 @@ What every infrastructure a worker starts runs (:func:`vivace.infrastructure.eng
 see :mod:`vivace.deployments.execute`. Exit code 0 when the run COMPLETED, 1 when it ended
 otherwise or could not start, 2 for an unknown id; a SIGTERM that stops it exits 143.
 
+A SIGTERM at any point of the process's life (fetching the code, importing the flow, running it)
+ends the run recorded, CANCELLED if it was being cancelled, else CRASHED, and removes the
+temporary code folder; once the run has ended, SIGTERM is ignored while the records are written
+and the folder removed (:func:`vivace.engine.signals.install_process_sigterm_handler`).
+
 Once the run is over and its records are written, the process ends at once (``os._exit``): a
 task thread still running in a cancelled or crashed run (Python cannot stop a thread) must not
 keep it alive.
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import traceback
 
@@ -26,10 +32,15 @@ def main(argv: list[str]) -> int:
         print(USAGE, file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     from vivace.deployments.execute import execute_flow_run
+    from vivace.engine.signals import (
+        install_process_sigterm_handler,
+        restore_process_sigterm_handler,
+    )
 
+    previous = install_process_sigterm_handler()
     try:
         return execute_flow_run(argv[0])
-    except SystemExit as stop:  # SIGTERM while the flow ran (the run is recorded)
+    except SystemExit as stop:  # SIGTERM (the run is recorded)
         return stop.code if isinstance(stop.code, int) else 1
     except KeyboardInterrupt:
         return 130
@@ -39,10 +50,13 @@ def main(argv: list[str]) -> int:
     except BaseException:  # the run is recorded CRASHED; say why, as Python would
         traceback.print_exc()
         return 1
+    finally:
+        restore_process_sigterm_handler(previous)
 
 
 def _exit(code: int) -> None:
     """Write out what is buffered, then end the process even if stray threads still run."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the run is over: let the records out
     try:
         writer = sys.modules.get("vivace.store.writer")
         if writer is not None:

@@ -28,7 +28,20 @@ recorded CANCELLED, the task runner stopped without waiting, which cancels outst
 Ray tasks). CANCELLING moved the row's ``state_seq``, so the engine continues from the
 database's before it writes CANCELLED. A SIGTERM (the worker stopping the run's process because
 it is being cancelled) also ends the run CANCELLED when the database says CANCELLING, CRASHED
-otherwise. Plain flow calls have none of this: no heartbeat thread, no query of their own.
+otherwise. A cancellation request stops the run only while the user's code runs (the flow's
+function, waiting for its tasks) or while it waits to retry; one that arrives during the
+engine's own bookkeeping (between attempts) takes effect at the next of those, and one that
+arrives once the run has its final state stops nothing.
+
+That last case is a race the engine settles after its final flush: a request that arrived while
+the final state was still buffered moved the row to CANCELLING at the same ``state_seq``, so the
+final write was dropped and the row would stay CANCELLING (nothing else stops a finished
+engine). The engine beats once more after flushing; if the row is CANCELLING it writes its real
+final state again, past the database's ``state_seq``. It records what happened (the run had
+finished, COMPLETED or otherwise, and keeps its result) rather than a CANCELLED that did not
+happen; the CANCELLING row stays in the history, showing the request came too late, as the
+API's answer to cancelling a run that has ended is a refusal. Plain flow calls have none of
+this: no heartbeat thread, no query of their own.
 """
 
 from __future__ import annotations
@@ -65,6 +78,7 @@ from vivace.engine.signals import (
     interrupt_main_thread,
     restore_cancel_handler,
     restore_sigterm_handler,
+    run_ended,
 )
 from vivace.engine.states import (
     FINAL_TYPES,
@@ -123,6 +137,10 @@ class FlowRunEngine:
         self.heartbeat: RunHeartbeat | None = None
         self.cancel_seq: int | None = None
         self._listening = False  # whether a cancellation request stops the run now
+        # Taken to change _listening, so that _cancelling's check-and-raise from the heartbeat's
+        # thread (a flow run outside the main thread) is atomic.
+        self._listening_lock = threading.Lock()
+        self._woken = threading.Event()  # set when a cancellation request comes
         self._cancel_handler: Any = None
         self._thread_id = threading.get_ident()
         self._task: asyncio.Task[Any] | None = None
@@ -163,7 +181,9 @@ class FlowRunEngine:
 
     def set_state(self, state: State) -> None:
         if state.type in FINAL_TYPES:
-            self._listening = False  # the run is ending: a late cancel request stops nothing
+            self._listen(False)  # the run is ending: a late cancel request stops nothing
+            if self.heartbeat is not None:
+                run_ended()  # and a SIGTERM neither: its records and clean-up go first
             if self.runner is not None:
                 self._flush_task_records()
         apply_state(self.run, state)
@@ -253,11 +273,34 @@ class FlowRunEngine:
         if retry:
             self._prepare_reuse()
         self.set_state(State(StateType.RUNNING, name=RETRYING if retry else None))
+        self.listen()
+
+    def listen(self) -> None:
+        """The user's code runs (or the run waits to retry) from here: a cancellation request
+        stops it; raises FlowRunCancelled if one came while it was not listening."""
         if self.heartbeat is not None:
-            self._listening = True
-            if self.cancel_seq is not None:  # requested while it was being started
-                self._listening = False
-                raise FlowRunCancelled("cancellation was requested")
+            # Listening first, then the check: a request either is seen here or stops it later.
+            with self._listening_lock:
+                self._listening = True
+                if self.cancel_seq is not None:  # requested while it was not listening
+                    self._listening = False
+                    raise FlowRunCancelled("cancellation was requested")
+
+    def wait_to_retry(self, delay: float) -> None:
+        """Sleep before the next attempt (a cancellation request stops it)."""
+        self.listen()
+        self._woken.wait(delay)  # a cancellation request wakes it, whichever way it comes
+        self._listen(False)
+
+    async def await_retry(self, delay: float) -> None:
+        """``wait_to_retry`` for an async flow (a cancellation request cancels the sleep)."""
+        self.listen()
+        await asyncio.sleep(delay)
+        self._listen(False)
+
+    def _listen(self, on: bool) -> None:
+        with self._listening_lock:
+            self._listening = on
 
     def _prepare_reuse(self) -> None:
         """Before a later attempt: number the calls afresh, and find the task runs earlier
@@ -326,6 +369,7 @@ class FlowRunEngine:
         self.timed_out = isinstance(error, TaskTimeoutError)
         if not self.timed_out:
             self.wait_for_tasks()
+        self._listen(False)  # the engine's bookkeeping: a cancel waits for the retry's sleep
         if run.run_count <= flow.retries:
             delay = retry_delay(flow.retry_delay_seconds, run.run_count, None)
             reason = describe_exception(error)
@@ -337,7 +381,7 @@ class FlowRunEngine:
         return None
 
     def crashed(self, error: BaseException) -> None:
-        self._listening = False
+        self._listen(False)
         state = interrupted(error, "flow run")
         if self.heartbeat is not None:
             state = self._cancelled_if_cancelling(state, error)
@@ -380,7 +424,7 @@ class FlowRunEngine:
             self._token = None
         restore_sigterm_handler(self._previous_sigterm)
         if self.heartbeat is not None:
-            self._listening = False
+            self._listen(False)
             if self.heartbeat.stop():
                 # Only once no beat can send the signal any more: its default action kills.
                 restore_cancel_handler(self._cancel_handler)
@@ -396,11 +440,43 @@ class FlowRunEngine:
                 # A timed-out or crashed flow does not wait for tasks still running.
                 self.runner.stop(wait=not self.timed_out)
         finally:
-            if not self.writer.flush(timeout=self.writer.retry_seconds + 5):
+            flushed = self.writer.flush(timeout=self.writer.retry_seconds + 5)
+            if flushed and self.heartbeat is not None:
+                flushed = self._final_state_landed()
+            if not flushed:
                 logging.getLogger("vivace.store.writer").warning(
                     "flow run %r: its records are not all written yet; the writer keeps trying",
                     self.run.name,
                 )
+
+    def _final_state_landed(self) -> bool:
+        """A deployment's run, flushed: if a cancellation request moved the row to CANCELLING
+        while the final state was buffered (so that write was dropped), write the final state
+        again past the database's ``state_seq`` (see the module docstring). Returns whether
+        the records are written."""
+        assert self.heartbeat is not None
+        state = self.run.state
+        if state.type not in FINAL_TYPES:
+            return True
+        try:
+            found = self.heartbeat.beat()
+        except Exception as error:
+            self._log(
+                logging.WARNING,
+                f"cannot check that its final state was recorded: {describe_exception(error)}",
+            )
+            return True
+        if found is None or found[0] is not StateType.CANCELLING:
+            return True
+        self._log(
+            logging.INFO,
+            f"Cancellation requested after the flow run had ended {state.name}: it stays "
+            f"{state.name}",
+        )
+        self.run.state_seq = max(self.run.state_seq, found[1])
+        apply_state(self.run, state)  # the same state, at the next seq
+        self.writer.record_flow_run(self.run)
+        return self.writer.flush(timeout=self.writer.retry_seconds + 5)
 
     def outcome(self, return_state: bool) -> Any:
         state = self.run.state
@@ -461,15 +537,24 @@ class FlowRunEngine:
             loop.call_soon_threadsafe(self._cancel_task)
         elif self._cancel_handler is not None:
             interrupt_main_thread()  # the handler checks, in that thread, that it still runs
-        elif self._listening:
+        else:
             # Not in the main thread: raise it in the run's thread at its next bytecode (a call
-            # blocked in C, such as a sleep, returns first).
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                ctypes.c_ulong(self._thread_id), ctypes.py_object(FlowRunCancelled)
-            )
+            # blocked in C, such as a sleep, returns first). Checked and sent under the lock the
+            # run's thread takes to stop listening, so it is only sent while the run listens.
+            with self._listening_lock:
+                if self._listening:
+                    self._listening = False
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                        ctypes.c_ulong(self._thread_id), ctypes.py_object(FlowRunCancelled)
+                    )
+        self._woken.set()
 
     def _take_cancel(self) -> bool:
-        """In the run's thread, when the cancel signal arrives: stop the run if it is running."""
+        """In the run's thread, when the cancel signal arrives: stop the run if it is running.
+
+        No lock: this runs in the thread that changes ``_listening`` (a signal handler between
+        two of its bytecodes, or a callback of its event loop), so it is atomic as it is, and
+        a handler taking the lock could interrupt that very thread holding it."""
         if not self._listening:
             return False
         self._listening = False
@@ -603,7 +688,7 @@ def run_flow_sync(
                     if delay is None:
                         break
                     if delay > 0:
-                        time.sleep(delay)
+                        engine.wait_to_retry(delay)
                 else:
                     engine.succeeded(value)
                     break
@@ -641,7 +726,7 @@ async def run_flow_async(
                     if delay is None:
                         break
                     if delay > 0:
-                        await asyncio.sleep(delay)
+                        await engine.await_retry(delay)
                 else:
                     await asyncio.to_thread(engine.wait_for_tasks)
                     engine.succeeded(value)

@@ -6,9 +6,15 @@ flow runs in the main thread and nobody else has set a SIGTERM handler, vivace t
 ``SystemExit(143)``: the engine records CRASHED, flushes the writer, and the process exits with the
 usual status.
 
-A flow run of a deployment (``python -m vivace.engine``) is also stopped when it is cancelled: its
-heartbeat thread, on finding the run CANCELLING, sends the main thread ``CANCEL_SIGNAL``, whose
-handler raises :class:`FlowRunCancelled`, and the engine ends the run CANCELLED.
+The process of a deployment's flow run (``python -m vivace.engine``) has the same rule for its
+whole life, not only while the flow runs (:func:`install_process_sigterm_handler`): a SIGTERM
+while it fetches the code or imports the flow also ends the run, recorded, and removes its
+temporary folder. Once the run has ended (:func:`run_ended`), further SIGTERMs are ignored: the
+process is only writing out its records and cleaning up, and exits by itself.
+
+A flow run of a deployment is also stopped when it is cancelled: its heartbeat thread, on finding
+the run CANCELLING, sends the main thread ``CANCEL_SIGNAL``, whose handler raises
+:class:`FlowRunCancelled`, and the engine ends the run CANCELLED.
 """
 
 from __future__ import annotations
@@ -37,6 +43,39 @@ def install_sigterm_handler() -> Any:
 def restore_sigterm_handler(previous: Any) -> None:
     if previous is not None and signal.getsignal(signal.SIGTERM) is _exit_on_sigterm:
         signal.signal(signal.SIGTERM, previous)
+
+
+# -- the process of a deployment's flow run -------------------------------------------------------
+
+_ending = threading.Event()
+
+
+def _exit_unless_ended(signum: int, frame: FrameType | None) -> None:
+    if _ending.is_set():
+        return  # the run is over: its records and temporary folder are being seen to
+    _ending.set()  # one SystemExit: a second SIGTERM must not cut the first one's clean-up
+    raise SystemExit(128 + signum)
+
+
+def install_process_sigterm_handler() -> Any:
+    """From now on, SIGTERM raises ``SystemExit(143)`` in the main thread once, until
+    :func:`run_ended`; then it is ignored. Returns what to restore (None outside the main
+    thread, where nothing is installed)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    _ending.clear()
+    return signal.signal(signal.SIGTERM, _exit_unless_ended)
+
+
+def restore_process_sigterm_handler(previous: Any) -> None:
+    if previous is not None and signal.getsignal(signal.SIGTERM) is _exit_unless_ended:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_ended() -> None:
+    """The process's flow run reached a final state: SIGTERM is ignored from now on (when the
+    process handler is installed; else nothing changes)."""
+    _ending.set()
 
 
 # -- cancelling a deployment's flow run ----------------------------------------------------------

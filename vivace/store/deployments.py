@@ -245,6 +245,8 @@ def delete_deployment(bind: Bind, name_or_id: str | uuid.UUID) -> tuple[Deployme
             sa.select(runs.c.id).where(
                 runs.c.deployment_id == record.id,
                 runs.c.state_type == StateType.SCHEDULED.value,
+                # SCHEDULED with a heartbeat: an engine holds it between retries; it goes on.
+                runs.c.heartbeat.is_(None),
             )
         ).scalars()
         for run_id in list(waiting):
@@ -255,6 +257,7 @@ def delete_deployment(bind: Bind, name_or_id: str | uuid.UUID) -> tuple[Deployme
                 "Cancelled",
                 f"its deployment {record.name!r} was deleted before it started",
                 allowed_from=(StateType.SCHEDULED,),
+                where=runs.c.heartbeat.is_(None),
             )
             cancelled += seq is not None
         conn.execute(

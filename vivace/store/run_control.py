@@ -7,10 +7,20 @@ UPDATE (the run must still be in one of the states the change is allowed from) t
 ``state_seq`` and adds the state's row to the history, in one transaction: of two such changes
 racing, exactly one lands, and a stale engine write can never undo it.
 
-Cancelling (:func:`request_cancellation`): a run that has not started (SCHEDULED, or PENDING not
-yet claimed by a worker) is CANCELLED at once; a claimed or running one becomes CANCELLING and
-its worker stops its infrastructure (it learns of it on its heartbeat) or the engine notices on
-its own heartbeat (:func:`flow_run_heartbeat`) and stops itself; then it ends CANCELLED.
+Who holds a run: a row with a ``heartbeat`` has been taken by an engine (``python -m
+vivace.engine``), which alone writes its states from then on, including a SCHEDULED
+``AwaitingRetry`` between two attempts of its flow's retries; a row without one is at most
+claimed by a worker (PENDING ``Claimed``, ``worker_id``) or waiting in its queue (SCHEDULED).
+
+Cancelling (:func:`request_cancellation`) is for runs created from a deployment only: those are
+the runs a worker or an engine's heartbeat watches. A run waiting in its queue (SCHEDULED, no
+engine) is CANCELLED at once; any other run that has not ended (claimed by a worker, running, or
+held by its engine between retries) becomes CANCELLING: its worker stops its infrastructure (it
+learns of it on its heartbeat; a run it has not launched yet it ends CANCELLED itself) or the
+engine notices on its own heartbeat (:func:`flow_run_heartbeat`) and stops itself; then it ends
+CANCELLED. A plain flow call or a subflow is refused (FlowRunStateError): nothing would ever
+notice its CANCELLING, and its engine's own final write would then be dropped (lower seq),
+leaving it CANCELLING for good; stopping the process that runs it is the way.
 """
 
 from __future__ import annotations
@@ -85,15 +95,19 @@ def transition_flow_run(
 
 
 def request_cancellation(bind: Bind, flow_run_id: uuid.UUID) -> FlowRunRecord:
-    """Cancel a flow run: CANCELLED at once if it has not started, else CANCELLING.
+    """Cancel a deployment's flow run: CANCELLED at once if it waits in its queue, else
+    CANCELLING (see the module docstring).
 
     Returns the run afterwards (a run already CANCELLING or CANCELLED is returned as it is).
-    Raises FlowRunStateError for an unknown id and for a run that ended otherwise.
+    Raises FlowRunStateError for an unknown id, for a run not created from a deployment, and for
+    a run that ended otherwise.
     """
     from vivace.store.queries import read_flow_run
 
     engine = _engine(bind)
     ensure_schema(engine)
+    runs = schema.flow_runs
+    deployed = runs.c.deployment_id.is_not(None)
     with transaction(engine) as conn:
         done = transition_flow_run(
             conn,
@@ -102,26 +116,33 @@ def request_cancellation(bind: Bind, flow_run_id: uuid.UUID) -> FlowRunRecord:
             CANCELLED_NAME,
             "cancelled before it started",
             allowed_from=(StateType.SCHEDULED,),
+            where=sa.and_(deployed, runs.c.heartbeat.is_(None)),
         )
         if done is None:
-            # Not claimed by any worker yet (a PENDING run of a flow called in-process has no
-            # worker either): only its own engine can stop it, so it is asked to, like a
-            # running one.
+            # Claimed or running, or SCHEDULED between two attempts while its engine waits to
+            # retry: its worker or its engine stops it.
             transition_flow_run(
                 conn,
                 flow_run_id,
                 StateType.CANCELLING,
                 CANCELLING_NAME,
                 "cancellation requested",
-                allowed_from=_ACTIVE,
+                allowed_from=(StateType.SCHEDULED, *_ACTIVE),
+                where=deployed,
             )
     record = read_flow_run(engine, flow_run_id)
     if record is None:
         raise FlowRunStateError(f"flow run {str(flow_run_id)!r} not found in the run history")
+    label = f"flow run {record.name!r} ({record.id})"
     if record.state_type in FINAL_TYPES and record.state_type is not StateType.CANCELLED:
         raise FlowRunStateError(
-            f"flow run {record.name!r} ({record.id}) already ended {record.state_name} "
-            f"({record.state_type.value}); only a run that has not ended can be cancelled"
+            f"{label} already ended {record.state_name} ({record.state_type.value}); only a run "
+            "that has not ended can be cancelled"
+        )
+    if record.deployment_id is None and record.state_type is not StateType.CANCELLED:
+        raise FlowRunStateError(
+            f"{label} was not created from a deployment, so nothing can stop it from here; stop "
+            "the process running it"
         )
     return record
 

@@ -8,9 +8,19 @@ or a worker naming it) and has a priority (lower is served first), an optional c
 runs of its queues (those whose expected start is within the prefetch window), in queue priority
 then start order, within each queue's free slots and the worker's own free slots, and moves each
 to PENDING ``Claimed`` with the worker's id in one conditional UPDATE. A run is claimed by exactly
-one worker: the UPDATE only matches a run still SCHEDULED. On SQLite the transaction holds the
-write lock from its start; on PostgreSQL the queue rows are locked first, so two workers of one
-queue never both count the same free slot.
+one worker: the UPDATE only matches a run still SCHEDULED and not held by an engine (a SCHEDULED
+``AwaitingRetry`` row with a ``heartbeat`` is its engine's, waiting to retry its flow). On SQLite
+the transaction holds the write lock from its start; on PostgreSQL the queue rows are locked
+first, so two workers of one queue never both count the same free slot.
+
+Lost workers: a worker killed with ``kill -9`` (or whose machine died) never gives back the runs
+it claimed and had not launched yet. The same claim transaction first puts such runs of the
+claiming worker's queues back: PENDING ``Claimed`` runs no engine took (no ``heartbeat``) whose
+worker is gone or has not heartbeated for ``lost_after`` seconds (the API passes three heartbeat
+intervals) become SCHEDULED again, with a message naming the lost worker, and are then claimed
+like any other. It reads only the PENDING runs of those queues (an index range), never the
+history. A run that was launched and whose engine then died (RUNNING, heartbeat stopped) is not
+handled here: detecting zombie runs is the job of a separate service.
 """
 
 from __future__ import annotations
@@ -37,8 +47,21 @@ Bind = sa.Engine | str
 
 DEFAULT_PRIORITY = 10
 CLAIMED_NAME = "Claimed"
+SCHEDULED_NAME = "Scheduled"
 # Claimed and not over: what a queue's concurrency limit counts.
 _OCCUPYING = (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING, StateType.PAUSED)
+
+
+def _occupying() -> sa.ColumnElement[bool]:
+    """A run that holds one of its queue's slots: claimed and not over, or SCHEDULED while
+    its engine waits to retry it (its process still runs)."""
+    runs = schema.flow_runs
+    return sa.or_(
+        runs.c.state_type.in_([s.value for s in _OCCUPYING]),
+        sa.and_(runs.c.state_type == StateType.SCHEDULED.value, runs.c.heartbeat.is_not(None)),
+    )
+
+
 _MAX_NAME = 255
 
 
@@ -159,7 +182,7 @@ def count_active_runs(bind: Bind, names: Sequence[str]) -> dict[str, int]:
         sa.select(runs.c.work_queue_name, sa.func.count())
         .where(
             runs.c.work_queue_name.in_(list(names)),
-            runs.c.state_type.in_([s.value for s in _OCCUPYING]),
+            _occupying(),
         )
         .group_by(runs.c.work_queue_name)
     )
@@ -171,7 +194,8 @@ def count_active_runs(bind: Bind, names: Sequence[str]) -> dict[str, int]:
 
 
 def count_waiting_runs(bind: Bind, names: Sequence[str]) -> dict[str, int]:
-    """How many runs of each queue are SCHEDULED, waiting for a worker to claim them."""
+    """How many runs of each queue are SCHEDULED, waiting for a worker to claim them (not
+    those their engine holds between two attempts)."""
     runs = schema.flow_runs
     engine = _engine(bind)
     ensure_schema(engine)
@@ -180,6 +204,7 @@ def count_waiting_runs(bind: Bind, names: Sequence[str]) -> dict[str, int]:
         .where(
             runs.c.work_queue_name.in_(list(names)),
             runs.c.state_type == StateType.SCHEDULED.value,
+            runs.c.heartbeat.is_(None),
         )
         .group_by(runs.c.work_queue_name)
     )
@@ -190,28 +215,39 @@ def count_waiting_runs(bind: Bind, names: Sequence[str]) -> dict[str, int]:
     return counts
 
 
-def register_worker(bind: Bind, name: str, worker_type: str, queues: Sequence[str]) -> WorkerRecord:
-    """Record a starting worker (its queues are created if new); return its record."""
+def register_worker(
+    bind: Bind,
+    name: str,
+    worker_type: str,
+    queues: Sequence[str],
+    worker_id: uuid.UUID | None = None,
+) -> WorkerRecord:
+    """Record a starting worker (its queues are created if new); return its record.
+
+    ``worker_id``: register under this id (a worker the server forgot registering again, so
+    that the runs it claimed stay its own); a worker already known by it is updated.
+    """
     engine = _engine(bind)
     ensure_schema(engine)
     now = time.time()
-    worker_id = uuid7()
+    worker_id = worker_id or uuid7()
+    workers = schema.workers
+    values = {
+        "name": name,
+        "type": worker_type,
+        "queues": list(queues),
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "heartbeat": now,
+    }
     with transaction(engine) as conn:
         for queue in queues:
             ensure_work_queue(conn, queue)
-        conn.execute(
-            sa.insert(schema.workers).values(
-                id=worker_id,
-                name=name,
-                type=worker_type,
-                queues=list(queues),
-                hostname=socket.gethostname(),
-                pid=os.getpid(),
-                started=now,
-                heartbeat=now,
-            )
-        )
-    workers = schema.workers
+        updated = conn.execute(
+            sa.update(workers).where(workers.c.id == worker_id).values(**values)
+        ).rowcount
+        if not updated:
+            conn.execute(sa.insert(workers).values(id=worker_id, started=now, **values))
     with connect(engine) as conn:
         row = conn.execute(sa.select(workers).where(workers.c.id == worker_id)).one()
     return WorkerRecord(**row._mapping)
@@ -260,11 +296,13 @@ def claim_flow_runs(
     limit: int,
     prefetch_seconds: float = 10.0,
     infrastructure_types: Sequence[str] | None = None,
+    lost_after: float | None = None,
 ) -> list[FlowRunRecord]:
     """Claim up to ``limit`` due runs of ``queues`` for the worker (see the module docstring).
 
     ``infrastructure_types``: only runs whose deployment starts on one of these (None: any).
-    Runs are returned in the order they should start.
+    ``lost_after``: first give back the runs of ``queues`` claimed by workers silent for this
+    many seconds (None: do not). Runs are returned in the order they should start.
     """
     from vivace.store.queries import read_flow_run
     from vivace.store.run_control import transition_flow_run
@@ -279,6 +317,8 @@ def claim_flow_runs(
     claimed: list[uuid.UUID] = []
     with transaction(engine) as conn:
         conn.execute(sa.update(table).where(table.c.name.in_(list(queues))).values(last_polled=now))
+        if lost_after is not None:
+            _give_back_lost_claims(conn, queues, now - lost_after)
         query = (
             sa.select(table.c.name, table.c.concurrency_limit)
             .where(table.c.name.in_(list(queues)), table.c.paused.is_(False))
@@ -295,7 +335,7 @@ def claim_flow_runs(
                 active = conn.execute(
                     sa.select(sa.func.count()).where(
                         runs.c.work_queue_name == queue_name,
-                        runs.c.state_type.in_([s.value for s in _OCCUPYING]),
+                        _occupying(),
                     )
                 ).scalar_one()
                 room = min(room, queue_limit - active)
@@ -307,6 +347,7 @@ def claim_flow_runs(
                     runs.c.work_queue_name == queue_name,
                     runs.c.state_type == StateType.SCHEDULED.value,
                     runs.c.expected_start_time <= horizon,
+                    runs.c.heartbeat.is_(None),
                 )
                 .order_by(runs.c.expected_start_time, runs.c.id)
                 .limit(room)
@@ -322,11 +363,43 @@ def claim_flow_runs(
                     None,
                     allowed_from=(StateType.SCHEDULED,),
                     values={"worker_id": worker_id},
+                    where=runs.c.heartbeat.is_(None),
                 )
                 if seq is not None:
                     claimed.append(run_id)
     records = [read_flow_run(engine, run_id) for run_id in claimed]
     return [record for record in records if record is not None]
+
+
+def _give_back_lost_claims(conn: sa.Connection, queues: Sequence[str], silent_since: float) -> None:
+    """PENDING ``Claimed`` runs of ``queues`` that no engine took, claimed by a worker that is gone
+    or has not heartbeated since ``silent_since``: SCHEDULED again (see the module docstring)."""
+    from vivace.store.run_control import transition_flow_run
+
+    runs, workers = schema.flow_runs, schema.workers
+    lost = conn.execute(
+        sa.select(runs.c.id, runs.c.worker_id, workers.c.name)
+        .select_from(runs.outerjoin(workers, workers.c.id == runs.c.worker_id))
+        .where(
+            runs.c.work_queue_name.in_(list(queues)),
+            runs.c.state_type == StateType.PENDING.value,
+            runs.c.heartbeat.is_(None),
+            runs.c.worker_id.is_not(None),
+            sa.or_(workers.c.id.is_(None), workers.c.heartbeat < silent_since),
+        )
+    ).all()
+    for run_id, worker_id, name in lost:
+        who = f"worker {name!r} ({worker_id})" if name is not None else f"worker {worker_id}"
+        transition_flow_run(
+            conn,
+            run_id,
+            StateType.SCHEDULED,
+            SCHEDULED_NAME,
+            f"given back: {who}, which claimed it, stopped heartbeating before launching it",
+            allowed_from=(StateType.PENDING,),
+            values={"worker_id": None},
+            where=sa.and_(runs.c.heartbeat.is_(None), runs.c.worker_id == worker_id),
+        )
 
 
 def record_infrastructure_id(bind: Bind, flow_run_id: uuid.UUID, infrastructure_id: str) -> None:

@@ -44,9 +44,18 @@ class WorkerAPI(VivaceClient):
     """The requests of one worker to the server at ``api_url`` (an admin key is needed once
     the server has keys)."""
 
-    def register(self, name: str, worker_type: str, queues: list[str]) -> uuid.UUID:
-        """Register the worker; return its id."""
-        body = self._send("POST", "/workers", {"name": name, "type": worker_type, "queues": queues})
+    def register(
+        self,
+        name: str,
+        worker_type: str,
+        queues: list[str],
+        worker_id: uuid.UUID | None = None,
+    ) -> uuid.UUID:
+        """Register the worker (under ``worker_id`` when it registers again); return its id."""
+        payload: dict[str, Any] = {"name": name, "type": worker_type, "queues": queues}
+        if worker_id is not None:
+            payload["id"] = str(worker_id)
+        body = self._send("POST", "/workers", payload)
         return uuid.UUID(body["id"])
 
     def claim(self, worker_id: uuid.UUID, limit: int, prefetch_seconds: float) -> list[ClaimedRun]:
@@ -83,14 +92,17 @@ class WorkerAPI(VivaceClient):
 
     def exited(
         self, worker_id: uuid.UUID, run_id: uuid.UUID, exit_code: int | None, description: str
-    ) -> FlowRunRecord:
-        """Report that the run's infrastructure exited; return the run afterwards."""
+    ) -> FlowRunRecord | None:
+        """Report that the run's infrastructure exited; return the run afterwards, or None when
+        the server answers 404 (it does not know the worker, or the run is no longer one this
+        worker claimed): there is nothing more to report then."""
         body = self._send(
             "POST",
             f"/workers/{worker_id}/runs/{run_id}/exited",
             {"exit_code": exit_code, "description": description[:255]},
+            missing_ok=True,
         )
-        return _flow_run(body)
+        return None if body is None else _flow_run(body)
 
     def start_failed(self, worker_id: uuid.UUID, run_id: uuid.UUID, message: str) -> FlowRunRecord:
         """Report that the run's infrastructure could not be started; return the run afterwards
@@ -101,7 +113,8 @@ class WorkerAPI(VivaceClient):
         return _flow_run(body)
 
     def release(self, worker_id: uuid.UUID, run_id: uuid.UUID) -> None:
-        """Give back a claimed run the worker will not launch (it stops): SCHEDULED again."""
+        """Give back a claimed run the worker will not launch: SCHEDULED again (CANCELLED if it
+        is being cancelled)."""
         self._send("POST", f"/workers/{worker_id}/runs/{run_id}/release", None)
 
     def deregister(self, worker_id: uuid.UUID) -> None:

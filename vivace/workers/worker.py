@@ -9,11 +9,16 @@ One loop, one thread, stepping every ``WATCH_SECONDS`` (0.2 s):
   deployment version names (``infrastructure_from_record``) and ``start`` it with the base
   environment (below); report what was launched (a pid, a container id). An infrastructure that
   cannot be built or started ends the run CRASHED saying why;
-- watch every launched run (``poll``); when one exits, report it: a run its engine left without a
-  final state ends CRASHED with the exit code in its message (CANCELLED if it was being
-  cancelled);
+- watch every launched run (``poll``: a local process at every step, remote infrastructure such
+  as a container or a Kubernetes job every ``poll_interval`` seconds, not to hammer its API);
+  when one exits, report it: a run its engine left without a final state ends CRASHED with the
+  exit code in its message (CANCELLED if it was being cancelled). A report the server answers
+  404 is final: the worker registers again if the server forgot it (under the same id, so its
+  runs stay its own) and reports once more; otherwise the run is no longer its own, and it
+  drops it;
 - every ``heartbeat_interval`` seconds, heartbeat: the answer lists its runs now CANCELLING,
-  whose infrastructure it stops (SIGTERM, then SIGKILL after ``grace_seconds``, off the loop).
+  whose infrastructure it stops (SIGTERM, then SIGKILL after ``grace_seconds``, off the loop);
+  such a run it has not launched yet it gives back (``release``), which ends it CANCELLED.
 
 What every run's engine gets in its environment: ``VIVACE_DATABASE_URL`` (where it records the
 run: the worker's own database URL, or the one it was given), ``VIVACE_HEARTBEAT_INTERVAL``,
@@ -23,7 +28,9 @@ run: the worker's own database URL, or the one it was given), ``VIVACE_HEARTBEAT
 nothing more, gives back the runs it claimed and did not launch, stops those it launched and
 reports their exits, and deregisters. ``run_once()`` claims once, runs what it got to the end and
 returns (``vivace worker start --run-once``, and tests). An unreachable server is logged and
-tried again on the next step: the runs already launched go on meanwhile.
+tried again on the next step: the runs already launched go on meanwhile. An unexpected error
+(a bug in an infrastructure's code, say) is logged with its traceback: one that starting a run
+raises ends that run CRASHED; the loop itself goes on.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from typing import Any
 
 from vivace.exceptions import ConfigurationError, VivaceError
 from vivace.infrastructure.base import INFRASTRUCTURE_TYPES, Launched
+from vivace.infrastructure.process import LaunchedProcess
 from vivace.workers.api import ClaimedRun, WorkerAPI
 
 logger = logging.getLogger("vivace.workers")
@@ -57,6 +65,13 @@ class _Launch:
     launched: Launched
     exit_code: Any = _NOT_EXITED  # once known, until the server has been told
     stopping: bool = False
+    next_poll: float = 0.0  # monotonic time of the next poll (remote infrastructure)
+    failing: bool = False  # its poll raised an unexpected error (logged once)
+
+    @property
+    def local(self) -> bool:
+        """A local process: polling it costs a system call, so it is polled at every step."""
+        return isinstance(self.launched, LaunchedProcess)
 
 
 class Worker:
@@ -127,7 +142,10 @@ class Worker:
         try:
             self._register()
             while not self._stop.is_set():
-                self._step(claim=True)
+                try:
+                    self._step(claim=True)
+                except Exception:
+                    logger.exception("Worker %r: unexpected error; going on", self.name)
                 self._stop.wait(WATCH_SECONDS)
         finally:
             try:
@@ -145,7 +163,10 @@ class Worker:
             claimed = self._claim()
             handled = [run.id for run in claimed]
             while (self._waiting or self._launched) and not self._stop.is_set():
-                self._step(claim=False)
+                try:
+                    self._step(claim=False)
+                except Exception:
+                    logger.exception("Worker %r: unexpected error; going on", self.name)
                 if self._waiting or self._launched:
                     self._stop.wait(WATCH_SECONDS)
         finally:
@@ -182,12 +203,15 @@ class Worker:
             self._next_poll = now + self.poll_interval
             self._claim()
         self._launch_due()
-        self._watch()
+        self._watch(now)
 
     # -- the steps ---------------------------------------------------------------------------------
 
     def _register(self) -> None:
-        self.worker_id = self.api.register(self.name, self.worker_type, self.queues)
+        """Register (again, under the same id, when the server forgot this worker)."""
+        self.worker_id = self.api.register(
+            self.name, self.worker_type, self.queues, worker_id=self.worker_id
+        )
         logger.info(
             "Worker %r (%s) registered: queues %s, up to %d runs at a time, id %s",
             self.name,
@@ -232,9 +256,12 @@ class Worker:
         try:
             infrastructure = infrastructure_from_record(run.infrastructure)
             launched = infrastructure.start(run.id, self.base_environment)
-        except (VivaceError, ValidationError) as error:
+        except Exception as error:
             message = f"{type(error).__name__}: {error}"
-            logger.error("Flow run %r (%s) could not be started: %s", run.name, run.id, message)
+            if isinstance(error, (VivaceError, ValidationError)):
+                logger.error("Flow run %r (%s) could not be started: %s", run.name, run.id, message)
+            else:  # a bug in the infrastructure's code: say where
+                logger.exception("Flow run %r (%s) could not be started", run.name, run.id)
             try:
                 self.api.start_failed(self.worker_id, run.id, message)
             except VivaceError as problem:
@@ -247,14 +274,30 @@ class Worker:
         except VivaceError as error:
             logger.warning("Cannot record what was launched for flow run %s: %s", run.id, error)
 
-    def _watch(self) -> None:
+    def _watch(self, now: float | None = None) -> None:
+        """Poll what was launched (a remote one every ``poll_interval``); report the exits."""
+        now = time.monotonic() if now is None else now
         for run_id, launch in list(self._launched.items()):
             if launch.exit_code is _NOT_EXITED:
+                if not launch.local:
+                    if now < launch.next_poll:
+                        continue
+                    launch.next_poll = now + self.poll_interval
                 try:
                     code = launch.launched.poll()
                 except VivaceError as error:
                     logger.warning("Cannot watch %s now: %s", launch.launched.description, error)
                     continue
+                except Exception:
+                    if not launch.failing:
+                        launch.failing = True
+                        logger.exception(
+                            "Cannot watch %s (flow run %s); trying again",
+                            launch.launched.description,
+                            run_id,
+                        )
+                    continue
+                launch.failing = False
                 if code is None:
                     continue
                 launch.exit_code = code
@@ -270,6 +313,24 @@ class Worker:
         except VivaceError as error:
             logger.warning("Cannot report that flow run %s exited: %s", run.id, error)
             return False
+        if after is None:  # 404
+            try:
+                forgotten = self.api.heartbeat(self.worker_id) is None
+            except VivaceError as error:
+                logger.warning("Cannot report that flow run %s exited: %s", run.id, error)
+                return False
+            if forgotten and self._register_again():
+                return False  # known again, under the same id: report at the next step
+            logger.warning(
+                "Flow run %r (%s) exited (%s, code %s), but the server no longer knows it as a "
+                "run of worker %r; not reporting it",
+                run.name,
+                run.id,
+                description,
+                launch.exit_code,
+                self.name,
+            )
+            return True
         logger.info(
             "Flow run %r (%s) exited: %s exited with code %s; the run is %s",
             run.name,
@@ -278,6 +339,15 @@ class Worker:
             launch.exit_code,
             after.state_name,
         )
+        return True
+
+    def _register_again(self) -> bool:
+        logger.warning("Worker %r was forgotten by the server: registering again", self.name)
+        try:
+            self._register()
+        except VivaceError as error:
+            logger.warning("Worker %r cannot register again now: %s", self.name, error)
+            return False
         return True
 
     def _heartbeat(self) -> None:
@@ -289,15 +359,13 @@ class Worker:
             logger.warning("Worker %r cannot heartbeat now: %s", self.name, error)
             return
         if cancelling is None:
-            logger.warning("Worker %r was forgotten by the server: registering again", self.name)
-            try:
-                self._register()
-            except VivaceError as error:
-                logger.warning("Worker %r cannot register again now: %s", self.name, error)
+            self._register_again()
             return
         for run_id in cancelling:
             launch = self._launched.get(run_id)
-            if launch is not None and not launch.stopping:
+            if launch is None:
+                self._give_back_cancelled(run_id)
+            elif not launch.stopping:
                 logger.info(
                     "Flow run %r (%s) is being cancelled: stopping %s",
                     launch.run.name,
@@ -305,6 +373,18 @@ class Worker:
                     launch.launched.description,
                 )
                 self._stop_infrastructure(launch)
+
+    def _give_back_cancelled(self, run_id: uuid.UUID) -> None:
+        """A run being cancelled that the worker has not launched: never launch it, and give it
+        back, which ends it CANCELLED (tried again at the next heartbeat if that fails)."""
+        assert self.worker_id is not None
+        self._waiting = [run for run in self._waiting if run.id != run_id]
+        try:
+            self.api.release(self.worker_id, run_id)
+        except VivaceError as error:
+            logger.warning("Cannot give back flow run %s, being cancelled: %s", run_id, error)
+            return
+        logger.info("Flow run %s was cancelled before it was launched", run_id)
 
     def _stop_infrastructure(self, launch: _Launch) -> threading.Thread:
         """Stop it off the loop (a stop waits up to ``grace_seconds``)."""
@@ -315,6 +395,8 @@ class Worker:
                 launch.launched.stop(self.grace_seconds)
             except VivaceError as error:
                 logger.warning("Cannot stop %s: %s", launch.launched.description, error)
+            except Exception:
+                logger.exception("Cannot stop %s", launch.launched.description)
 
         thread = threading.Thread(target=stop, name="vivace-worker-stop", daemon=True)
         thread.start()
@@ -342,7 +424,10 @@ class Worker:
                 thread.join()
             deadline = time.monotonic() + self.grace_seconds + 5
             while self._launched and time.monotonic() < deadline:
-                self._watch()
+                try:
+                    self._watch()
+                except Exception:
+                    logger.exception("Worker %r: unexpected error while stopping", self.name)
                 if self._launched:
                     time.sleep(WATCH_SECONDS)
         try:

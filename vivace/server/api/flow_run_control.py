@@ -1,9 +1,12 @@
 """``POST /api/flow-runs/{id}/cancel``: cancel a flow run (admin key).
 
-A run that has not started (SCHEDULED) is CANCELLED at once. One that is claimed or running
-becomes CANCELLING: its worker stops its infrastructure when it next heartbeats, or its engine
-notices on its own heartbeat and stops itself, and the run then ends CANCELLED. Cancelling a run
-already CANCELLING or CANCELLED answers it as it is; one that ended otherwise is a 409.
+Only runs created from a deployment can be cancelled (:mod:`vivace.store.run_control`). One
+waiting in its work queue (SCHEDULED) is CANCELLED at once. One that is claimed or running (or
+waiting for its engine to retry it) becomes CANCELLING: its worker stops its infrastructure when
+it next heartbeats, or its engine notices on its own heartbeat and stops itself, and the run
+then ends CANCELLED. Cancelling a run already CANCELLING or CANCELLED answers it as it is; one
+that ended otherwise is a 409, and so is a run not created from a deployment (a plain flow call
+or a subflow: nothing can stop it from the server; stop the process running it).
 
 ``/api/flow_runs/{id}/cancel`` (the issue's spelling) is the same endpoint, left out of the
 schema so the API keeps one spelling of its paths.
@@ -34,8 +37,8 @@ FlowRunId = Annotated[uuid.UUID, Path(description="The flow run's id.")]
     responses=error_responses(403, 404, 409, 422, 503),
 )
 def cancel_flow_run(database_url: DatabaseUrl, flow_run_id: FlowRunId) -> FlowRun:
-    """Cancel the run: CANCELLED at once if it has not started, else CANCELLING until its
-    worker or engine stops it. Answers with the run afterwards."""
+    """Cancel a deployment's run: CANCELLED at once if it waits in its queue, else CANCELLING
+    until its worker or engine stops it. Answers with the run afterwards."""
     try:
         run = request_cancellation(database_url, flow_run_id)
     except FlowRunStateError as error:

@@ -5,13 +5,19 @@ A worker (``vivace worker start``) registers, then loops: it claims due runs of 
 (``launched``), reports each run whose infrastructure exited (``exited``: a run the engine left
 without a final state ends CRASHED, or CANCELLED if it was being cancelled), and heartbeats
 (``heartbeat``: the answer lists its runs now CANCELLING, whose infrastructure it stops). A run
-whose infrastructure cannot be started ends CRASHED saying why (``start-failed``). When it stops,
-it gives back the runs it claimed and did not launch (``release``: SCHEDULED again) and
-deregisters. ``GET /api/workers`` (any key) lists the workers
+whose infrastructure cannot be started ends CRASHED saying why (``start-failed``). A run it
+claimed and will not launch, because it stops or because the run was cancelled before its start
+time, it gives back (``release``: SCHEDULED again, or CANCELLED if it is being cancelled). When
+it stops it deregisters. ``GET /api/workers`` (any key) lists the workers
 (:mod:`vivace.server.api.work_queues`).
 
-An unknown worker id is a 404 (a worker removed while it ran registers again); a run that worker
-did not claim is a 404 too.
+Each claim first gives back the runs of the worker's queues claimed by workers silent for three
+heartbeat intervals (``VIVACE_HEARTBEAT_INTERVAL`` of the server; 30 s at least) and not
+launched: a worker killed with ``kill -9`` does not strand its prefetched runs.
+
+An unknown worker id is a 404: a worker removed while it ran registers again, under the same id
+(``id`` in the registration), so the runs it claimed stay its own. A run that worker did not
+claim is a 404 too.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from vivace.engine.states import StateType
 from vivace.server import auth, deps
 from vivace.server.api.models import FlowRun, Worker, error_responses
 from vivace.server.api.params import Name
+from vivace.store import schema
 from vivace.store import work_queues as store
 from vivace.store.records import FlowRunRecord
 from vivace.store.work_queues import WorkerRecord
@@ -38,6 +45,10 @@ WorkerId = Annotated[uuid.UUID, Path(description="The worker's id, as registerin
 FlowRunId = Annotated[uuid.UUID, Path(description="The flow run's id.")]
 MAX_CLAIM = 100
 MAX_PREFETCH_SECONDS = 3600.0
+LOST_AFTER_HEARTBEATS = 3
+LOST_AFTER_MIN_SECONDS = 30.0
+"""A worker silent for this many heartbeat intervals, and at least this many seconds (a busy
+worker with a short interval is not lost), is lost: its runs not launched go back."""
 _UNKNOWN_WORKER = error_responses(403, 404, 422, 503, not_found="No such worker.")
 _UNKNOWN_RUN = error_responses(
     403, 404, 422, 503, not_found="No such worker, or the run is not one it claimed."
@@ -52,6 +63,11 @@ class WorkerRegistration(BaseModel):
     name: Name
     type: str = Field(default="process", examples=["process"])
     queues: list[Name] = Field(min_length=1, max_length=50, examples=[["default"]])
+    id: uuid.UUID | None = Field(
+        default=None,
+        description="Register under this id: a worker the server forgot registering again, so "
+        "that the runs it claimed stay its own. Default: a new id.",
+    )
 
     @field_validator("type")
     @classmethod
@@ -126,7 +142,11 @@ def register_worker(database_url: DatabaseUrl, registration: WorkerRegistration)
     """Register a starting worker (its queues are created if new); answers with its record,
     whose ``id`` the worker's other requests name."""
     worker = store.register_worker(
-        database_url, registration.name, registration.type, registration.queues
+        database_url,
+        registration.name,
+        registration.type,
+        registration.queues,
+        worker_id=registration.id,
     )
     return Worker.from_record(worker)
 
@@ -136,7 +156,8 @@ def claim_runs(
     database_url: DatabaseUrl, worker_id: WorkerId, request: ClaimRequest
 ) -> list[ClaimedRun]:
     """Claim up to ``limit`` due runs of the worker's queues that start on its infrastructure
-    type, in the order they should start."""
+    type, in the order they should start (after giving back those of lost workers)."""
+    from vivace.settings import get_settings
     from vivace.store.deployments import read_deployment_version
 
     worker = _worker_or_404(database_url, worker_id)
@@ -147,6 +168,9 @@ def claim_runs(
         limit=request.limit,
         prefetch_seconds=request.prefetch_seconds,
         infrastructure_types=[worker.type],
+        lost_after=max(
+            LOST_AFTER_HEARTBEATS * get_settings().heartbeat_interval, LOST_AFTER_MIN_SECONDS
+        ),
     )
     claimed = []
     for run in runs:
@@ -242,23 +266,37 @@ def run_start_failed(
 
 @router.post("/{worker_id}/runs/{flow_run_id}/release", status_code=204, responses=_UNKNOWN_RUN)
 def release_run(database_url: DatabaseUrl, worker_id: WorkerId, flow_run_id: FlowRunId) -> Response:
-    """Give back a run the worker claimed and will not launch (it is stopping): SCHEDULED
-    again, for any worker to claim. A run that has moved on since is left as it is."""
+    """Give back a run the worker claimed and will not launch: SCHEDULED again, for any worker
+    to claim, or CANCELLED if it is being cancelled (nothing else would end it). A run that
+    has moved on since is left as it is."""
     from vivace.store.database import get_engine, transaction
-    from vivace.store.deployments import SCHEDULED_NAME
-    from vivace.store.run_control import transition_flow_run
+    from vivace.store.run_control import CANCELLED_NAME, transition_flow_run
+    from vivace.store.work_queues import SCHEDULED_NAME
 
     run = _claimed_run_or_404(database_url, worker_id, flow_run_id)
+    runs = schema.flow_runs
+    not_taken = runs.c.heartbeat.is_(None)  # no engine has it: the worker never launched it
     with transaction(get_engine(database_url)) as conn:
-        transition_flow_run(
+        released = transition_flow_run(
             conn,
             run.id,
             StateType.SCHEDULED,
             SCHEDULED_NAME,
-            f"given back by worker {worker_id}, which stopped before launching it",
+            f"given back by worker {worker_id}, which did not launch it",
             allowed_from=(StateType.PENDING,),
-            values={"worker_id": None, "heartbeat": None},
+            values={"worker_id": None},
+            where=not_taken,
         )
+        if released is None:
+            transition_flow_run(
+                conn,
+                run.id,
+                StateType.CANCELLED,
+                CANCELLED_NAME,
+                "cancelled before it started",
+                allowed_from=(StateType.CANCELLING,),
+                where=not_taken,
+            )
     return Response(status_code=204)
 
 
