@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from tests.workers.helpers import stored_deployment
 from vivace.cli import cli
 from vivace.engine.states import StateType
 from vivace.settings import reset_settings
 from vivace.store import queries
 from vivace.store.database import get_engine, transaction
-from vivace.store.deployments import DeploymentSpec, create_deployment_run, save_deployment
+from vivace.store.deployments import create_deployment_run
 from vivace.store.run_control import transition_flow_run
 
 ADMIN_KEY = "admin-key-0123456789abcdef"
@@ -27,17 +28,7 @@ def vivace(*args: str) -> Result:
 
 def new_run(url: str, state: StateType = StateType.SCHEDULED) -> Any:
     """A run of a deployment, moved from SCHEDULED to ``state`` as a worker would."""
-    deployment = save_deployment(
-        url,
-        DeploymentSpec(
-            name="nightly",
-            flow_name="etl",
-            entrypoint="etl.py:etl",
-            storage={"url": "/srv/code"},
-            parameter_schema={"type": "object", "properties": {}},
-        ),
-    )
-    run, _ = create_deployment_run(url, deployment, parameters={})
+    run, _ = create_deployment_run(url, stored_deployment(url), parameters={})
     if state is not StateType.SCHEDULED:
         with transaction(get_engine(url)) as conn:
             transition_flow_run(

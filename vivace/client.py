@@ -288,8 +288,24 @@ class VivaceClient:
 
         With ``missing_ok``, a 404 gives None instead of an error.
         """
+        return self._send("GET", path, params, missing_ok=missing_ok)
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        params: _Params | None = None,
+        *,
+        body: dict[str, Any] | None = None,
+        missing_ok: bool = False,
+    ) -> Any:
+        """``method`` on ``path`` below the API root with a JSON ``body``: the JSON answer (None
+        for an empty one, such as a 204's), or vivace's errors (see ``_request``).
+
+        With ``missing_ok``, a 404 gives None instead of an error.
+        """
         try:
-            return self._request("GET", path, params)[1]
+            return self._request(method, path, params, body=body)[1]
         except _NotFound:
             if missing_ok:
                 return None

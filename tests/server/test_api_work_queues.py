@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
+from tests.workers.helpers import stored_deployment
 from vivace.client import VivaceClient
 from vivace.store.api_keys import create_api_key
-from vivace.store.deployments import DeploymentSpec, create_deployment_run, save_deployment
+from vivace.store.deployments import create_deployment_run
 from vivace.store.work_queues import (
     claim_flow_runs,
     read_work_queues,
@@ -20,23 +21,9 @@ from vivace.store.work_queues import (
 )
 
 
-def deploy(url: str, name: str, queue: str) -> Any:
-    return save_deployment(
-        url,
-        DeploymentSpec(
-            name=name,
-            flow_name="etl",
-            entrypoint="etl.py:etl",
-            storage={"url": "/srv/code"},
-            parameter_schema={"type": "object", "properties": {}},
-            work_queue_name=queue,
-        ),
-    )
-
-
 def test_queues_are_listed_in_serving_order_with_their_runs(api: Any, database_url: str) -> None:
-    urgent = deploy(database_url, "urgent", "urgent")
-    nightly = deploy(database_url, "nightly", "default")
+    urgent = stored_deployment(database_url, "urgent", "urgent")
+    nightly = stored_deployment(database_url)
     update_work_queue(database_url, "urgent", priority=1, concurrency_limit=3)
     for _ in range(3):
         create_deployment_run(database_url, nightly, parameters={})
@@ -65,7 +52,7 @@ def test_no_queue_lists_empty(api: Any) -> None:
 
 
 def test_patch_changes_only_what_it_is_given(api: Any, database_url: str) -> None:
-    deploy(database_url, "nightly", "default")
+    stored_deployment(database_url)
 
     changed = api.patch("/api/work-queues/default", json={"concurrency_limit": 2, "paused": True})
     assert changed.status_code == 200
@@ -94,7 +81,7 @@ def test_patch_changes_only_what_it_is_given(api: Any, database_url: str) -> Non
 def test_patch_refuses_bad_values_naming_them(
     api: Any, database_url: str, body: dict[str, Any], named: str
 ) -> None:
-    deploy(database_url, "nightly", "default")
+    stored_deployment(database_url)
     refused = api.patch("/api/work-queues/default", json=body)
     assert refused.status_code == 422 and named in refused.json()["detail"]
     (stored,) = read_work_queues(database_url)
@@ -110,7 +97,7 @@ def test_patch_of_an_unknown_queue_is_404_and_creates_nothing(api: Any, database
 def test_patch_needs_an_admin_key(api: Any, database_url: str) -> None:
     _, read_key = create_api_key(database_url, "dashboard", "read")
     _, admin_key = create_api_key(database_url, "ops", "admin")
-    deploy(database_url, "nightly", "default")
+    stored_deployment(database_url)
 
     reader = {"Authorization": f"Bearer {read_key}"}
     assert api.get("/api/work-queues", headers=reader).status_code == 200
@@ -136,7 +123,7 @@ def test_workers_are_listed_oldest_first(api: Any, database_url: str) -> None:
 
 
 def test_the_client_reads_queues_and_workers(live_server: str, database_url: str) -> None:
-    deploy(database_url, "nightly", "default")
+    stored_deployment(database_url)
     register_worker(database_url, "w", "process", ["default", "other"])
     client = VivaceClient(live_server)
 

@@ -2,19 +2,21 @@
 
 - ``deploy(url, project, function)``: upload the project folder to local storage and save a
   deployment of ``flows.py:<function>`` (what ``vivace deploy`` does, through the store's own
-  functions);
-- ``start_run``: a SCHEDULED run of it, due now; ``engine_process``: ``python -m vivace.engine``;
+  functions); ``stored_deployment(url)``: one whose code is nowhere, for tests that run nothing;
+- ``start_run``: a SCHEDULED run of it, due now; ``engine_process``: ``python -m vivace.engine``
+  (a context manager);
 - ``wait_for``: poll until something holds, failing the test after a timeout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -161,6 +163,24 @@ def deploy(
     return save_deployment(url, spec)
 
 
+def stored_deployment(url: str, name: str = "nightly", queue: str = "default") -> Any:
+    """A deployment of ``etl.py:etl`` saved straight in the store, its code nowhere: for the
+    store, API and CLI tests whose runs are never executed."""
+    from vivace.store.deployments import DeploymentSpec, save_deployment
+
+    return save_deployment(
+        url,
+        DeploymentSpec(
+            name=name,
+            flow_name="etl",
+            entrypoint="etl.py:etl",
+            storage={"url": "/srv/code"},
+            parameter_schema={"type": "object", "properties": {}},
+            work_queue_name=queue,
+        ),
+    )
+
+
 def start_run(url: str, deployment: Any, **parameters: Any) -> Any:
     """A new SCHEDULED run of the deployment, due now."""
     from vivace.deployments.parameters import run_parameters
@@ -190,14 +210,21 @@ def wait_for(check: Callable[[], T], what: str, timeout: float = 60.0) -> T:
         time.sleep(0.05)
 
 
-def engine_process(run_id: uuid.UUID, **env: str) -> subprocess.Popen[bytes]:
-    """``python -m vivace.engine <run_id>``, with the test's environment and ``env`` over it."""
-    return subprocess.Popen(
+@contextlib.contextmanager
+def engine_process(run_id: uuid.UUID, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    """``python -m vivace.engine <run_id>``, with the test's environment and ``env`` over it;
+    killed on the way out if it still runs (a test that failed waiting for it)."""
+    process = subprocess.Popen(
         [sys.executable, "-m", "vivace.engine", str(run_id)],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
 
 
 def running_task(url: str, run_id: uuid.UUID) -> bool:

@@ -57,6 +57,15 @@ def claim(server: str, worker: str, limit: int = 4, prefetch: float = 10) -> lis
     return [run["id"] for run in body]
 
 
+def claimed_run(server: str, url: str, project: Path) -> tuple[Any, str]:
+    """A new run of a ``pipeline`` deployment and the id of a new worker of the default queue
+    that claimed it."""
+    run = start_run(url, deploy(url, project, "pipeline"))
+    worker = register(server, ["default"])
+    claim(server, worker)
+    return run, worker
+
+
 def test_a_claimed_run_comes_with_the_infrastructure_of_its_deployment_version(
     live_server: str, database_url: str, project: Path
 ) -> None:
@@ -143,10 +152,7 @@ def test_launched_exited_and_heartbeat_report_a_runs_life(
 def test_a_worker_can_give_back_a_run_and_report_one_it_could_not_start(
     live_server: str, database_url: str, project: Path
 ) -> None:
-    deployment = deploy(database_url, project, "pipeline")
-    run = start_run(database_url, deployment)
-    worker = register(live_server, ["default"])
-    claim(live_server, worker)
+    run, worker = claimed_run(live_server, database_url, project)
 
     path = f"/workers/{worker}/runs/{run.id}"
     assert call(live_server, "POST", f"{path}/release") == (204, None)
@@ -159,11 +165,8 @@ def test_a_worker_can_give_back_a_run_and_report_one_it_could_not_start(
 
 
 def test_worker_endpoint_errors(live_server: str, database_url: str, project: Path) -> None:
-    deployment = deploy(database_url, project, "pipeline")
-    run = start_run(database_url, deployment)
-    worker = register(live_server, ["default"])
+    run, worker = claimed_run(live_server, database_url, project)
     other = register(live_server, ["default"])
-    claim(live_server, worker)
     unknown = uuid.uuid4()
 
     def status_and_detail(method: str, path: str, body: Any = None) -> tuple[int, str]:
@@ -219,10 +222,7 @@ def test_a_released_run_that_is_being_cancelled_ends_cancelled(
 ) -> None:
     from vivace.store.run_control import request_cancellation
 
-    deployment = deploy(database_url, project, "pipeline")
-    run = start_run(database_url, deployment)
-    worker = register(live_server, ["default"])
-    claim(live_server, worker)
+    run, worker = claimed_run(live_server, database_url, project)
     request_cancellation(database_url, run.id)
 
     assert call(live_server, "POST", f"/workers/{worker}/runs/{run.id}/release") == (204, None)
@@ -237,10 +237,7 @@ def test_a_released_run_that_is_being_cancelled_ends_cancelled(
 def test_a_forgotten_worker_registers_again_under_its_id_and_keeps_its_runs(
     live_server: str, database_url: str, project: Path
 ) -> None:
-    deployment = deploy(database_url, project, "pipeline")
-    run = start_run(database_url, deployment)
-    worker = register(live_server, ["default"])
-    claim(live_server, worker)
+    run, worker = claimed_run(live_server, database_url, project)
     assert call(live_server, "DELETE", f"/workers/{worker}") == (204, None)
     exited = {"exit_code": 1, "description": "process 4242"}
     assert call(live_server, "POST", f"/workers/{worker}/runs/{run.id}/exited", exited)[0] == 404

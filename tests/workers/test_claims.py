@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from tests.workers.helpers import stored_deployment
 from vivace.deployments.execute import _take
 from vivace.engine.states import StateType
 from vivace.store import schema
 from vivace.store.database import get_engine, transaction
-from vivace.store.deployments import DeploymentSpec, create_deployment_run, save_deployment
+from vivace.store.deployments import create_deployment_run
 from vivace.store.queries import read_flow_run, read_flow_run_states
 from vivace.store.run_control import request_cancellation, transition_flow_run
 from vivace.store.work_queues import (
@@ -32,21 +33,8 @@ from vivace.store.work_queues import (
 )
 
 
-def deployment(url: str) -> Any:
-    return save_deployment(
-        url,
-        DeploymentSpec(
-            name="nightly",
-            flow_name="etl",
-            entrypoint="etl.py:etl",
-            storage={"url": "/srv/code"},
-            parameter_schema={"type": "object", "properties": {}},
-        ),
-    )
-
-
 def new_runs(url: str, count: int) -> list[Any]:
-    record = deployment(url)
+    record = stored_deployment(url)
     return [create_deployment_run(url, record, parameters={})[0] for _ in range(count)]
 
 

@@ -54,8 +54,8 @@ def test_a_deployment_run_is_executed_into_its_own_row(
     deployment = deploy(database_url, project, function)
     created = start_run(database_url, deployment, **parameters)
 
-    process = engine_process(created.id)
-    output = process.communicate(timeout=60)[0].decode()
+    with engine_process(created.id) as process:
+        output = process.communicate(timeout=60)[0].decode()
 
     assert process.returncode == 0, output
     run = run_record(database_url, created.id)
@@ -200,8 +200,7 @@ def test_the_engine_stops_itself_when_its_heartbeat_finds_it_cancelling(
 
     deployment = deploy(database_url, project, function)
     run = start_run(database_url, deployment, seconds=120)
-    process = engine_process(run.id)
-    try:
+    with engine_process(run.id) as process:
         if function == "sleepy":  # the flow waits for a task sleeping in a worker thread
             wait_for(lambda: running_task(database_url, run.id), "the task to run")
         else:
@@ -212,9 +211,6 @@ def test_the_engine_stops_itself_when_its_heartbeat_finds_it_cancelling(
 
         request_cancellation(database_url, run.id)
         output = process.communicate(timeout=30)[0].decode()
-    finally:
-        process.kill()
-        process.wait()
 
     assert process.returncode == 1, output
     after = run_record(database_url, run.id)
@@ -239,16 +235,12 @@ def test_a_sigterm_ends_the_run_cancelled_only_when_it_is_being_cancelled(
     deployment = deploy(database_url, project, "sleepy")
     run = start_run(database_url, deployment, seconds=120)
     # A slow heartbeat: the engine learns of the cancellation from the database on its way out.
-    process = engine_process(run.id, VIVACE_HEARTBEAT_INTERVAL="600")
-    try:
+    with engine_process(run.id, VIVACE_HEARTBEAT_INTERVAL="600") as process:
         wait_for(lambda: running_task(database_url, run.id), "the task to run")
         if cancel:
             request_cancellation(database_url, run.id)
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=30)[0].decode()
-    finally:
-        process.kill()
-        process.wait()
 
     assert process.returncode == 143, output
     after = run_record(database_url, run.id)
@@ -265,14 +257,10 @@ def test_cancelling_a_run_cancels_its_outstanding_dask_tasks(project: Path) -> N
     database_url = get_settings().resolved_database_url
     deployment = deploy(database_url, project, "dask_sleepy")
     run = start_run(database_url, deployment, seconds=120)
-    process = engine_process(run.id)
-    try:
+    with engine_process(run.id) as process:
         wait_for(lambda: running_task(database_url, run.id), "the first task to run", 90)
         request_cancellation(database_url, run.id)
         output = process.communicate(timeout=60)[0].decode()
-    finally:
-        process.kill()
-        process.wait()
 
     assert process.returncode == 1, output
     assert run_record(database_url, run.id).state_type.value == "CANCELLED"
@@ -306,17 +294,13 @@ def test_a_sigterm_before_the_flow_starts_ends_the_run_and_removes_its_code(
     run = start_run(database_url, deployment)
     marker = tmp_path / "importing"
     # Its flow's module sleeps while it is imported, the code fetched into its temporary folder.
-    process = engine_process(run.id, VIVACE_TEST_IMPORT_MARKER=str(marker))
-    try:
+    with engine_process(run.id, VIVACE_TEST_IMPORT_MARKER=str(marker)) as process:
         wait_for(marker.exists, "the engine to import the flow")
         assert len(leftover_code_folders(tmp_path)) == 1
         if cancel:
             assert request_cancellation(database_url, run.id).state_type.value == "CANCELLING"
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=30)[0].decode()
-    finally:
-        process.kill()
-        process.wait()
 
     assert process.returncode == 143, output
     after = run_record(database_url, run.id)
@@ -332,8 +316,8 @@ def test_a_cancel_that_arrives_as_the_run_ends_leaves_the_run_as_it_ended(
     deployment = deploy(database_url, project, "cancelled_as_it_ends")
     run = start_run(database_url, deployment)
 
-    process = engine_process(run.id, VIVACE_HEARTBEAT_INTERVAL="600")
-    output = process.communicate(timeout=60)[0].decode()
+    with engine_process(run.id, VIVACE_HEARTBEAT_INTERVAL="600") as process:
+        output = process.communicate(timeout=60)[0].decode()
 
     assert process.returncode == 0, output
     after = run_record(database_url, run.id)
@@ -357,8 +341,7 @@ def test_a_run_waiting_to_retry_is_stopped_by_its_engine_when_cancelled(
 
     deployment = deploy(database_url, project, "retries_slowly")
     run = start_run(database_url, deployment)
-    process = engine_process(run.id)
-    try:
+    with engine_process(run.id) as process:
         wait_for(
             lambda: run_record(database_url, run.id).state_name == "AwaitingRetry",
             "the first attempt to fail",
@@ -368,9 +351,6 @@ def test_a_run_waiting_to_retry_is_stopped_by_its_engine_when_cancelled(
         # Its engine holds it: CANCELLING, not CANCELLED under the engine's feet.
         assert request_cancellation(database_url, run.id).state_type.value == "CANCELLING"
         output = process.communicate(timeout=30)[0].decode()
-    finally:
-        process.kill()
-        process.wait()
 
     assert process.returncode == 1, output
     assert run_record(database_url, run.id).state_type.value == "CANCELLED"

@@ -269,31 +269,17 @@ def _end_if_not_started(url: str, record: FlowRunRecord, error: BaseException) -
     CANCELLED if it was being cancelled. Conditional, so a run the engine ended is left as is."""
     from vivace.engine.signals import run_ended
     from vivace.engine.states import describe_exception
-    from vivace.store.database import get_engine, transaction
-    from vivace.store.run_control import CANCELLED_NAME, CRASHED_NAME, transition_flow_run
+    from vivace.store.run_control import end_unstarted_flow_run
 
     run_ended()  # from here on a SIGTERM must not cut this write short
-    stopped = f"its process was stopped ({describe_exception(error)})"
+    stopped = describe_exception(error)
     try:
-        with transaction(get_engine(url)) as conn:
-            crashed = transition_flow_run(
-                conn,
-                record.id,
-                StateType.CRASHED,
-                CRASHED_NAME,
-                f"the flow run's process was stopped before its flow started: "
-                f"{describe_exception(error)}",
-                allowed_from=(StateType.PENDING,),
-            )
-            if crashed is None:
-                transition_flow_run(
-                    conn,
-                    record.id,
-                    StateType.CANCELLED,
-                    CANCELLED_NAME,
-                    f"cancelled: {stopped}",
-                    allowed_from=(StateType.CANCELLING,),
-                )
+        end_unstarted_flow_run(
+            url,
+            record.id,
+            f"the flow run's process was stopped before its flow started: {stopped}",
+            f"cancelled: its process was stopped ({stopped})",
+        )
     except Exception as problem:
         logger.warning(
             "flow run %s: cannot record that its process was stopped (%s)",
@@ -307,7 +293,11 @@ def _fail(url: str, record: FlowRunRecord, reason: str) -> int:
     being cancelled meanwhile: then CANCELLED. Returns the exit code."""
     from vivace.engine.signals import run_ended
     from vivace.store.database import get_engine, transaction
-    from vivace.store.run_control import transition_flow_run
+    from vivace.store.run_control import (
+        CANCELLED_BEFORE_START,
+        cancel_if_cancelling,
+        transition_flow_run,
+    )
     from vivace.store.writer import get_writer
 
     run_ended()
@@ -322,7 +312,7 @@ def _fail(url: str, record: FlowRunRecord, reason: str) -> int:
             allowed_from=(StateType.SCHEDULED, StateType.PENDING),
         )
         if failed is None:
-            _cancel_before_start(conn, record.id)
+            cancel_if_cancelling(conn, record.id, CANCELLED_BEFORE_START)
     writer = get_writer()
     writer.record_log(record.id, None, logger.name, logging.ERROR, message, time.time())
     writer.flush(timeout=writer.retry_seconds + 5)
@@ -333,26 +323,14 @@ def _cancel(url: str, record: FlowRunRecord, label: str) -> int:
     """End a run that is being cancelled before any engine took it; return the exit code."""
     from vivace.engine.signals import run_ended
     from vivace.store.database import get_engine, transaction
+    from vivace.store.run_control import CANCELLED_BEFORE_START, cancel_if_cancelling
 
     if record.heartbeat is not None:  # an engine runs it: that one ends it
         return _refuse(f"{label} is being cancelled; its engine ends it")
     run_ended()
     with transaction(get_engine(url)) as conn:
-        _cancel_before_start(conn, record.id)
+        cancel_if_cancelling(conn, record.id, CANCELLED_BEFORE_START)
     return _refuse(f"{label} was being cancelled: it ends CANCELLED without running")
-
-
-def _cancel_before_start(conn: Any, run_id: uuid.UUID) -> None:
-    from vivace.store.run_control import CANCELLED_NAME, transition_flow_run
-
-    transition_flow_run(
-        conn,
-        run_id,
-        StateType.CANCELLED,
-        CANCELLED_NAME,
-        "cancelled before it started",
-        allowed_from=(StateType.CANCELLING,),
-    )
 
 
 def _refuse(message: str, code: int = EXIT_NOT_COMPLETED) -> int:

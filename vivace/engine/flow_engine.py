@@ -454,18 +454,10 @@ class FlowRunEngine:
         while the final state was buffered (so that write was dropped), write the final state
         again past the database's ``state_seq`` (see the module docstring). Returns whether
         the records are written."""
-        assert self.heartbeat is not None
         state = self.run.state
         if state.type not in FINAL_TYPES:
             return True
-        try:
-            found = self.heartbeat.beat()
-        except Exception as error:
-            self._log(
-                logging.WARNING,
-                f"cannot check that its final state was recorded: {describe_exception(error)}",
-            )
-            return True
+        found = self._beat("check that its final state was recorded")
         if found is None or found[0] is not StateType.CANCELLING:
             return True
         self._log(
@@ -490,7 +482,6 @@ class FlowRunEngine:
         from vivace.engine.heartbeat import RunHeartbeat
         from vivace.settings import get_settings
 
-        flow = self.flow
         self.heartbeat = RunHeartbeat(
             self.writer.url, record.id, get_settings().heartbeat_interval, self._cancelling
         )
@@ -500,27 +491,13 @@ class FlowRunEngine:
         state_type, seq = found
         if state_type is StateType.CANCELLING:
             self.cancel_seq = seq
-        run = FlowRun(
-            record.id,
-            flow.flow_id,
-            flow.name,
-            record.name,
-            record.parent_flow_run_id,
-            record.parent_task_run_id,
-            record.tags or None,
-            dict(record.parameters),
-            State(
-                record.state_type,
-                record.state_name,
-                record.state_message,
-                timestamp=record.state_timestamp.timestamp(),
-            ),
+        state = State(
+            record.state_type,
+            record.state_name,
+            record.state_message,
+            timestamp=record.state_timestamp.timestamp(),
         )
-        run.created = record.created.timestamp()
-        run.run_count = record.run_count
-        run.start_time = None if record.start_time is None else record.start_time.timestamp()
-        run.state_seq = seq
-        return run
+        return _recorded_run(self.flow, record, state, seq)
 
     def watch_task(self) -> None:
         """An async run: a cancellation request cancels the current asyncio task (call it from
@@ -568,15 +545,7 @@ class FlowRunEngine:
         """The final state of a deployment's run that was stopped: CANCELLED when the database
         says it is being cancelled (then continuing from the database's ``state_seq``, which
         CANCELLING moved past the engine's, so that this write lands), else ``state``."""
-        assert self.heartbeat is not None
-        try:
-            found = self.heartbeat.beat()
-        except Exception as problem:
-            self._log(
-                logging.WARNING,
-                f"cannot read whether the run is being cancelled: {describe_exception(problem)}",
-            )
-            found = None
+        found = self._beat("read whether the run is being cancelled")
         if found is not None and found[0] is StateType.CANCELLING:
             self.cancel_seq = found[1]
         elif found is not None or self.cancel_seq is None:
@@ -586,6 +555,17 @@ class FlowRunEngine:
         if state.type is StateType.CANCELLED:
             return state
         return Cancelled(f"the flow run was cancelled (stopped by {describe_exception(error)})")
+
+    def _beat(self, doing: str) -> tuple[StateType, int] | None:
+        """A deployment's run: a heartbeat now, answering the run's state type and ``state_seq``
+        in the database; None if the run is not there or the heartbeat failed (a warning says
+        it cannot do ``doing``)."""
+        assert self.heartbeat is not None
+        try:
+            return self.heartbeat.beat()
+        except Exception as error:
+            self._log(logging.WARNING, f"cannot {doing}: {describe_exception(error)}")
+            return None
 
     def _log(self, level: int, message: str, error: BaseException | None = None) -> None:
         log_for_run(
@@ -641,6 +621,12 @@ def _continued_run(flow: Flow[Any, Any], record: FlowRunRecord, url: str) -> Flo
     from vivace.results.resume import claim_for_resume
 
     current, seq = claim_for_resume(url, record)
+    return _recorded_run(flow, record, current, seq)
+
+
+def _recorded_run(flow: Flow[Any, Any], record: FlowRunRecord, state: State, seq: int) -> FlowRun:
+    """The run object of the recorded flow run ``record``, in ``state`` at ``state_seq`` ``seq``,
+    to continue its row (its id, name, parameters, creation and start times, run count)."""
     run = FlowRun(
         record.id,
         flow.flow_id,
@@ -650,7 +636,7 @@ def _continued_run(flow: Flow[Any, Any], record: FlowRunRecord, url: str) -> Flo
         record.parent_task_run_id,
         record.tags or None,
         dict(record.parameters),
-        current,
+        state,
     )
     run.created = record.created.timestamp()
     run.run_count = record.run_count

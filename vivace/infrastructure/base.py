@@ -34,10 +34,38 @@ UNKNOWN_EXIT_CODE = -1
 """What :meth:`Launched.poll` returns for infrastructure that ended without reporting an exit code
 (an ECS task stopped before its container ran, a container or Job deleted by someone else)."""
 
+DEFAULT_IMAGE = "vivace"
+"""The image a container or Job runs by default: what the repository's Dockerfile builds."""
+
+FLOW_RUN_LABEL = "io.vivace.flow-run-id"
+"""The label (a tag on ECS) that names the flow run on its container, Job or task, so that
+``docker ps``, ``kubectl`` or ``aws ecs`` find a run's infrastructure by the run's id."""
+
 
 def engine_command(flow_run_id: uuid.UUID, python: str = "python") -> list[str]:
     """The command that runs a deployment's flow run inside any infrastructure."""
     return [python, "-m", "vivace.engine", str(flow_run_id)]
+
+
+def check_image(value: str) -> str:
+    """``value`` if it can be an image reference (not empty, no white space), else ValueError
+    (for a field validator)."""
+    if not value or any(character.isspace() for character in value):
+        raise ValueError(
+            f"image {value!r} is not an image reference; expected e.g. 'vivace' or "
+            "'registry.example.com/team/flows:1.4'"
+        )
+    return value
+
+
+def check_label_not_reserved(key: str) -> None:
+    """Raise ValueError (for a field validator) if a ``labels`` key is :data:`FLOW_RUN_LABEL`,
+    which vivace sets itself."""
+    if key == FLOW_RUN_LABEL:
+        raise ValueError(
+            f"labels sets {FLOW_RUN_LABEL!r}, which vivace sets to the flow run's id; "
+            "expected other label names"
+        )
 
 
 class Launched(ABC):

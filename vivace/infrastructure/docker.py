@@ -46,14 +46,16 @@ from pydantic import Field, field_validator, model_validator
 
 from vivace.exceptions import InfrastructureError, MissingExtraError
 from vivace.infrastructure.base import (
+    DEFAULT_IMAGE,
+    FLOW_RUN_LABEL,
     UNKNOWN_EXIT_CODE,
     Infrastructure,
     Launched,
+    check_image,
+    check_label_not_reserved,
     engine_command,
 )
 
-DEFAULT_IMAGE = "vivace"
-FLOW_RUN_LABEL = "io.vivace.flow-run-id"
 HOST_ALIAS = "host.docker.internal"
 HOST_GATEWAY = "host-gateway"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
@@ -134,12 +136,7 @@ class DockerContainer(Infrastructure):
     @field_validator("image")
     @classmethod
     def _check_image(cls, value: str) -> str:
-        if not value or any(character.isspace() for character in value):
-            raise ValueError(
-                f"image {value!r} is not an image reference; expected e.g. 'vivace' or "
-                "'registry.example.com/team/flows:1.4'"
-            )
-        return value
+        return check_image(value)
 
     @field_validator("volumes")
     @classmethod
@@ -178,11 +175,7 @@ class DockerContainer(Infrastructure):
         for key in value:
             if not key.strip():
                 raise ValueError("labels has an empty key; expected label names such as 'team'")
-            if key == FLOW_RUN_LABEL:
-                raise ValueError(
-                    f"labels sets {FLOW_RUN_LABEL!r}, which vivace sets to the flow run's id; "
-                    "expected other label names"
-                )
+            check_label_not_reserved(key)
         return value
 
     @field_validator("mem_limit")

@@ -41,13 +41,14 @@ from pydantic import Field, field_validator, model_validator
 
 from vivace.exceptions import InfrastructureError, MissingExtraError
 from vivace.infrastructure.base import (
+    FLOW_RUN_LABEL,
     UNKNOWN_EXIT_CODE,
     Infrastructure,
     Launched,
     engine_command,
 )
 
-FLOW_RUN_TAG = "io.vivace.flow-run-id"
+FLOW_RUN_TAG = FLOW_RUN_LABEL
 DEFINITION_TAG = "io.vivace.task-definition-digest"
 STARTED_BY = "vivace"
 DEFAULT_CPU = "256"

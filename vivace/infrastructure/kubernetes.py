@@ -44,14 +44,16 @@ from pydantic import Field, field_validator, model_validator
 
 from vivace.exceptions import ConfigurationError, InfrastructureError, MissingExtraError
 from vivace.infrastructure.base import (
+    DEFAULT_IMAGE,
+    FLOW_RUN_LABEL,
     UNKNOWN_EXIT_CODE,
     Infrastructure,
     Launched,
+    check_image,
+    check_label_not_reserved,
     engine_command,
 )
 
-DEFAULT_IMAGE = "vivace"
-FLOW_RUN_LABEL = "io.vivace.flow-run-id"
 CONTAINER_NAME = "vivace"
 _SAMPLE_RUN_ID = uuid.UUID(int=0)  # overrides are checked against this run's manifest
 
@@ -121,12 +123,7 @@ class KubernetesJob(Infrastructure):
     @field_validator("image")
     @classmethod
     def _check_image(cls, value: str) -> str:
-        if not value or any(character.isspace() for character in value):
-            raise ValueError(
-                f"image {value!r} is not an image reference; expected e.g. "
-                "'registry.example.com/team/flows:1.4'"
-            )
-        return value
+        return check_image(value)
 
     @field_validator("namespace")
     @classmethod
@@ -152,11 +149,7 @@ class KubernetesJob(Infrastructure):
     @classmethod
     def _check_labels(cls, value: dict[str, str]) -> dict[str, str]:
         for key, label_value in value.items():
-            if key == FLOW_RUN_LABEL:
-                raise ValueError(
-                    f"labels sets {FLOW_RUN_LABEL!r}, which vivace sets to the flow run's id; "
-                    "expected other label names"
-                )
+            check_label_not_reserved(key)
             _check_label(key, label_value)
         return value
 

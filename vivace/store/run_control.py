@@ -44,6 +44,7 @@ CANCELLING_NAME = "Cancelling"
 CANCELLED_NAME = "Cancelled"
 CRASHED_NAME = "Crashed"
 AWAITING_RETRY_NAME = "AwaitingRetry"
+CANCELLED_BEFORE_START = "cancelled before it started"
 _ACTIVE = (StateType.PENDING, StateType.RUNNING, StateType.PAUSED)
 
 
@@ -94,6 +95,27 @@ def transition_flow_run(
     return int(seq)
 
 
+def cancel_if_cancelling(
+    conn: sa.Connection,
+    run_id: uuid.UUID,
+    message: str,
+    *,
+    where: sa.ColumnElement[bool] | None = None,
+) -> int | None:
+    """Move the run to CANCELLED with ``message`` if it is CANCELLING (and matches ``where``):
+    how a run being cancelled ends when nothing else will end it. The new state's seq, or
+    None."""
+    return transition_flow_run(
+        conn,
+        run_id,
+        StateType.CANCELLED,
+        CANCELLED_NAME,
+        message,
+        allowed_from=(StateType.CANCELLING,),
+        where=where,
+    )
+
+
 def request_cancellation(bind: Bind, flow_run_id: uuid.UUID) -> FlowRunRecord:
     """Cancel a deployment's flow run: CANCELLED at once if it waits in its queue, else
     CANCELLING (see the module docstring).
@@ -114,7 +136,7 @@ def request_cancellation(bind: Bind, flow_run_id: uuid.UUID) -> FlowRunRecord:
             flow_run_id,
             StateType.CANCELLED,
             CANCELLED_NAME,
-            "cancelled before it started",
+            CANCELLED_BEFORE_START,
             allowed_from=(StateType.SCHEDULED,),
             where=sa.and_(deployed, runs.c.heartbeat.is_(None)),
         )
@@ -159,14 +181,7 @@ def end_flow_run_after_exit(
     ensure_schema(engine)
     exited = f"{what} exited with code {exit_code}" if exit_code is not None else f"{what} is gone"
     with transaction(engine) as conn:
-        cancelled = transition_flow_run(
-            conn,
-            flow_run_id,
-            StateType.CANCELLED,
-            CANCELLED_NAME,
-            f"cancelled: {exited}",
-            allowed_from=(StateType.CANCELLING,),
-        )
+        cancelled = cancel_if_cancelling(conn, flow_run_id, f"cancelled: {exited}")
         if cancelled is None:
             transition_flow_run(
                 conn,
@@ -177,6 +192,55 @@ def end_flow_run_after_exit(
                 allowed_from=(StateType.SCHEDULED, *_ACTIVE),
             )
     return read_flow_run(engine, flow_run_id)
+
+
+def end_unstarted_flow_run(
+    bind: Bind,
+    flow_run_id: uuid.UUID,
+    crashed_message: str,
+    cancelled_message: str = CANCELLED_BEFORE_START,
+) -> None:
+    """A run that will not start (its infrastructure could not be started, its process was
+    stopped before its flow started): CRASHED with ``crashed_message`` if it is still PENDING,
+    CANCELLED with ``cancelled_message`` if it is being cancelled; a run that has moved on (its
+    engine ended it) is left as it is."""
+    engine = _engine(bind)
+    ensure_schema(engine)
+    with transaction(engine) as conn:
+        crashed = transition_flow_run(
+            conn,
+            flow_run_id,
+            StateType.CRASHED,
+            CRASHED_NAME,
+            crashed_message,
+            allowed_from=(StateType.PENDING,),
+        )
+        if crashed is None:
+            cancel_if_cancelling(conn, flow_run_id, cancelled_message)
+
+
+def release_flow_run(bind: Bind, flow_run_id: uuid.UUID, worker_id: uuid.UUID) -> None:
+    """Give back a run the worker ``worker_id`` claimed and did not launch: SCHEDULED again,
+    with no worker, for any worker to claim, or CANCELLED if it is being cancelled (nothing else
+    would end it). A run an engine has taken, or that has moved on since, is left as it is."""
+    from vivace.store.work_queues import SCHEDULED_NAME
+
+    engine = _engine(bind)
+    ensure_schema(engine)
+    not_taken = schema.flow_runs.c.heartbeat.is_(None)  # no engine has it: never launched
+    with transaction(engine) as conn:
+        released = transition_flow_run(
+            conn,
+            flow_run_id,
+            StateType.SCHEDULED,
+            SCHEDULED_NAME,
+            f"given back by worker {worker_id}, which did not launch it",
+            allowed_from=(StateType.PENDING,),
+            values={"worker_id": None},
+            where=not_taken,
+        )
+        if released is None:
+            cancel_if_cancelling(conn, flow_run_id, CANCELLED_BEFORE_START, where=not_taken)
 
 
 def reschedule_flow_run(bind: Bind, record: FlowRunRecord) -> FlowRunRecord:

@@ -175,37 +175,31 @@ def read_work_queues(bind: Bind) -> list[WorkQueueRecord]:
 
 def count_active_runs(bind: Bind, names: Sequence[str]) -> dict[str, int]:
     """How many runs of each queue are claimed and not over (what its limit counts)."""
-    runs = schema.flow_runs
-    engine = _engine(bind)
-    ensure_schema(engine)
-    query = (
-        sa.select(runs.c.work_queue_name, sa.func.count())
-        .where(
-            runs.c.work_queue_name.in_(list(names)),
-            _occupying(),
-        )
-        .group_by(runs.c.work_queue_name)
-    )
-    counts = dict.fromkeys(names, 0)
-    with connect(engine) as conn:
-        for name, count in conn.execute(query):
-            counts[name] = count
-    return counts
+    return _count_runs_by_queue(bind, names, _occupying())
 
 
 def count_waiting_runs(bind: Bind, names: Sequence[str]) -> dict[str, int]:
     """How many runs of each queue are SCHEDULED, waiting for a worker to claim them (not
     those their engine holds between two attempts)."""
     runs = schema.flow_runs
+    return _count_runs_by_queue(
+        bind,
+        names,
+        runs.c.state_type == StateType.SCHEDULED.value,
+        runs.c.heartbeat.is_(None),
+    )
+
+
+def _count_runs_by_queue(
+    bind: Bind, names: Sequence[str], *conditions: sa.ColumnElement[bool]
+) -> dict[str, int]:
+    """How many runs of each of the queues ``names`` match every one of ``conditions``."""
+    runs = schema.flow_runs
     engine = _engine(bind)
     ensure_schema(engine)
     query = (
         sa.select(runs.c.work_queue_name, sa.func.count())
-        .where(
-            runs.c.work_queue_name.in_(list(names)),
-            runs.c.state_type == StateType.SCHEDULED.value,
-            runs.c.heartbeat.is_(None),
-        )
+        .where(runs.c.work_queue_name.in_(list(names)), *conditions)
         .group_by(runs.c.work_queue_name)
     )
     counts = dict.fromkeys(names, 0)

@@ -9,15 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import http.client
-import json
-import urllib.error
-import urllib.request
 import uuid
 from typing import Any
 
-from vivace.client import VivaceClient, _detail, _flow_run, _json
-from vivace.exceptions import StoreUnavailableError
+from vivace.client import VivaceClient, _flow_run
 from vivace.store.records import FlowRunRecord
 
 
@@ -55,7 +50,7 @@ class WorkerAPI(VivaceClient):
         payload: dict[str, Any] = {"name": name, "type": worker_type, "queues": queues}
         if worker_id is not None:
             payload["id"] = str(worker_id)
-        body = self._send("POST", "/workers", payload)
+        body = self._send("POST", "/workers", body=payload)
         return uuid.UUID(body["id"])
 
     def claim(self, worker_id: uuid.UUID, limit: int, prefetch_seconds: float) -> list[ClaimedRun]:
@@ -63,7 +58,7 @@ class WorkerAPI(VivaceClient):
         runs = self._send(
             "POST",
             f"/workers/{worker_id}/claim",
-            {"limit": limit, "prefetch_seconds": prefetch_seconds},
+            body={"limit": limit, "prefetch_seconds": prefetch_seconds},
         )
         return [
             ClaimedRun(
@@ -80,14 +75,14 @@ class WorkerAPI(VivaceClient):
     def heartbeat(self, worker_id: uuid.UUID) -> list[uuid.UUID] | None:
         """Say the worker lives; return its runs now CANCELLING (None: the server does not know
         the worker any more, it must register again)."""
-        body = self._send("POST", f"/workers/{worker_id}/heartbeat", {}, missing_ok=True)
+        body = self._send("POST", f"/workers/{worker_id}/heartbeat", body={}, missing_ok=True)
         return None if body is None else [uuid.UUID(run_id) for run_id in body["cancel"]]
 
     def launched(self, worker_id: uuid.UUID, run_id: uuid.UUID, infrastructure_id: str) -> None:
         self._send(
             "POST",
             f"/workers/{worker_id}/runs/{run_id}/launched",
-            {"infrastructure_id": infrastructure_id[:255]},
+            body={"infrastructure_id": infrastructure_id[:255]},
         )
 
     def exited(
@@ -99,7 +94,7 @@ class WorkerAPI(VivaceClient):
         body = self._send(
             "POST",
             f"/workers/{worker_id}/runs/{run_id}/exited",
-            {"exit_code": exit_code, "description": description[:255]},
+            body={"exit_code": exit_code, "description": description[:255]},
             missing_ok=True,
         )
         return None if body is None else _flow_run(body)
@@ -108,44 +103,17 @@ class WorkerAPI(VivaceClient):
         """Report that the run's infrastructure could not be started; return the run afterwards
         (CRASHED with ``message``)."""
         body = self._send(
-            "POST", f"/workers/{worker_id}/runs/{run_id}/start-failed", {"message": message}
+            "POST", f"/workers/{worker_id}/runs/{run_id}/start-failed", body={"message": message}
         )
         return _flow_run(body)
 
     def release(self, worker_id: uuid.UUID, run_id: uuid.UUID) -> None:
         """Give back a claimed run the worker will not launch: SCHEDULED again (CANCELLED if it
         is being cancelled)."""
-        self._send("POST", f"/workers/{worker_id}/runs/{run_id}/release", None)
+        self._send("POST", f"/workers/{worker_id}/runs/{run_id}/release")
 
     def deregister(self, worker_id: uuid.UUID) -> None:
-        self._send("DELETE", f"/workers/{worker_id}", None, missing_ok=True)
-
-    def _send(self, method: str, path: str, payload: Any, *, missing_ok: bool = False) -> Any:
-        """``method`` ``path`` below the API root with a JSON body; the JSON answer (None for a
-        204, and for a 404 when ``missing_ok``), or vivace's errors."""
-        url = self.api_url + path
-        headers = self._headers()
-        data = None
-        if payload is not None:
-            data = json.dumps(payload).encode()
-            headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(url, data=data, headers=headers, method=method)
-        try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                content = response.read()
-                return _json(url, content) if content else None
-        except urllib.error.HTTPError as error:
-            with error:
-                detail = _detail(error.read())
-            if error.code == 404 and missing_ok:
-                return None
-            raise self._http_error(error.code, detail) from None
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
-            reason = getattr(error, "reason", error)
-            raise StoreUnavailableError(
-                f"cannot reach the vivace server at {self.api_url}: {reason}; check that the "
-                "server is running and the URL is right (--api-url or VIVACE_API_URL)"
-            ) from None
+        self._send("DELETE", f"/workers/{worker_id}", missing_ok=True)
 
 
 def _time(value: str | None) -> dt.datetime | None:

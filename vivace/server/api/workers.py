@@ -29,11 +29,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from vivace.engine.states import StateType
 from vivace.server import auth, deps
 from vivace.server.api.models import FlowRun, Worker, error_responses
 from vivace.server.api.params import Name
-from vivace.store import schema
 from vivace.store import work_queues as store
 from vivace.store.records import FlowRunRecord
 from vivace.store.work_queues import WorkerRecord
@@ -239,28 +237,14 @@ def run_start_failed(
 ) -> FlowRun:
     """The run's infrastructure could not be started: the run ends CRASHED with the reason
     (CANCELLED if it was being cancelled meanwhile). Answers with the run afterwards."""
-    from vivace.store.database import get_engine, transaction
-    from vivace.store.run_control import CANCELLED_NAME, CRASHED_NAME, transition_flow_run
+    from vivace.store.run_control import end_unstarted_flow_run
 
     run = _claimed_run_or_404(database_url, worker_id, flow_run_id)
-    with transaction(get_engine(database_url)) as conn:
-        crashed = transition_flow_run(
-            conn,
-            run.id,
-            StateType.CRASHED,
-            CRASHED_NAME,
-            f"the flow run's infrastructure could not be started: {failure.message}",
-            allowed_from=(StateType.PENDING,),
-        )
-        if crashed is None:
-            transition_flow_run(
-                conn,
-                run.id,
-                StateType.CANCELLED,
-                CANCELLED_NAME,
-                "cancelled before it started",
-                allowed_from=(StateType.CANCELLING,),
-            )
+    end_unstarted_flow_run(
+        database_url,
+        run.id,
+        f"the flow run's infrastructure could not be started: {failure.message}",
+    )
     return FlowRun.from_record(_claimed_run_or_404(database_url, worker_id, flow_run_id))
 
 
@@ -269,34 +253,10 @@ def release_run(database_url: DatabaseUrl, worker_id: WorkerId, flow_run_id: Flo
     """Give back a run the worker claimed and will not launch: SCHEDULED again, for any worker
     to claim, or CANCELLED if it is being cancelled (nothing else would end it). A run that
     has moved on since is left as it is."""
-    from vivace.store.database import get_engine, transaction
-    from vivace.store.run_control import CANCELLED_NAME, transition_flow_run
-    from vivace.store.work_queues import SCHEDULED_NAME
+    from vivace.store.run_control import release_flow_run
 
     run = _claimed_run_or_404(database_url, worker_id, flow_run_id)
-    runs = schema.flow_runs
-    not_taken = runs.c.heartbeat.is_(None)  # no engine has it: the worker never launched it
-    with transaction(get_engine(database_url)) as conn:
-        released = transition_flow_run(
-            conn,
-            run.id,
-            StateType.SCHEDULED,
-            SCHEDULED_NAME,
-            f"given back by worker {worker_id}, which did not launch it",
-            allowed_from=(StateType.PENDING,),
-            values={"worker_id": None},
-            where=not_taken,
-        )
-        if released is None:
-            transition_flow_run(
-                conn,
-                run.id,
-                StateType.CANCELLED,
-                CANCELLED_NAME,
-                "cancelled before it started",
-                allowed_from=(StateType.CANCELLING,),
-                where=not_taken,
-            )
+    release_flow_run(database_url, run.id, worker_id)
     return Response(status_code=204)
 
 
