@@ -2,9 +2,10 @@
 
 It reads what the store's read helpers read (``vivace.store.queries``, ``.deployments``,
 ``.work_queues``), with the same names and the same record types, so code written against one
-works with the other: the CLI's ``vivace flow-run ls|inspect|logs --api-url URL`` prints the same
-output through a server as straight from the database. It also makes the changes an admin key
-may: creating a run of a deployment and cancelling a run. Example::
+works with the other: the CLI's ``vivace flow-run ls|inspect|logs|watch --api-url URL`` and
+``vivace deployment ls|inspect|run|delete --api-url URL`` print the same output through a server
+as straight from the database. It also makes the changes an admin key may: creating a run of a
+deployment, deleting a deployment and cancelling a run. Example::
 
     client = VivaceClient("http://127.0.0.1:4200/api", api_key=os.environ.get("VIVACE_API_KEY"))
     runs, cursor = client.read_flow_runs(state_types=["FAILED"], limit=100)
@@ -43,6 +44,7 @@ from vivace.exceptions import (
     VivaceError,
 )
 from vivace.store.deployments import DeploymentRecord
+from vivace.store.queries import LogPage
 from vivace.store.records import FlowRunRecord, LogRecord, StateRecord, TaskRunRecord
 from vivace.store.work_queues import WorkerRecord, WorkQueueRecord
 
@@ -55,6 +57,7 @@ _ERROR_HEADER = "Vivace-Error"
 _NAMED_ERRORS: dict[str, type[VivaceError]] = {
     ParameterValidationError.__name__: ParameterValidationError
 }
+_NO_DEPLOYMENT: _Errors = {404: DeploymentNotFoundError}
 
 
 class VivaceClient:
@@ -136,6 +139,11 @@ class VivaceClient:
         count: int = self._get(f"/flow-runs/{_path_id(flow_run_id)}")["task_run_count"]
         return count
 
+    def count_task_runs_by_state(self, flow_run_id: uuid.UUID | str) -> dict[StateType, int]:
+        """How many task runs the flow run has per state type (every state type a key)."""
+        counts = self._get(f"/flow-runs/{_path_id(flow_run_id)}")["task_run_counts"]
+        return {StateType(name): count for name, count in counts.items()}
+
     def read_flow_run_states(self, flow_run_id: uuid.UUID | str) -> list[StateRecord]:
         """The flow run's state history, oldest first."""
         states = self._get(f"/flow-runs/{_path_id(flow_run_id)}/states")
@@ -196,6 +204,30 @@ class VivaceClient:
         )
         return [_log(item) for item in page["items"]], page["next_cursor"]
 
+    def read_log_page(
+        self,
+        *,
+        flow_run_id: uuid.UUID | str,
+        task_run_id: uuid.UUID | str | None = None,
+        min_level: int | str | None = None,
+        limit: int = 200,
+        cursor: str | None = None,
+    ) -> LogPage:
+        """``read_logs`` with the cursor a live tail resumes from: polling with the page's
+        ``resume_cursor`` gives only the lines recorded since (see ``queries.LogPage``)."""
+        page = self._get(
+            f"/flow-runs/{_path_id(flow_run_id)}/logs",
+            {
+                "task_run_id": None if task_run_id is None else str(task_run_id),
+                "level": None if min_level is None else str(min_level),
+                "limit": limit,
+                "cursor": cursor,
+            },
+        )
+        return LogPage(
+            [_log(item) for item in page["items"]], page["next_cursor"], page["resume_cursor"]
+        )
+
     def cancel_flow_run(self, flow_run_id: uuid.UUID | str) -> FlowRunRecord:
         """Cancel the run (admin key): CANCELLED at once if it has not started, else CANCELLING
         until its worker or engine stops it; returns the run afterwards.
@@ -232,6 +264,52 @@ class VivaceClient:
         body = self._get(f"/deployments/{_path_id(name_or_id)}", missing_ok=True)
         return None if body is None else _deployment(body)
 
+    def read_deployment_versions(
+        self, deployment: uuid.UUID | str, *, limit: int = 200
+    ) -> list[DeploymentRecord]:
+        """The deployment's (by name or id) versions still kept, newest first."""
+        path = f"/deployments/{_path_id(deployment)}/versions"
+        versions = self._request("GET", path, {"limit": limit}, errors=_NO_DEPLOYMENT)[1]
+        return [_deployment(item) for item in versions]
+
+    def read_deployment_flow_runs(
+        self,
+        deployment: uuid.UUID | str,
+        *,
+        state_types: Iterable[StateType | str] | None = None,
+        name_like: str | None = None,
+        sort: str = "created_desc",
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[FlowRunRecord], str | None]:
+        """A page of the runs created from the deployment (by name or id; any version), newest
+        first by default, and the cursor of the next page."""
+        _, page = self._request(
+            "GET",
+            f"/deployments/{_path_id(deployment)}/flow-runs",
+            {
+                "state": _state_names(state_types),
+                "name_like": name_like,
+                "sort": sort,
+                "limit": limit,
+                "cursor": cursor,
+            },
+            errors=_NO_DEPLOYMENT,
+        )
+        return [_flow_run(item) for item in page["items"]], page["next_cursor"]
+
+    def delete_deployment(self, deployment: uuid.UUID | str) -> tuple[DeploymentRecord, int]:
+        """Delete the deployment (by name or id; admin key) and its versions; its runs that have
+        not started are CANCELLED. Return the deployment as it was (its secrets hidden) and how
+        many runs were cancelled.
+
+        Raises DeploymentNotFoundError when there is no such deployment.
+        """
+        _, body = self._request(
+            "DELETE", f"/deployments/{_path_id(deployment)}", errors=_NO_DEPLOYMENT
+        )
+        return _deployment(body), int(body["cancelled_run_count"])
+
     def create_deployment_run(
         self,
         deployment: uuid.UUID | str,
@@ -265,7 +343,7 @@ class VivaceClient:
             "POST",
             f"/deployments/{_path_id(deployment)}/runs",
             body=body,
-            errors={404: DeploymentNotFoundError},
+            errors=_NO_DEPLOYMENT,
         )
         return _flow_run(run), status == 201
 

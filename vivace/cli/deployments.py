@@ -4,11 +4,11 @@
                   [--description D] [--storage BLOCK_OR_URL] [--infra TYPE|block:NAME]
     vivace deploy --all [--file vivace.yaml]      every deployment of the project file
     vivace deploy --name NAME [--file vivace.yaml]  one of them
-    vivace deployment ls [--flow NAME]
-    vivace deployment inspect NAME
-    vivace deployment delete NAME [--yes]
+    vivace deployment ls [--flow NAME] [--api-url URL]
+    vivace deployment inspect NAME [--api-url URL]
+    vivace deployment delete NAME [--yes] [--api-url URL]
     vivace deployment run NAME [--param k=v ...] [--start-in 10m | --start-at ISO]
-                          [--idempotency-key K] [--tag T ...] [--watch]
+                          [--idempotency-key K] [--tag T ...] [--watch] [--api-url URL]
 
 Without FILE.py:FLOW, ``deploy`` reads ``vivace.yaml`` (``--file``, else the nearest one in the
 current folder or above; see :mod:`vivace.deployments.project_file`); options given on the
@@ -20,26 +20,36 @@ unreachable) leaves the entries deployed before it deployed.
 ``--param k=v`` values are read as JSON, except where the flow's parameter takes text
 (``--param version=1.0`` gives a ``str`` parameter ``"1.0"``).
 
+The ``deployment`` commands work straight on the database, or, given ``--api-url`` (or
+``VIVACE_API_URL``; the option wins), through a vivace server's API with ``vivace.client``
+(sending ``VIVACE_API_KEY``; ``run`` and ``delete`` need an admin key), with the same output: for
+a machine that reaches the server but not its database. ``run`` reads the deployment first
+either way, to read each ``--param`` with its schema, and sends the idempotency key and tags
+with the run; ``--watch`` then follows the run through the same server. ``deploy`` itself
+uploads the project and writes the database: it has no ``--api-url``.
+
 Errors print one line: exit 2 for bad input (a ``--param`` that is not NAME=VALUE or does not
-match the flow, a bad ``--start-in``), 1 when something is not found or cannot be done.
+match the flow, a bad ``--start-in``, an API key the server refuses), 1 when something is not
+found or cannot be done (the server or the database cannot be reached).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from vivace.cli import (
+    _api_url_option,
     _BadInput,
     _console,
-    _database_url,
     _Failure,
     _flow_runs_table,
+    _history,
     _table,
     _text,
     _time,
@@ -47,11 +57,14 @@ from vivace.cli import (
 )
 
 if TYPE_CHECKING:
+    from vivace.client import VivaceClient
     from vivace.deployments.deploy import PreparedDeployment
     from vivace.store.deployments import DeploymentRecord
+    from vivace.store.records import FlowRunRecord
 
 _INSPECT_VERSIONS = 10
 _INSPECT_RUNS = 10
+_LIST_LIMIT = 1000  # the most one API page holds
 
 
 # -- deploy -------------------------------------------------------------------------------------
@@ -188,14 +201,24 @@ def deployment() -> None:
     """Deployments: flows the server can run on demand."""
 
 
+_api_url_admin_option = click.option(
+    "--api-url",
+    metavar="URL",
+    help=(
+        "Go through the vivace server at URL (e.g. http://127.0.0.1:4200/api; an admin key in "
+        "VIVACE_API_KEY) instead of the database. Default: VIVACE_API_URL when set."
+    ),
+)
+
+
 @deployment.command("ls")
 @click.option("--flow", "flow_name", metavar="NAME", help="Only deployments of this flow.")
-def deployment_ls(flow_name: str | None) -> None:
+@_api_url_option
+def deployment_ls(flow_name: str | None, api_url: str | None) -> None:
     """List deployments by name (their latest versions)."""
     from vivace.deployments.storage import describe_storage
-    from vivace.store.deployments import read_deployments
 
-    records = read_deployments(_database_url(), flow_name=flow_name, limit=1000)
+    records = _deployments(api_url).read_deployments(flow_name=flow_name, limit=_LIST_LIMIT)
     if not records:
         click.echo("No deployments." if flow_name is None else f"No deployments of {flow_name!r}.")
         return
@@ -215,14 +238,13 @@ def deployment_ls(flow_name: str | None) -> None:
 
 @deployment.command("inspect")
 @click.argument("name")
-def deployment_inspect(name: str) -> None:
+@_api_url_option
+def deployment_inspect(name: str, api_url: str | None) -> None:
     """Show a deployment: its fields, parameters, versions and latest runs."""
     from vivace.deployments.storage import describe_storage, shown_infrastructure
-    from vivace.store.deployments import read_deployment_versions, require_deployment
-    from vivace.store.queries import read_flow_runs
 
-    url = _database_url()
-    record = require_deployment(url, name)
+    source = _deployments(api_url)
+    record = _existing_deployment(source, name)
     details = _table("", "", title=f"Deployment {record.name!r}", show_header=False)
     for label, value in (
         ("ID", str(record.id)),
@@ -246,7 +268,7 @@ def deployment_inspect(name: str) -> None:
     console.print(_schema_table(record))
     console.print()
     versions = _table("Version", "Created", "Entrypoint", "Storage", title="Versions")
-    for old in read_deployment_versions(url, record.id, limit=_INSPECT_VERSIONS):
+    for old in source.read_deployment_versions(record.id, limit=_INSPECT_VERSIONS):
         versions.add_row(
             str(old.version),
             _time(old.created),
@@ -257,7 +279,7 @@ def deployment_inspect(name: str) -> None:
         versions.caption = f"the latest {_INSPECT_VERSIONS} of {record.version} versions"
     console.print(versions)
     console.print()
-    runs, _ = read_flow_runs(url, deployment_id=record.id, sort="created_desc", limit=_INSPECT_RUNS)
+    runs, _ = source.read_deployment_flow_runs(record.id, sort="created_desc", limit=_INSPECT_RUNS)
     if runs:
         console.print(_flow_runs_table(runs, title=f"Latest runs (up to {_INSPECT_RUNS})"))
     else:
@@ -267,19 +289,18 @@ def deployment_inspect(name: str) -> None:
 @deployment.command("delete")
 @click.argument("name")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-def deployment_delete(name: str, yes: bool) -> None:
+@_api_url_admin_option
+def deployment_delete(name: str, yes: bool, api_url: str | None) -> None:
     """Delete a deployment and its versions; its runs not started yet are cancelled."""
-    from vivace.store.deployments import delete_deployment, require_deployment
-
-    url = _database_url()
-    record = require_deployment(url, name)
+    source = _deployments(api_url)
+    record = _existing_deployment(source, name)
     if not yes:
         click.confirm(
             f"Delete deployment {record.name!r} ({record.version} version(s)) and cancel its "
             "runs that have not started?",
             abort=True,
         )
-    _, cancelled = delete_deployment(url, record.id)
+    _, cancelled = source.delete_deployment(record.id)
     click.echo(f"Deleted deployment {record.name!r}; cancelled {cancelled} scheduled run(s) of it.")
 
 
@@ -297,6 +318,7 @@ def deployment_delete(name: str, yes: bool) -> None:
 )
 @click.option("--tag", "-t", "tags", multiple=True, metavar="T", help="Tags of the run.")
 @click.option("--watch", "-w", is_flag=True, help="Follow the run until it ends.")
+@_api_url_admin_option
 @click.pass_context
 def deployment_run(
     ctx: click.Context,
@@ -307,32 +329,35 @@ def deployment_run(
     idempotency_key: str | None,
     tags: tuple[str, ...],
     watch: bool,
+    api_url: str | None,
 ) -> None:
     """Create a run of a deployment; a worker on its work queue starts it."""
-    from vivace.deployments.runs import create_run
+    from vivace.deployments.runs import _check_run_options
     from vivace.exceptions import ParameterValidationError
-    from vivace.store.deployments import require_deployment
 
     if start_in is not None and start_at is not None:
         raise _BadInput("give --start-in or --start-at, not both")
-    start = _start_time(start_in, start_at)
-    url = _database_url()
-    _parameters(params)  # NAME=VALUE or not: said before the deployment is looked up
-    record = require_deployment(url, name)
+    start_in_seconds, start_time = _start_in(start_in), _start_at(start_at)
+    # Said before anything is looked up, in the same words with or without a server.
+    _check_run_options(idempotency_key, list(tags) or None)
+    _parameters(params)  # NAME=VALUE or not
+    source = _deployments(api_url)
+    record = _existing_deployment(source, name)
     parameters = _parameters(params, record.parameter_schema)
     try:
-        run, created = create_run(
-            url,
+        run, created = source.create_deployment_run(
             record.id,
-            parameters,
-            expected_start_time=start,
+            parameters=parameters,
+            start_at=start_time,
+            start_in_seconds=start_in_seconds,
             idempotency_key=idempotency_key,
             tags=list(tags) or None,
         )
     except ParameterValidationError as error:
         raise _BadInput(str(error)) from None
     if created:
-        when = "now" if start is None else _time(run.expected_start_time)
+        later = start_in_seconds is not None or start_time is not None
+        when = _time(run.expected_start_time) if later else "now"
         click.echo(
             f"Created flow run {run.name!r} ({run.id}) of deployment {name!r} "
             f"(version {run.deployment_version}), to start {when} from work queue "
@@ -346,8 +371,97 @@ def deployment_run(
     if watch:
         from vivace.cli.watch import watch_flow_run
 
-        ctx.exit(watch_flow_run(url, run.id))
+        ctx.exit(watch_flow_run(source.url if isinstance(source, _Database) else source, run.id))
     click.echo(f"Follow it with: vivace flow-run watch {run.id}")
+
+
+# -- where the deployment commands read and write ----------------------------------------------
+
+
+class _Database:
+    """The deployment commands' reads and writes straight in the database.
+
+    Has the methods of ``vivace.client.VivaceClient`` that the commands use, with the same
+    arguments and answers, so a command runs the same way on either.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def read_deployments(self, *, flow_name: str | None, limit: int) -> list[DeploymentRecord]:
+        from vivace.store.deployments import read_deployments
+
+        return read_deployments(self.url, flow_name=flow_name, limit=limit)
+
+    def read_deployment(self, name_or_id: str) -> DeploymentRecord | None:
+        from vivace.store.deployments import read_deployment
+
+        return read_deployment(self.url, name_or_id)
+
+    def read_deployment_versions(
+        self, deployment_id: uuid.UUID, *, limit: int
+    ) -> list[DeploymentRecord]:
+        from vivace.store.deployments import read_deployment_versions
+
+        return read_deployment_versions(self.url, deployment_id, limit=limit)
+
+    def read_deployment_flow_runs(
+        self, deployment_id: uuid.UUID, *, sort: str, limit: int
+    ) -> tuple[list[FlowRunRecord], str | None]:
+        from vivace.store.queries import read_flow_runs
+
+        return read_flow_runs(self.url, deployment_id=deployment_id, sort=sort, limit=limit)
+
+    def delete_deployment(self, deployment_id: uuid.UUID) -> tuple[DeploymentRecord, int]:
+        from vivace.store.deployments import delete_deployment
+
+        return delete_deployment(self.url, deployment_id)
+
+    def create_deployment_run(
+        self,
+        deployment_id: uuid.UUID,
+        *,
+        parameters: dict[str, Any],
+        start_at: dt.datetime | None,
+        start_in_seconds: float | None,
+        idempotency_key: str | None,
+        tags: list[str] | None,
+    ) -> tuple[FlowRunRecord, bool]:
+        import time
+
+        from vivace.deployments.runs import create_run
+
+        start = None if start_at is None else start_at.timestamp()
+        if start_in_seconds is not None:
+            start = time.time() + start_in_seconds
+        return create_run(
+            self.url,
+            deployment_id,
+            parameters,
+            expected_start_time=start,
+            idempotency_key=idempotency_key,
+            tags=tags,
+        )
+
+
+def _deployments(api_url: str | None) -> _Database | VivaceClient:
+    """Where the deployment commands go: the server at ``api_url`` or VIVACE_API_URL, else the
+    database (the same choice as the ``flow-run`` commands')."""
+    from vivace.client import VivaceClient
+
+    history = _history(api_url)
+    return history if isinstance(history, VivaceClient) else _Database(history.url)
+
+
+def _existing_deployment(source: _Database | VivaceClient, name: str) -> DeploymentRecord:
+    from vivace.exceptions import DeploymentNotFoundError
+
+    record = source.read_deployment(name)
+    if record is None:
+        raise DeploymentNotFoundError(
+            f"no deployment named {name!r}; `vivace deployment ls` lists them"
+        )
+    return record
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -363,15 +477,21 @@ def _parameters(pairs: tuple[str, ...], schema: dict[str, Any] | None = None) ->
         raise _BadInput(str(error)) from None
 
 
-def _start_time(start_in: str | None, start_at: str | None) -> float | None:
+def _start_in(start_in: str | None) -> float | None:
+    """``--start-in`` in seconds."""
     from vivace.deployments.runs import parse_duration
     from vivace.exceptions import ConfigurationError
 
-    if start_in is not None:
-        try:
-            return time.time() + parse_duration(start_in)
-        except ConfigurationError as error:
-            raise _BadInput(f"--start-in: {error}") from None
+    if start_in is None:
+        return None
+    try:
+        return parse_duration(start_in)
+    except ConfigurationError as error:
+        raise _BadInput(f"--start-in: {error}") from None
+
+
+def _start_at(start_at: str | None) -> dt.datetime | None:
+    """``--start-at`` as an aware time (a time without a zone is in the local one)."""
     if start_at is None:
         return None
     try:
@@ -383,7 +503,7 @@ def _start_time(start_in: str | None, start_at: str | None) -> float | None:
         ) from None
     if when.tzinfo is None:
         when = when.astimezone()  # the local time zone
-    return when.timestamp()
+    return when
 
 
 def _schema_table(record: DeploymentRecord) -> Any:

@@ -1,6 +1,6 @@
 """``vivace flow-run watch ID``: follow a flow run live until it ends.
 
-    vivace flow-run watch ID
+    vivace flow-run watch ID [--api-url URL]
 
 In a terminal it draws a rich Live view, redrawn about four times a second: the run's name and
 state (colored as in ``flow-run ls``), a progress bar of its task runs finished out of those
@@ -8,10 +8,12 @@ recorded so far, and its latest log lines. Piped or captured output (no terminal
 redrawing, only the final view once the run has ended. The exit code says how it ended: 0 for
 COMPLETED, 1 for any other end, 130 when interrupted (the run itself goes on).
 
-It reads the database (``VIVACE_DATABASE_URL``). Each refresh costs three small queries: the
-run, its task-run counts per state, and the log lines written since the last refresh (a log
-cursor is kept, nothing is read twice).
-``vivace deployment run --watch`` follows the run it created the same way.
+It reads the database (``VIVACE_DATABASE_URL``), or, given ``--api-url`` (or
+``VIVACE_API_URL``), a vivace server's API through ``vivace.client``, with the same view. Each
+refresh costs three small queries (or requests): the run, its task-run counts per state, and the
+log lines written since the last refresh (the log page's resume cursor is kept, nothing is read
+twice). ``vivace deployment run --watch`` follows the run it created the same way, through the
+server when it created the run through one.
 """
 
 from __future__ import annotations
@@ -19,16 +21,27 @@ from __future__ import annotations
 import collections
 import time
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
-from vivace.cli import _STATE_STYLES, _console, _database_url, _duration, _Failure, flow_run
+from vivace.cli import (
+    _STATE_STYLES,
+    _api_url_option,
+    _console,
+    _database_url,
+    _duration,
+    _Failure,
+    _history,
+    flow_run,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from vivace.client import VivaceClient
     from vivace.engine.states import StateType
+    from vivace.store.queries import LogPage
     from vivace.store.records import FlowRunRecord, LogRecord
 
 REFRESH_SECONDS = 0.25
@@ -39,25 +52,35 @@ _LOG_PAGES_PER_REFRESH = 4  # a run with a long log is caught up over a few refr
 
 @flow_run.command("watch")
 @click.argument("flow_run_id", metavar="ID")
+@_api_url_option
 @click.pass_context
-def flow_run_watch(ctx: click.Context, flow_run_id: str) -> None:
+def flow_run_watch(ctx: click.Context, flow_run_id: str, api_url: str | None) -> None:
     """Follow a flow run live (state, task progress, latest logs) until it ends.
 
     Exits 0 when the run COMPLETED, 1 when it ended otherwise.
     """
     from vivace._ids import parse_id
+    from vivace.client import VivaceClient
 
     run_id = parse_id(flow_run_id, "flow run id")
-    ctx.exit(watch_flow_run(_database_url(), run_id))
+    history = _history(api_url)  # the server at --api-url or VIVACE_API_URL, else the database
+    source = history if isinstance(history, VivaceClient) else _database_url()
+    ctx.exit(watch_flow_run(source, run_id))
 
 
-def watch_flow_run(url: str, flow_run_id: uuid.UUID, console: Console | None = None) -> int:
+def watch_flow_run(
+    source: str | VivaceClient, flow_run_id: uuid.UUID, console: Console | None = None
+) -> int:
     """Follow the run until it ends; return the exit code (0 COMPLETED, 1 otherwise, 130 if
-    interrupted)."""
+    interrupted).
+
+    ``source`` is the database's URL, or a client of the vivace server to read through.
+    """
     from vivace.engine.states import FINAL_TYPES, StateType
 
     console = console or _console()
-    watcher = _Watcher(url, flow_run_id)
+    reader = _DatabaseRuns(source) if isinstance(source, str) else source
+    watcher = _Watcher(reader, flow_run_id)
     try:
         if console.is_terminal:
             from rich.live import Live
@@ -92,11 +115,45 @@ def watch_flow_run(url: str, flow_run_id: uuid.UUID, console: Console | None = N
     return 0 if run.state_type is StateType.COMPLETED else 1
 
 
+class _RunReader(Protocol):
+    """What the watcher reads: the database's (``_DatabaseRuns``) or a ``VivaceClient``."""
+
+    def read_flow_run(self, flow_run_id: uuid.UUID) -> FlowRunRecord | None: ...
+
+    def count_task_runs_by_state(self, flow_run_id: uuid.UUID) -> dict[StateType, int]: ...
+
+    def read_log_page(
+        self, *, flow_run_id: uuid.UUID, limit: int, cursor: str | None
+    ) -> LogPage: ...
+
+
+class _DatabaseRuns:
+    """The watcher's reads straight from the database (``vivace.store.queries``)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def read_flow_run(self, flow_run_id: uuid.UUID) -> FlowRunRecord | None:
+        from vivace.store.queries import read_flow_run
+
+        return read_flow_run(self.url, flow_run_id)
+
+    def count_task_runs_by_state(self, flow_run_id: uuid.UUID) -> dict[StateType, int]:
+        from vivace.store.queries import count_task_runs_by_state
+
+        return count_task_runs_by_state(self.url, flow_run_id)
+
+    def read_log_page(self, *, flow_run_id: uuid.UUID, limit: int, cursor: str | None) -> LogPage:
+        from vivace.store.queries import read_log_page
+
+        return read_log_page(self.url, flow_run_id=flow_run_id, limit=limit, cursor=cursor)
+
+
 class _Watcher:
     """What the view shows, read again on each refresh."""
 
-    def __init__(self, url: str, flow_run_id: uuid.UUID) -> None:
-        self.url = url
+    def __init__(self, reader: _RunReader, flow_run_id: uuid.UUID) -> None:
+        self.reader = reader
         self.flow_run_id = flow_run_id
         self.logs: collections.deque[LogRecord] = collections.deque(maxlen=LOG_LINES)
         self.log_cursor: str | None = None
@@ -105,22 +162,18 @@ class _Watcher:
         self.refresh(read_run=False)
 
     def _read_run(self) -> FlowRunRecord:
-        from vivace.store.queries import read_flow_run
-
-        run = read_flow_run(self.url, self.flow_run_id)
+        run = self.reader.read_flow_run(self.flow_run_id)
         if run is None:
             raise _Failure(f"flow run {str(self.flow_run_id)!r} not found in the run history")
         return run
 
     def refresh(self, read_run: bool = True) -> None:
-        from vivace.store.queries import count_task_runs_by_state, read_log_page
-
         if read_run:
             self.run = self._read_run()
-        self.counts = count_task_runs_by_state(self.url, self.flow_run_id)
+        self.counts = self.reader.count_task_runs_by_state(self.flow_run_id)
         for _ in range(_LOG_PAGES_PER_REFRESH):
-            page = read_log_page(
-                self.url, flow_run_id=self.flow_run_id, limit=_LOG_PAGE, cursor=self.log_cursor
+            page = self.reader.read_log_page(
+                flow_run_id=self.flow_run_id, limit=_LOG_PAGE, cursor=self.log_cursor
             )
             self.logs.extend(page.records)
             self.log_cursor = page.resume_cursor

@@ -29,6 +29,7 @@ from vivace.deployments.runs import create_run
 from vivace.exceptions import ConfigurationError, DeploymentNotFoundError, ParameterValidationError
 from vivace.server import auth, deps
 from vivace.server.api.models import (
+    DeletedDeployment,
     Deployment,
     DeploymentDetail,
     DeploymentPage,
@@ -132,18 +133,21 @@ def read_deployment(database_url: DatabaseUrl, deployment: DeploymentKey) -> Dep
 
 @router.delete(
     "/{deployment:path}",
-    response_model=Deployment,
+    response_model=DeletedDeployment,
     dependencies=_ADMIN,
     responses=error_responses(403, 404, 422, 503, not_found=_NOT_FOUND),
 )
-def delete_deployment(database_url: DatabaseUrl, deployment: DeploymentKey) -> Deployment:
+def delete_deployment(database_url: DatabaseUrl, deployment: DeploymentKey) -> DeletedDeployment:
     """Delete the deployment and its versions; its runs not started yet are CANCELLED, the
-    others stay in the history. Answers with the deployment as it was."""
+    others stay in the history. Answers with the deployment as it was and how many runs were
+    cancelled."""
     try:
-        record, _ = store.delete_deployment(database_url, deployment)
+        record, cancelled = store.delete_deployment(database_url, deployment)
     except DeploymentNotFoundError:
         raise _not_found(deployment) from None
-    return Deployment.from_record(record)
+    return DeletedDeployment(
+        **Deployment.from_record(record).model_dump(), cancelled_run_count=cancelled
+    )
 
 
 @router.post(

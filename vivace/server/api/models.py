@@ -404,6 +404,12 @@ class DeploymentDetail(Deployment):
     )
 
 
+class DeletedDeployment(Deployment):
+    """A deleted deployment as it was, and how many of its runs not started yet were cancelled."""
+
+    cancelled_run_count: int
+
+
 class DeploymentPage(BaseModel):
     """A page of deployments by name; pass ``next_offset`` as ``offset`` for the next one."""
 
