@@ -12,6 +12,11 @@ inside the commands, so ``vivace --help`` stays quick.
 
 The ``flow-run`` commands read the database, or, given ``--api-url`` (or ``VIVACE_API_URL``), a
 vivace server's API through ``vivace.client`` (sending ``VIVACE_API_KEY``), with the same output.
+
+The other command groups live in modules of this package, registered by the imports at the
+bottom: ``flow-run retry`` and ``cache`` (results), ``flow-run watch`` (watch), ``flow-run
+cancel`` (cancel), ``deploy`` and ``deployment`` (deployments), ``worker`` and ``work-queue``
+(workers), ``block``, ``api-key``, ``server``.
 """
 
 from __future__ import annotations
