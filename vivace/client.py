@@ -229,10 +229,11 @@ class VivaceClient:
         )
 
     def cancel_flow_run(self, flow_run_id: uuid.UUID | str) -> FlowRunRecord:
-        """Cancel the run (admin key): CANCELLED at once if it has not started, else CANCELLING
-        until its worker or engine stops it; returns the run afterwards.
+        """Cancel a deployment's run (admin key): CANCELLED at once if it has not started, else
+        CANCELLING until its worker or engine stops it; returns the run afterwards.
 
-        Raises FlowRunStateError for an unknown run and for one that ended otherwise.
+        Raises FlowRunStateError for an unknown run, one that ended otherwise, and one not
+        created from a deployment (nothing could stop it from the server).
         """
         _, body = self._request(
             "POST",

@@ -22,7 +22,13 @@ from vivace.store import schema
 from vivace.store.database import get_engine, transaction
 from vivace.store.deployments import create_deployment_run
 from vivace.store.queries import read_flow_run, read_flow_run_states
-from vivace.store.run_control import request_cancellation, transition_flow_run
+from vivace.store.run_control import (
+    end_flow_run_after_exit,
+    flow_run_heartbeat,
+    request_cancellation,
+    reschedule_flow_run,
+    transition_flow_run,
+)
 from vivace.store.work_queues import (
     claim_flow_runs,
     count_active_runs,
@@ -166,6 +172,46 @@ def test_the_runs_a_lost_worker_claimed_and_did_not_launch_go_back_to_the_queue(
     )
     gone_states = read_flow_run_states(database_url, gone_runs[0])
     assert gone_states[2].message is not None and f"worker {gone.id}," in gone_states[2].message
+
+
+def test_a_lost_workers_claim_that_is_being_cancelled_ends_cancelled(database_url: str) -> None:
+    gone = register_worker(database_url, "gone", "process", ["default"])
+    (run,) = new_runs(database_url, 1)
+    claim(database_url, gone, limit=1)
+    assert request_cancellation(database_url, run.id).state_type is StateType.CANCELLING
+    remove_worker(database_url, gone.id)
+
+    newcomer = register_worker(database_url, "newcomer", "process", ["default"])
+    assert claim(database_url, newcomer, lost_after=30) == []
+
+    after = read_flow_run(database_url, run.id)
+    assert after is not None and after.state_type is StateType.CANCELLED
+    assert after.state_message is not None and "stopped heartbeating" in after.state_message
+
+
+def test_an_engines_late_heartbeat_leaves_a_run_put_back_in_its_queue_claimable(
+    database_url: str,
+) -> None:
+    worker = register_worker(database_url, "w", "process", ["default"])
+    (run,) = new_runs(database_url, 1)
+    claim(database_url, worker, limit=1)
+    assert _take(database_url, read_flow_run(database_url, run.id), str(worker.id))
+    with transaction(get_engine(database_url)) as conn:
+        transition_flow_run(
+            conn, run.id, StateType.FAILED, "Failed", None, allowed_from=[StateType.PENDING]
+        )
+    failed = read_flow_run(database_url, run.id)
+    assert failed is not None
+    reschedule_flow_run(database_url, failed)
+
+    # The engine that ran the failed attempt beats once more on its way out.
+    last_seq = read_flow_run_states(database_url, run.id)[-1].seq
+    assert flow_run_heartbeat(database_url, run.id) == (StateType.SCHEDULED, last_seq)
+    # The exit report of that attempt's process does not touch the new attempt either.
+    end_flow_run_after_exit(database_url, run.id, 1, "process 1", worker.id)
+
+    assert read_flow_run(database_url, run.id).heartbeat is None  # type: ignore[union-attr]
+    assert claim(database_url, worker, limit=1) == [run.id]
 
 
 @pytest.mark.parametrize("known", [True, False], ids=["updated", "new"])

@@ -1,5 +1,7 @@
-"""``vivace flow-run cancel ID [--api-url URL]``: cancel a flow run.
+"""``vivace flow-run cancel ID [--api-url URL]``: cancel a deployment's flow run.
 
+Only runs created from a deployment can be cancelled: nothing on the server side could stop a
+plain flow call or a subflow (stop the process running it); for those the command is an error.
 A run that has not started is CANCELLED at once; a claimed or running one becomes CANCELLING,
 and its worker (or its own engine, on its next heartbeat) stops it and ends it CANCELLED. The
 command changes the database directly, or, given ``--api-url`` (or ``VIVACE_API_URL``), asks
@@ -25,7 +27,8 @@ from vivace.cli import _database_url, _history, flow_run
     ),
 )
 def flow_run_cancel(flow_run_id: str, api_url: str | None) -> None:
-    """Cancel a flow run: at once if it has not started, else through its worker."""
+    """Cancel a deployment's flow run: at once if it has not started, else through its worker
+    (or its engine's heartbeat)."""
     from vivace._ids import parse_id
     from vivace.client import VivaceClient
     from vivace.engine.states import StateType

@@ -27,7 +27,10 @@ from vivace.exceptions import VivaceError
 USAGE = "usage: python -m vivace.engine FLOW_RUN_ID"
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], *, restore_sigterm: bool = True) -> int:
+    """Run the flow run ``argv[0]``; the exit code. ``restore_sigterm=False`` (the script) keeps
+    the process's SIGTERM handler until :func:`_exit` ignores SIGTERM, so no SIGTERM between the
+    two can kill the process before its records are written."""
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
         print(USAGE, file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
@@ -51,7 +54,8 @@ def main(argv: list[str]) -> int:
         traceback.print_exc()
         return 1
     finally:
-        restore_process_sigterm_handler(previous)
+        if restore_sigterm:
+            restore_process_sigterm_handler(previous)
 
 
 def _exit(code: int) -> None:
@@ -69,4 +73,4 @@ def _exit(code: int) -> None:
 
 
 if __name__ == "__main__":
-    _exit(main(sys.argv[1:]))
+    _exit(main(sys.argv[1:], restore_sigterm=False))

@@ -170,18 +170,24 @@ def request_cancellation(bind: Bind, flow_run_id: uuid.UUID) -> FlowRunRecord:
 
 
 def end_flow_run_after_exit(
-    bind: Bind, flow_run_id: uuid.UUID, exit_code: int | None, what: str
+    bind: Bind,
+    flow_run_id: uuid.UUID,
+    exit_code: int | None,
+    what: str,
+    worker_id: uuid.UUID | None = None,
 ) -> FlowRunRecord | None:
     """The run's infrastructure (``what``: "process 1234") exited: if the engine recorded no final
     state, end the run, CANCELLED if it was being cancelled, else CRASHED naming the exit code.
-    Returns the run afterwards (None if it is gone)."""
+    With ``worker_id``, only while that worker still has the run (a retry may have put it back
+    in its queue since). Returns the run afterwards (None if it is gone)."""
     from vivace.store.queries import read_flow_run
 
     engine = _engine(bind)
     ensure_schema(engine)
     exited = f"{what} exited with code {exit_code}" if exit_code is not None else f"{what} is gone"
+    mine = None if worker_id is None else schema.flow_runs.c.worker_id == worker_id
     with transaction(engine) as conn:
-        cancelled = cancel_if_cancelling(conn, flow_run_id, f"cancelled: {exited}")
+        cancelled = cancel_if_cancelling(conn, flow_run_id, f"cancelled: {exited}", where=mine)
         if cancelled is None:
             transition_flow_run(
                 conn,
@@ -190,6 +196,7 @@ def end_flow_run_after_exit(
                 CRASHED_NAME,
                 f"the flow run's infrastructure ended without a final state: {exited}",
                 allowed_from=(StateType.SCHEDULED, *_ACTIVE),
+                where=mine,
             )
     return read_flow_run(engine, flow_run_id)
 
@@ -199,13 +206,22 @@ def end_unstarted_flow_run(
     flow_run_id: uuid.UUID,
     crashed_message: str,
     cancelled_message: str = CANCELLED_BEFORE_START,
+    *,
+    worker_id: uuid.UUID | None = None,
 ) -> None:
     """A run that will not start (its infrastructure could not be started, its process was
     stopped before its flow started): CRASHED with ``crashed_message`` if it is still PENDING,
     CANCELLED with ``cancelled_message`` if it is being cancelled; a run that has moved on (its
-    engine ended it) is left as it is."""
+    engine ended it) is left as it is. With ``worker_id`` (the worker's report that it could not
+    start the run), only while that worker has the run and no engine took it."""
     engine = _engine(bind)
     ensure_schema(engine)
+    runs = schema.flow_runs
+    mine = (
+        None
+        if worker_id is None
+        else sa.and_(runs.c.worker_id == worker_id, runs.c.heartbeat.is_(None))
+    )
     with transaction(engine) as conn:
         crashed = transition_flow_run(
             conn,
@@ -214,9 +230,10 @@ def end_unstarted_flow_run(
             CRASHED_NAME,
             crashed_message,
             allowed_from=(StateType.PENDING,),
+            where=mine,
         )
         if crashed is None:
-            cancel_if_cancelling(conn, flow_run_id, cancelled_message)
+            cancel_if_cancelling(conn, flow_run_id, cancelled_message, where=mine)
 
 
 def release_flow_run(bind: Bind, flow_run_id: uuid.UUID, worker_id: uuid.UUID) -> None:
@@ -285,17 +302,26 @@ def reschedule_flow_run(bind: Bind, record: FlowRunRecord) -> FlowRunRecord:
 
 def flow_run_heartbeat(bind: Bind, flow_run_id: uuid.UUID) -> tuple[StateType, int] | None:
     """Record that the run's engine is alive; return the run's state type and ``state_seq`` as
-    the database has them (CANCELLING: stop), or None if the run is not there."""
+    the database has them (CANCELLING: stop), or None if the run is not there.
+
+    Only a row an engine holds (its heartbeat set when the engine took it) is stamped: a run
+    put back in its queue meanwhile (``reschedule_flow_run`` clears the heartbeat) must not look
+    held by an engine again, or no worker would ever claim it. Its state is still returned.
+    """
     engine = _engine(bind)
     ensure_schema(engine)
     runs = schema.flow_runs
     with transaction(engine) as conn:
         row = conn.execute(
             sa.update(runs)
-            .where(runs.c.id == flow_run_id)
+            .where(runs.c.id == flow_run_id, runs.c.heartbeat.is_not(None))
             .values(heartbeat=time.time())
             .returning(runs.c.state_type, runs.c.state_seq)
         ).first()
+        if row is None:
+            row = conn.execute(
+                sa.select(runs.c.state_type, runs.c.state_seq).where(runs.c.id == flow_run_id)
+            ).first()
     return None if row is None else (StateType(row.state_type), int(row.state_seq))
 
 

@@ -367,8 +367,10 @@ def claim_flow_runs(
 
 def _give_back_lost_claims(conn: sa.Connection, queues: Sequence[str], silent_since: float) -> None:
     """PENDING ``Claimed`` runs of ``queues`` that no engine took, claimed by a worker that is gone
-    or has not heartbeated since ``silent_since``: SCHEDULED again (see the module docstring)."""
-    from vivace.store.run_control import transition_flow_run
+    or has not heartbeated since ``silent_since``: SCHEDULED again (see the module docstring);
+    those being cancelled meanwhile (CANCELLING, which only that worker would have ended):
+    CANCELLED."""
+    from vivace.store.run_control import cancel_if_cancelling, transition_flow_run
 
     runs, workers = schema.flow_runs, schema.workers
     lost = conn.execute(
@@ -376,7 +378,7 @@ def _give_back_lost_claims(conn: sa.Connection, queues: Sequence[str], silent_si
         .select_from(runs.outerjoin(workers, workers.c.id == runs.c.worker_id))
         .where(
             runs.c.work_queue_name.in_(list(queues)),
-            runs.c.state_type == StateType.PENDING.value,
+            runs.c.state_type.in_([StateType.PENDING.value, StateType.CANCELLING.value]),
             runs.c.heartbeat.is_(None),
             runs.c.worker_id.is_not(None),
             sa.or_(workers.c.id.is_(None), workers.c.heartbeat < silent_since),
@@ -384,6 +386,15 @@ def _give_back_lost_claims(conn: sa.Connection, queues: Sequence[str], silent_si
     ).all()
     for run_id, worker_id, name in lost:
         who = f"worker {name!r} ({worker_id})" if name is not None else f"worker {worker_id}"
+        still_its = sa.and_(runs.c.heartbeat.is_(None), runs.c.worker_id == worker_id)
+        cancelled = cancel_if_cancelling(
+            conn,
+            run_id,
+            f"cancelled before it started: {who}, which claimed it, stopped heartbeating",
+            where=still_its,
+        )
+        if cancelled is not None:
+            continue
         transition_flow_run(
             conn,
             run_id,
@@ -392,7 +403,7 @@ def _give_back_lost_claims(conn: sa.Connection, queues: Sequence[str], silent_si
             f"given back: {who}, which claimed it, stopped heartbeating before launching it",
             allowed_from=(StateType.PENDING,),
             values={"worker_id": None},
-            where=sa.and_(runs.c.heartbeat.is_(None), runs.c.worker_id == worker_id),
+            where=still_its,
         )
 
 

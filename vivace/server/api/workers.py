@@ -223,7 +223,9 @@ def run_exited(
     from vivace.store.run_control import end_flow_run_after_exit
 
     _claimed_run_or_404(database_url, worker_id, flow_run_id)
-    run = end_flow_run_after_exit(database_url, flow_run_id, exited.exit_code, exited.description)
+    run = end_flow_run_after_exit(
+        database_url, flow_run_id, exited.exit_code, exited.description, worker_id
+    )
     if run is None:
         raise HTTPException(404, f"flow run {flow_run_id} not found")
     return FlowRun.from_record(run)
@@ -244,6 +246,7 @@ def run_start_failed(
         database_url,
         run.id,
         f"the flow run's infrastructure could not be started: {failure.message}",
+        worker_id=worker_id,
     )
     return FlowRun.from_record(_claimed_run_or_404(database_url, worker_id, flow_run_id))
 
