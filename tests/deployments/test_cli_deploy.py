@@ -32,6 +32,7 @@ def test_deploy_a_file(
     assert f"storage:        {vivace_home / 'deployments' / 'nightly'}/" in result.output
     assert "work queue:     etl-q" in result.output
     assert "Run it with: vivace deployment run nightly --param day=VALUE" in result.output
+    assert "(a worker serving it: vivace worker start --queue etl-q)" in result.output
     assert again.exit_code == 0, again.output
     assert "version 2." in again.output
     record = read_deployment(database_url, "nightly")
@@ -40,6 +41,19 @@ def test_deploy_a_file(
     assert (record.parameters, record.tags, record.work_queue_name) == ({}, (), "default")
     first = read_deployment_version(database_url, record.id, 1)
     assert first is not None and first.parameters == {"label": "1.0"}  # label is a str
+
+
+def test_deploying_to_other_infrastructure_names_the_worker_type_that_serves_it(
+    database_url: str, project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project)
+
+    result = vivace("deploy", "flows/etl.py:etl", "--name", "boxed", "--infra", "docker")
+
+    assert result.exit_code == 0, result.output
+    assert "(a worker serving it: vivace worker start --queue default --type docker)" in (
+        result.output
+    )
 
 
 @pytest.mark.parametrize(

@@ -188,9 +188,10 @@ def _report(record: DeploymentRecord) -> None:
     click.echo(f"  work queue:     {record.work_queue_name}")
     click.echo(f"  infrastructure: {record.infrastructure_type}")
     click.echo(f"Run it with: {run_command(record)}")
-    click.echo(
-        f"(a worker serving it: vivace worker start --queue {_quoted(record.work_queue_name)})"
-    )
+    # A worker only claims runs of its own infrastructure type (process by default).
+    kind = record.infrastructure_type
+    worker = f"vivace worker start --queue {_quoted(record.work_queue_name)}"
+    click.echo(f"(a worker serving it: {worker}{'' if kind == 'process' else f' --type {kind}'})")
 
 
 # -- deployment ls | inspect | delete | run ------------------------------------------------------
