@@ -139,10 +139,16 @@ class VivaceClient:
         count: int = self._get(f"/flow-runs/{_path_id(flow_run_id)}")["task_run_count"]
         return count
 
-    def count_task_runs_by_state(self, flow_run_id: uuid.UUID | str) -> dict[StateType, int]:
-        """How many task runs the flow run has per state type (every state type a key)."""
-        counts = self._get(f"/flow-runs/{_path_id(flow_run_id)}")["task_run_counts"]
-        return {StateType(name): count for name, count in counts.items()}
+    def read_flow_run_progress(
+        self, flow_run_id: uuid.UUID | str
+    ) -> tuple[FlowRunRecord | None, dict[StateType, int]]:
+        """The flow run (None if there is none) and how many task runs it has per state type
+        (every state type a key), from one request."""
+        body = self._get(f"/flow-runs/{_path_id(flow_run_id)}", missing_ok=True)
+        if body is None:
+            return None, {}
+        counts = {StateType(name): count for name, count in body["task_run_counts"].items()}
+        return _flow_run(body), counts
 
     def read_flow_run_states(self, flow_run_id: uuid.UUID | str) -> list[StateRecord]:
         """The flow run's state history, oldest first."""

@@ -118,9 +118,9 @@ def watch_flow_run(
 class _RunReader(Protocol):
     """What the watcher reads: the database's (``_DatabaseRuns``) or a ``VivaceClient``."""
 
-    def read_flow_run(self, flow_run_id: uuid.UUID) -> FlowRunRecord | None: ...
-
-    def count_task_runs_by_state(self, flow_run_id: uuid.UUID) -> dict[StateType, int]: ...
+    def read_flow_run_progress(
+        self, flow_run_id: uuid.UUID
+    ) -> tuple[FlowRunRecord | None, dict[StateType, int]]: ...
 
     def read_log_page(
         self, *, flow_run_id: uuid.UUID, limit: int, cursor: str | None
@@ -133,15 +133,13 @@ class _DatabaseRuns:
     def __init__(self, url: str) -> None:
         self.url = url
 
-    def read_flow_run(self, flow_run_id: uuid.UUID) -> FlowRunRecord | None:
-        from vivace.store.queries import read_flow_run
+    def read_flow_run_progress(
+        self, flow_run_id: uuid.UUID
+    ) -> tuple[FlowRunRecord | None, dict[StateType, int]]:
+        from vivace.store.queries import count_task_runs_by_state, read_flow_run
 
-        return read_flow_run(self.url, flow_run_id)
-
-    def count_task_runs_by_state(self, flow_run_id: uuid.UUID) -> dict[StateType, int]:
-        from vivace.store.queries import count_task_runs_by_state
-
-        return count_task_runs_by_state(self.url, flow_run_id)
+        run = read_flow_run(self.url, flow_run_id)
+        return run, {} if run is None else count_task_runs_by_state(self.url, flow_run_id)
 
     def read_log_page(self, *, flow_run_id: uuid.UUID, limit: int, cursor: str | None) -> LogPage:
         from vivace.store.queries import read_log_page
@@ -158,19 +156,14 @@ class _Watcher:
         self.logs: collections.deque[LogRecord] = collections.deque(maxlen=LOG_LINES)
         self.log_cursor: str | None = None
         self.counts: dict[StateType, int] = {}
-        self.run = self._read_run()
-        self.refresh(read_run=False)
+        self.refresh()
 
-    def _read_run(self) -> FlowRunRecord:
-        run = self.reader.read_flow_run(self.flow_run_id)
+    def refresh(self) -> None:
+        # The run and its task counts in one read (one request through a server).
+        run, self.counts = self.reader.read_flow_run_progress(self.flow_run_id)
         if run is None:
             raise _Failure(f"flow run {str(self.flow_run_id)!r} not found in the run history")
-        return run
-
-    def refresh(self, read_run: bool = True) -> None:
-        if read_run:
-            self.run = self._read_run()
-        self.counts = self.reader.count_task_runs_by_state(self.flow_run_id)
+        self.run = run
         for _ in range(_LOG_PAGES_PER_REFRESH):
             page = self.reader.read_log_page(
                 flow_run_id=self.flow_run_id, limit=_LOG_PAGE, cursor=self.log_cursor
