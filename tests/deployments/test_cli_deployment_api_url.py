@@ -8,24 +8,21 @@ Each command through the server runs with ``VIVACE_DATABASE_URL`` pointing at an
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
 
+from tests.deployments.helpers import crash_first_run_soon
 from vivace import flow, get_run_logger, task
 from vivace.cli import cli
 from vivace.deployments.deploy import load_entrypoint
 from vivace.deployments.runs import create_run
 from vivace.engine.states import StateType
 from vivace.settings import reset_settings
-from vivace.store.database import get_engine, transaction
 from vivace.store.deployments import DeploymentRecord, read_deployment
 from vivace.store.queries import read_flow_run, read_flow_runs
 from vivace.store.records import FlowRunRecord
-from vivace.store.run_control import transition_flow_run
 from vivace.store.writer import get_writer
 
 
@@ -210,22 +207,7 @@ def test_flow_run_watch_prints_the_same(
 def test_run_watch_follows_the_run_through_the_server(
     database_url: str, deployment: DeploymentRecord, server_only: str
 ) -> None:
-    def crash_it() -> None:
-        deadline = time.monotonic() + 20
-        while not (runs := runs_of(database_url, deployment)) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        with transaction(get_engine(database_url)) as conn:
-            transition_flow_run(
-                conn,
-                runs[0].id,
-                StateType.CRASHED,
-                "Crashed",
-                "process 42 exited with code 9",
-                allowed_from=(StateType.SCHEDULED,),
-            )
-
-    thread = threading.Thread(target=crash_it, daemon=True)
-    thread.start()
+    thread = crash_first_run_soon(database_url, deployment.id)
     result = vivace(
         "deployment", "run", "nightly", "-p", "day=1", "--watch", "--api-url", server_only
     )

@@ -11,13 +11,11 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from tests.deployments.helpers import crash_first_run_soon
 from vivace import flow, get_run_logger, task
 from vivace.cli import cli
-from vivace.engine.states import StateType
-from vivace.store.database import get_engine, transaction
 from vivace.store.deployments import DeploymentRecord
 from vivace.store.queries import read_flow_runs
-from vivace.store.run_control import transition_flow_run
 
 gate = threading.Event()
 
@@ -105,21 +103,7 @@ def test_watch_an_unknown_or_bad_id(database_url: str) -> None:
 def test_deployment_run_watch_follows_the_new_run(
     database_url: str, deployment: DeploymentRecord
 ) -> None:
-    def crash_it() -> None:
-        while not (runs := read_flow_runs(database_url, deployment_id=deployment.id)[0]):
-            time.sleep(0.02)
-        with transaction(get_engine(database_url)) as conn:
-            transition_flow_run(
-                conn,
-                runs[0].id,
-                StateType.CRASHED,
-                "Crashed",
-                "process 42 exited with code 9",
-                allowed_from=(StateType.SCHEDULED,),
-            )
-
-    thread = threading.Thread(target=crash_it, daemon=True)
-    thread.start()
+    thread = crash_first_run_soon(database_url, deployment.id)
     result = vivace("deployment", "run", "nightly", "-p", "day=1", "--watch")
     thread.join(timeout=10)
 
