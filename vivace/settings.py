@@ -6,6 +6,7 @@ environment between runs).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -128,10 +129,112 @@ class Settings(BaseSettings):
         ),
     )
 
+    # -- the server's services (vivace.services) ------------------------------------------------
+    server_services: bool = Field(
+        default=True,
+        description=(
+            "Run the services (scheduler, late and zombie runs, notifications, retention) inside "
+            "`vivace server start`; off when they run alone (`vivace server services start`)."
+        ),
+    )
+    scheduler_loop_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds between the scheduler's loops, which create deployments' runs.",
+    )
+    scheduler_max_runs: int = Field(
+        default=100,
+        gt=0,
+        description="Scheduled runs the scheduler keeps created ahead, per schedule, at most.",
+    )
+    scheduler_max_scheduled_time: dt.timedelta = Field(
+        default=dt.timedelta(days=100),
+        gt=dt.timedelta(0),
+        description=(
+            "How far ahead the scheduler creates runs, at most (seconds, or ISO 8601 like P100D)."
+        ),
+    )
+    late_after_seconds: float = Field(
+        default=15.0,
+        ge=0,
+        description="Seconds after its scheduled time at which a run not yet started is Late.",
+    )
+    late_runs_loop_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds between the loops that mark late runs Late (and skip the too late).",
+    )
+    heartbeat_missed_limit: int = Field(
+        default=3,
+        gt=0,
+        description=(
+            "Heartbeat intervals a RUNNING flow run may stay silent before it is marked CRASHED."
+        ),
+    )
+    zombies_loop_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds between the loops that look for flow runs whose heartbeat stopped.",
+    )
+    concurrency_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "Seconds a concurrency slot is held without renewal: the slots of a holder that "
+            "died come back after this (live holders renew them every third of it)."
+        ),
+    )
+    notifications_loop_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds between the loops that send notifications.",
+    )
+    notification_max_attempts: int = Field(
+        default=5,
+        gt=0,
+        description="Attempts to deliver one notification before it is recorded as failed.",
+    )
+    ui_url: str | None = Field(
+        default=None,
+        description=(
+            "Base URL of the web UI as people reach it (e.g. https://vivace.example.com), for "
+            "the links in notifications; default: VIVACE_API_URL without /api."
+        ),
+    )
+    retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "Delete flow runs (with their task runs, states and logs) that ended more than this "
+            "many days ago; default: keep everything."
+        ),
+    )
+    retention_loop_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Seconds between the retention service's loops.",
+    )
+    retention_batch_size: int = Field(
+        default=500,
+        gt=0,
+        description="Flow runs the retention service deletes per transaction (short locks).",
+    )
+
     @field_validator("home", mode="after")
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("scheduler_max_scheduled_time", mode="before")
+    @classmethod
+    def _seconds_as_timedelta(cls, value: object) -> object:
+        # The environment gives strings: "8640000" means seconds, like a number would.
+        if isinstance(value, str):
+            try:
+                return dt.timedelta(seconds=float(value))
+            except ValueError:
+                return value
+        return value
 
     @field_validator("logging_level", mode="after")
     @classmethod

@@ -45,6 +45,12 @@ VIVACE_TABLES = {
     "deployment_versions",
     "work_queues",
     "workers",
+    "deployment_schedules",
+    "concurrency_limits",
+    "concurrency_leases",
+    "notification_policies",
+    "notification_deliveries",
+    "service_state",
 }
 
 

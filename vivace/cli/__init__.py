@@ -444,8 +444,11 @@ def _duration(value: dt.timedelta | None) -> str:
 from vivace.cli import api_keys as _api_keys  # noqa: E402, F401
 from vivace.cli import blocks as _blocks  # noqa: E402, F401
 from vivace.cli import cancel as _cancel  # noqa: E402, F401
+from vivace.cli import concurrency as _concurrency  # noqa: E402, F401
 from vivace.cli import deployments as _deployments  # noqa: E402, F401
+from vivace.cli import notifications as _notifications  # noqa: E402, F401
 from vivace.cli import results as _results  # noqa: E402, F401
+from vivace.cli import retention as _retention  # noqa: E402, F401
 from vivace.cli import server as _server  # noqa: E402, F401
 from vivace.cli import watch as _watch  # noqa: E402, F401
 from vivace.cli import workers as _workers  # noqa: E402, F401

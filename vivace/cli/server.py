@@ -1,9 +1,14 @@
 """``vivace server start``: the HTTP server (history API, web UI, /metrics) under uvicorn.
 
-    vivace server start [--host 127.0.0.1] [--port 4200] [--allow-unauthenticated]
+    vivace server start [--host 127.0.0.1] [--port 4200] [--allow-unauthenticated] [--no-services]
+    vivace server services start [--only NAME ...]
+    vivace server services ls
 
 It migrates the database first, then serves until SIGTERM or Ctrl-C, and exits 0 after a clean
-shutdown. While no API key exists (none stored, not even revoked, none in ``VIVACE_API_KEYS``)
+shutdown. The services (:mod:`vivace.services`: scheduler, late and zombie runs, notifications,
+retention) run inside it on background threads, unless ``--no-services`` (or
+``VIVACE_SERVER_SERVICES=false``) says they run elsewhere, alone, with ``vivace server services
+start``. While no API key exists (none stored, not even revoked, none in ``VIVACE_API_KEYS``)
 the server is open, so it refuses to listen on an address other machines can reach unless told
 ``--allow-unauthenticated``; and, unless so told, while open it answers only requests addressed to
 ``localhost`` or an IP address, so that no other site's page can read it through a browser.
@@ -46,7 +51,12 @@ def server() -> None:
         "reach the server can read)."
     ),
 )
-def server_start(host: str, port: int, allow_unauthenticated: bool) -> None:
+@click.option(
+    "--no-services",
+    is_flag=True,
+    help="Do not run the services here (they run with `vivace server services start`).",
+)
+def server_start(host: str, port: int, allow_unauthenticated: bool, no_services: bool) -> None:
     """Serve the run history over HTTP until stopped (SIGTERM or Ctrl-C)."""
     from vivace.settings import get_settings, secret_value
     from vivace.store.api_keys import parse_env_api_keys, read_key_roles
@@ -74,7 +84,88 @@ def server_start(host: str, port: int, allow_unauthenticated: bool) -> None:
     else:
         access = "no API key exists: open to anyone who can reach it"
     click.echo(f"vivace server on {_base_url(host, port)} over {masked_url(url)}; {access}")
-    serve(app, host, port)
+    runner = None
+    if get_settings().server_services and not no_services:
+        from vivace.services.runner import ServiceRunner
+
+        runner = ServiceRunner(url)
+        runner.start()
+        click.echo(f"services: {', '.join(service.name for service in runner.services)}")
+    try:
+        serve(app, host, port)
+    finally:
+        if runner is not None:
+            runner.stop()
+
+
+@server.group("services")
+def services() -> None:
+    """The server's services, run alone (when the API is scaled out) or inspected."""
+
+
+@services.command("start")
+@click.option(
+    "--only",
+    "names",
+    multiple=True,
+    metavar="NAME",
+    help="Run only this service (repeatable); default: all of them.",
+)
+def services_start(names: tuple[str, ...]) -> None:
+    """Run the services until stopped (SIGTERM or Ctrl-C), without the HTTP server."""
+    from vivace.services.runner import ServiceRunner
+    from vivace.store.database import masked_url, upgrade_database
+
+    url = _database_url()
+    try:
+        runner = ServiceRunner(url, names or None)
+    except ValueError as error:
+        raise _BadInput(str(error)) from None
+    upgrade_database(url)
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.signal(number, lambda *_: runner.stop(0)) for number in stop_signals}
+    runner.start()
+    shown = ", ".join(service.name for service in runner.services) or "none (all disabled)"
+    click.echo(f"vivace services over {masked_url(url)}: {shown}")
+    try:
+        runner.wait()
+    finally:
+        runner.stop()
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@services.command("ls")
+def services_ls() -> None:
+    """Each service: whether it is enabled, its interval, and its last loop."""
+    import datetime as dt
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from vivace.services import load_services
+    from vivace.settings import get_settings
+    from vivace.store.service_state import read_service_states
+
+    settings = get_settings()
+    rows = read_service_states(_database_url())
+    states = {state.name: state.data.get("loop") or {} for state in rows}
+    table = Table("service", "enabled", "every", "last loop", "took", "outcome")
+    for service in load_services():
+        loop = states.get(service.name, {})
+        last = loop.get("last_loop")
+        when = "-" if not last else dt.datetime.fromtimestamp(last, dt.UTC).isoformat(" ", "s")
+        took = f"{loop['seconds']:.3f} s" if "seconds" in loop else "-"
+        outcome = f"error: {loop['error']}" if loop.get("error") else (loop.get("summary") or "-")
+        table.add_row(
+            service.name,
+            "yes" if service.enabled(settings) else "no",
+            f"{service.interval(settings):g} s",
+            when,
+            took,
+            outcome,
+        )
+    Console(width=160).print(table)
 
 
 def serve(app: FastAPI, host: str, port: int) -> None:

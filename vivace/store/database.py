@@ -36,7 +36,7 @@ from vivace.store import schema
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 """The newest migration in ``migrations/versions``; a test pins it to Alembic's head."""
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")

@@ -54,6 +54,10 @@ class DeploymentSpec:
     work_queue_name: str = "default"
     tags: tuple[str, ...] = ()
     description: str | None = None
+    # Scheduled runs late by more than this many seconds are skipped, not started (None: never).
+    skip_late_after: float | None = None
+    # At most this many of the deployment's runs claimed and not yet over (None: no limit).
+    concurrency_limit: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -74,6 +78,8 @@ class DeploymentRecord:
     description: str | None
     created: dt.datetime
     updated: dt.datetime
+    skip_late_after: float | None = None
+    concurrency_limit: int | None = None
 
     @property
     def infrastructure_type(self) -> str:

@@ -64,6 +64,8 @@ class FlowRunRecord:
     worker_id: uuid.UUID | None = None
     infrastructure_id: str | None = None
     heartbeat: dt.datetime | None = None
+    # The deployment schedule that made the run (revision 0006); None for runs made on demand.
+    schedule_id: uuid.UUID | None = None
 
     @property
     def state(self) -> State:

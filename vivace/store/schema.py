@@ -70,6 +70,9 @@ flow_runs = sa.Table(
     sa.Column("worker_id", UUIDType, nullable=True),
     sa.Column("infrastructure_id", sa.String(255), nullable=True),
     sa.Column("heartbeat", Timestamp, nullable=True),
+    # Revision 0006 (schedules and services): the deployment schedule that made the run (None for
+    # runs made on demand); a run is unique per schedule and scheduled time.
+    sa.Column("schedule_id", UUIDType, nullable=True),
     sa.Index("ix_flow_runs_flow_id_start_time", "flow_id", "start_time"),
     sa.Index("ix_flow_runs_state_type_start_time", "state_type", "start_time"),
     sa.Index("ix_flow_runs_start_time", "start_time"),
@@ -90,6 +93,16 @@ flow_runs = sa.Table(
         "idempotency_key",
         unique=True,
     ),
+    # The scheduler's idempotency: two loops (or a loop racing a redeploy) never make the same run
+    # twice; and "this schedule's runs that have not started" for a schedule that changed.
+    sa.Index(
+        "ux_flow_runs_schedule_expected_start",
+        "schedule_id",
+        "expected_start_time",
+        unique=True,
+    ),
+    # What the late-run and zombie services read: runs in one state, oldest first.
+    sa.Index("ix_flow_runs_state_type_expected_start", "state_type", "expected_start_time"),
     sa.Index(
         "ix_flow_runs_tags",
         "tags",
@@ -107,6 +120,8 @@ flow_run_states = sa.Table(
     sa.Column("name", sa.String(64), nullable=False),
     sa.Column("timestamp", Timestamp, nullable=False),
     sa.Column("message", sa.Text, nullable=True),
+    # What the notification service reads: flow-run states entered since its cursor (0006).
+    sa.Index("ix_flow_run_states_timestamp", "timestamp"),
     # Small rows under a composite key: on SQLite one B-tree instead of a table plus an index.
     sqlite_with_rowid=False,
 )
@@ -269,6 +284,11 @@ def _deployment_columns() -> list[sa.Column[Any]]:
         sa.Column("work_queue_name", sa.String(255), nullable=False),
         sa.Column("tags", JSONType, nullable=True),
         sa.Column("description", sa.Text, nullable=True),
+        # Revision 0006: scheduled runs late by more than this many seconds are skipped, not
+        # started (a backlog after an outage does not stampede); None: never skipped.
+        sa.Column("skip_late_after", sa.Float, nullable=True),
+        # At most this many of the deployment's runs claimed and not yet over; None: no limit.
+        sa.Column("concurrency_limit", sa.Integer, nullable=True),
     ]
 
 
@@ -317,4 +337,115 @@ workers = sa.Table(
     sa.Column("pid", sa.Integer, nullable=False),
     sa.Column("started", Timestamp, nullable=False),
     sa.Column("heartbeat", Timestamp, nullable=False),
+)
+
+
+# -- schedules and the server's services (revision 0006) -----------------------------------------
+
+deployment_schedules = sa.Table(
+    "deployment_schedules",
+    metadata,
+    sa.Column("id", UUIDType, primary_key=True),
+    sa.Column("deployment_id", UUIDType, nullable=False),
+    # Its place among the deployment's schedules, as deployed.
+    sa.Column("position", sa.Integer, nullable=False),
+    # {"cron": "0 9 * * 1-5", "timezone": "Europe/Lisbon"} | {"interval": seconds, "anchor":
+    # ISO time, "timezone": ...} | {"rrule": "FREQ=...", "timezone": ...}: vivace.schedules.
+    sa.Column("schedule", JSONType, nullable=False),
+    # Parameters of this schedule's runs, over the deployment's defaults.
+    sa.Column("parameters", JSONType, nullable=True),
+    sa.Column("active", sa.Boolean, nullable=False),
+    # The latest scheduled time a run was created for (None: none yet).
+    sa.Column("filled_until", Timestamp, nullable=True),
+    # When the scheduler must next look at this schedule (None while paused): a loop reads only
+    # the schedules due, so its cost follows what is due, not how many schedules exist.
+    sa.Column("due_at", Timestamp, nullable=True),
+    sa.Column("created", Timestamp, nullable=False),
+    sa.Column("updated", Timestamp, nullable=False),
+    sa.Index("ix_deployment_schedules_deployment_id", "deployment_id", "position"),
+    sa.Index("ix_deployment_schedules_due_at", "due_at"),
+)
+
+concurrency_limits = sa.Table(
+    "concurrency_limits",
+    metadata,
+    sa.Column("id", UUIDType, primary_key=True),
+    # "tag:<tag>" for a task tag's limit, any other name for `vivace.concurrency(name)`.
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("limit", sa.Integer, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("created", Timestamp, nullable=False),
+    sa.Column("updated", Timestamp, nullable=False),
+)
+
+concurrency_leases = sa.Table(
+    "concurrency_leases",
+    metadata,
+    # One holder's slots of one limit; its holder renews ``expires`` while it lives, so the slots
+    # of a holder that died come back when the lease runs out.
+    sa.Column("id", UUIDType, primary_key=True),
+    sa.Column("limit_name", sa.String(255), nullable=False),
+    sa.Column("occupy", sa.Integer, nullable=False),
+    # Who holds it: "host:pid" and, for a task's slot, the task run id.
+    sa.Column("holder", sa.String(255), nullable=False),
+    sa.Column("acquired", Timestamp, nullable=False),
+    sa.Column("expires", Timestamp, nullable=False),
+    sa.Index("ix_concurrency_leases_limit_name", "limit_name", "expires"),
+    sa.Index("ix_concurrency_leases_expires", "expires"),
+)
+
+notification_policies = sa.Table(
+    "notification_policies",
+    metadata,
+    sa.Column("id", UUIDType, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    # State names that trigger it ("Failed", "Crashed", "Late", "Completed", ...).
+    sa.Column("states", JSONType, nullable=False),
+    # Filters, each None for "any": flow names, run tags (any of), deployment names.
+    sa.Column("flow_names", JSONType, nullable=True),
+    sa.Column("tags", JSONType, nullable=True),
+    sa.Column("deployment_names", JSONType, nullable=True),
+    # The webhook block the notification is sent with.
+    sa.Column("block_name", sa.String(255), nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("created", Timestamp, nullable=False),
+    sa.Column("updated", Timestamp, nullable=False),
+)
+
+notification_deliveries = sa.Table(
+    "notification_deliveries",
+    metadata,
+    sa.Column("id", UUIDType, primary_key=True),
+    sa.Column("policy_id", UUIDType, nullable=False),
+    sa.Column("flow_run_id", UUIDType, nullable=False),
+    # The state (its seq in the run's history) the notification is about.
+    sa.Column("state_seq", sa.Integer, nullable=False),
+    sa.Column("state_name", sa.String(64), nullable=False),
+    # "pending", "delivered" or "failed" (gave up after its retries).
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt", Timestamp, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created", Timestamp, nullable=False),
+    sa.Column("delivered", Timestamp, nullable=True),
+    # One notification per policy and state entered, however often the service sees it.
+    sa.Index(
+        "ux_notification_deliveries_policy_run_state",
+        "policy_id",
+        "flow_run_id",
+        "state_seq",
+        unique=True,
+    ),
+    sa.Index("ix_notification_deliveries_status_next", "status", "next_attempt"),
+    sa.Index("ix_notification_deliveries_created", "created"),
+)
+
+service_state = sa.Table(
+    "service_state",
+    metadata,
+    # What each server service keeps between loops and across restarts (a cursor, its last loop's
+    # time and outcome), shared by every process that runs the services.
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("data", JSONType, nullable=False),
+    sa.Column("updated", Timestamp, nullable=False),
 )

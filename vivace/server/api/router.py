@@ -9,12 +9,16 @@ from fastapi import APIRouter, Depends
 
 from vivace.server import auth
 from vivace.server.api import (
+    concurrency,
     deployments,
     flow_run_control,
     flow_runs,
     flows,
     health,
     logs,
+    notifications,
+    schedules,
+    services,
     task_runs,
     work_queues,
     workers,
@@ -30,3 +34,7 @@ router.include_router(deployments.router)
 router.include_router(flow_run_control.router)
 router.include_router(work_queues.router)
 router.include_router(workers.router)
+router.include_router(schedules.router)
+router.include_router(concurrency.router)
+router.include_router(notifications.router)
+router.include_router(services.router)

@@ -12,11 +12,13 @@ from fastapi import APIRouter
 from starlette.staticfiles import StaticFiles
 
 from vivace.server.ui import (
+    concurrency,
     dashboard,
     deployments,
     flow_run,
     flow_runs,
     flows,
+    notifications,
     signin,
     task_runs,
     work_queues,
@@ -34,6 +36,8 @@ router.include_router(task_runs.page_router)
 router.include_router(task_runs.live_router)
 router.include_router(deployments.router)
 router.include_router(work_queues.router)
+router.include_router(concurrency.router)
+router.include_router(notifications.router)
 router.include_router(signin.router)
 
 

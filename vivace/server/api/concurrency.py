@@ -1,0 +1,7 @@
+"""Placeholder: filled in by the issue-7 work on concurrency."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
