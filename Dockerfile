@@ -4,6 +4,7 @@
 #
 #   docker build -t vivace .                              # extras: postgres, dask, server
 #   docker build -t vivace --build-arg WITH_RAY=true .    # and ray
+#   docker build -t vivace --build-arg WITH_KUBERNETES=true .   # and kubernetes (Jobs)
 #   docker run --rm vivace vivace --help
 #
 # The default command serves the history on port 4200. It refuses to listen beyond the container
@@ -15,6 +16,7 @@ ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
 ARG WITH_RAY=false
+ARG WITH_KUBERNETES=false
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
@@ -23,6 +25,7 @@ COPY vivace ./vivace
 # A virtual environment, so the runtime stage copies exactly what was installed.
 RUN extras="postgres,dask,server"; \
     if [ "$WITH_RAY" = "true" ]; then extras="$extras,ray"; fi; \
+    if [ "$WITH_KUBERNETES" = "true" ]; then extras="$extras,kubernetes"; fi; \
     python -m venv /opt/vivace \
     && /opt/vivace/bin/pip install "/src[$extras]"
 

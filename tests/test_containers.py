@@ -228,7 +228,7 @@ def test_the_image_installs_extras_that_exist() -> None:
 
     installed = re.findall(r'extras="([^"]+)"', install)
     named = {extra for group in installed for extra in group.replace("$extras,", "").split(",")}
-    assert named == {"postgres", "dask", "server", "ray"}
+    assert named == {"postgres", "dask", "server", "ray", "kubernetes"}
     assert named <= set(extras)
 
 

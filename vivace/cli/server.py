@@ -154,7 +154,9 @@ def services_ls() -> None:
     for service in load_services():
         loop = states.get(service.name, {})
         last = loop.get("last_loop")
-        when = "-" if not last else dt.datetime.fromtimestamp(last, dt.UTC).isoformat(" ", "s")
+        when = "-"
+        if last:
+            when = dt.datetime.fromtimestamp(last, dt.UTC).isoformat(" ", "seconds")
         took = f"{loop['seconds']:.3f} s" if "seconds" in loop else "-"
         outcome = f"error: {loop['error']}" if loop.get("error") else (loop.get("summary") or "-")
         table.add_row(
