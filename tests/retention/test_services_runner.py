@@ -195,6 +195,14 @@ def test_services_start_refuses_an_unknown_name(database_url: str) -> None:
     )
 
 
+def test_services_start_refuses_a_named_service_that_is_disabled(database_url: str) -> None:
+    result = vivace("server", "services", "start", "--only", "retention")
+
+    assert result.exit_code == 2
+    assert "service 'retention' is disabled by the settings in force" in result.stderr
+    assert "VIVACE_RETENTION_DAYS" in result.stderr
+
+
 def test_services_ls_shows_every_service_and_its_last_loop(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

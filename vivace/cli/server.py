@@ -121,6 +121,13 @@ def services_start(names: tuple[str, ...]) -> None:
         runner = ServiceRunner(url, names or None)
     except ValueError as error:
         raise _BadInput(str(error)) from None
+    disabled = sorted(set(names) - {service.name for service in runner.services})
+    if disabled:
+        # Asked for by name yet off: running nothing and saying nothing would hide the mistake.
+        raise _BadInput(
+            f"service {', '.join(map(repr, disabled))} is disabled by the settings in force "
+            "(retention needs VIVACE_RETENTION_DAYS); `vivace server services ls` shows them"
+        )
     upgrade_database(url)
     stop_signals = (signal.SIGINT, signal.SIGTERM)
     previous = {number: signal.signal(number, lambda *_: runner.stop(0)) for number in stop_signals}
