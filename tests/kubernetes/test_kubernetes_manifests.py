@@ -347,8 +347,9 @@ def test_probes_reach_paths_the_server_answers_without_a_key(
         for kind, probe in probes.items():
             assert probe["httpGet"]["port"] == server["ports"][0]["name"], kind
             assert client.get(probe["httpGet"]["path"]).status_code == 200, kind
-    # Readiness is the health check, which queries the database.
+    # Readiness is the health check, which queries the database; liveness must not be.
     assert probes["readinessProbe"]["httpGet"]["path"] == "/api/health"
+    assert probes["livenessProbe"]["httpGet"]["path"] == "/api/health/live"
 
 
 # -- the worker's permissions -------------------------------------------------------------------

@@ -25,6 +25,7 @@ from vivace.exceptions import ConfigurationError
 from vivace.server import errors
 from vivace.server.api import models
 from vivace.server.app import create_app
+from vivace.settings import reset_settings
 from vivace.store import records
 
 
@@ -91,6 +92,24 @@ def test_health_is_503_when_the_database_cannot_be_reached(
     assert response.json() == {"detail": errors.UNAVAILABLE}
     assert str(port) not in response.text  # the reason is logged, not shown to anyone
     assert f"127.0.0.1:{port}" in caplog.text
+
+
+def test_liveness_answers_without_a_key_while_the_database_is_unreachable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("VIVACE_API_KEYS", "admin:" + "k" * 32)
+    reset_settings()
+    app = create_app(f"postgresql+psycopg://postgres@127.0.0.1:{port}/nowhere")
+
+    with client(app) as test_client:
+        live = test_client.get("/api/health/live")
+        ready = test_client.get("/api/health")
+
+    assert (live.status_code, live.json()) == (200, {"status": "ok", "version": __version__})
+    assert ready.status_code == 503
 
 
 # -- error handlers -----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ is emptied under it (``vivace db reset``).
 - ``/api/*``, ``/metrics`` without a valid key: 401, JSON ``{"detail": ...}``, with
   ``WWW-Authenticate: Bearer`` (clients and scrapers cannot follow a sign-in page);
 - any other path (the UI, ``/docs``): a 303 redirect to ``/signin?next=<path>``;
-- exempt: ``/api/health``, ``/signin``, ``/signout`` and ``/static/*``.
+- exempt: ``/api/health``, ``/api/health/live``, ``/signin``, ``/signout`` and ``/static/*``.
 
 An open server started by ``vivace server start`` (``local_hosts_only_while_open``) also refuses,
 403, requests whose ``Host`` is a DNS name other than ``localhost``: a page of another site
@@ -66,7 +66,7 @@ LAST_USED_EVERY_SECONDS = 60.0
 """How often, at most, one key's ``last_used`` is written."""
 COOKIE_NAME = "vivace_api_key"
 
-_EXEMPT_PATHS = frozenset({"/api/health", "/signin", "/signout"})
+_EXEMPT_PATHS = frozenset({"/api/health", "/api/health/live", "/signin", "/signout"})
 _EXEMPT_PREFIXES = ("/static/",)
 _STATE_KEY = "vivace_access"
 _ROLE_RANK = {"read": 1, "admin": 2}
