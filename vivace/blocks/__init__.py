@@ -12,7 +12,8 @@
 
 Secret fields are encrypted at rest (``vivace.blocks.encryption``); filesystem blocks share
 ``read_path``, ``write_path``, ``put_directory`` and ``get_directory``
-(``vivace.blocks.filesystems``). ``vivace block ls | inspect NAME | delete NAME`` manage them.
+(``vivace.blocks.filesystems``); ``Webhook`` is where notification policies send
+(``vivace.blocks.notifications``). ``vivace block ls | inspect NAME | delete NAME`` manage them.
 Importing this package loads pydantic only: fsspec, cryptography and the cloud libraries are
 imported when a block needs them.
 """
@@ -23,6 +24,7 @@ from vivace.blocks.cloud import AzureBlobStorage, GCSBucket, S3Bucket, SMBFileSy
 from vivace.blocks.core import Block, Secret
 from vivace.blocks.filesystems import FileSystemBlock, LocalFileSystem, RemoteFileSystem
 from vivace.blocks.git import GitHubRepository
+from vivace.blocks.notifications import Webhook
 
 __all__ = [
     "AzureBlobStorage",
@@ -35,4 +37,5 @@ __all__ = [
     "S3Bucket",
     "SMBFileSystem",
     "Secret",
+    "Webhook",
 ]
