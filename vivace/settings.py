@@ -124,8 +124,8 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         description=(
-            "Seconds between heartbeats of a deployment's flow run (and of a worker); also how "
-            "soon a running flow run notices it is being cancelled."
+            "Seconds between heartbeats of every running flow run (and of a worker); also how "
+            "soon a deployment's running flow run notices it is being cancelled."
         ),
     )
 

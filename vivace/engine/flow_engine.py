@@ -41,7 +41,14 @@ final state again, past the database's ``state_seq``. It records what happened (
 finished, COMPLETED or otherwise, and keeps its result) rather than a CANCELLED that did not
 happen; the CANCELLING row stays in the history, showing the request came too late, as the
 API's answer to cancelling a run that has ended is a refusal. Plain flow calls have none of
-this: no heartbeat thread, no query of their own.
+this: no heartbeat thread, no query of their own, no cancellation.
+
+They heartbeat all the same, so that the ``zombies`` service ends a run CRASHED when its process
+dies (:mod:`vivace.store.run_health`): from the start of each attempt until the engine leaves, a
+plain call, a subflow or a resumed run is in the writer's set of running flow runs
+(:meth:`~vivace.store.writer.BatchWriter.watch_flow_run`), whose background thread stamps them
+all every ``VIVACE_HEARTBEAT_INTERVAL`` seconds in one UPDATE: no thread and no query of the
+run's own, nothing per task.
 """
 
 from __future__ import annotations
@@ -273,6 +280,8 @@ class FlowRunEngine:
         if retry:
             self._prepare_reuse()
         self.set_state(State(StateType.RUNNING, name=RETRYING if retry else None))
+        if self.heartbeat is None:  # a deployment's run beats on its own thread
+            self.writer.watch_flow_run(self.run.id)
         self.listen()
 
     def listen(self) -> None:
@@ -423,7 +432,9 @@ class FlowRunEngine:
             run_context.reset(self._token)
             self._token = None
         restore_sigterm_handler(self._previous_sigterm)
-        if self.heartbeat is not None:
+        if self.heartbeat is None:
+            self.writer.unwatch_flow_run(self.run.id)
+        else:
             self._listen(False)
             if self.heartbeat.stop():
                 # Only once no beat can send the signal any more: its default action kills.

@@ -7,9 +7,11 @@ database has it. CANCELLING means somebody asked to cancel the run (``vivace flo
 ``POST /api/flow-runs/{id}/cancel``): the heartbeat calls ``on_cancelling`` once, with the row's
 ``state_seq``, and the engine stops the run (:mod:`vivace.engine.flow_engine`).
 
-Only deployment runs have one: a plain flow call starts no thread and makes no query of its own.
-A database that cannot be reached for a while is logged once and retried at the next beat; the
-run goes on meanwhile.
+Only deployment runs have one: a plain flow call starts no thread and makes no query of its own;
+its process's writer stamps its heartbeat along with those of the process's other running flow
+runs (:mod:`vivace.store.writer`), without the cancel check. A run whose heartbeat stops, either
+way, is ended CRASHED by the server's ``zombies`` service. A database that cannot be reached for
+a while is logged once and retried at the next beat; the run goes on meanwhile.
 """
 
 from __future__ import annotations

@@ -11,6 +11,9 @@ Who holds a run: a row with a ``heartbeat`` has been taken by an engine (``pytho
 vivace.engine``), which alone writes its states from then on, including a SCHEDULED
 ``AwaitingRetry`` between two attempts of its flow's retries; a row without one is at most
 claimed by a worker (PENDING ``Claimed``, ``worker_id``) or waiting in its queue (SCHEDULED).
+(Every other flow run gets a heartbeat too once it runs, from its process's writer: it is its
+engine's from the start. A run whose heartbeat stops is ended by the ``zombies`` service,
+:mod:`vivace.store.run_health`.)
 
 Cancelling (:func:`request_cancellation`) is for runs created from a deployment only: those are
 the runs a worker or an engine's heartbeat watches. A run waiting in its queue (SCHEDULED, no

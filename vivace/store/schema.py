@@ -103,6 +103,9 @@ flow_runs = sa.Table(
     ),
     # What the late-run and zombie services read: runs in one state, oldest first.
     sa.Index("ix_flow_runs_state_type_expected_start", "state_type", "expected_start_time"),
+    # A deployment's runs in one state: what its concurrency limit counts at each claim, without
+    # reading the deployment's finished history.
+    sa.Index("ix_flow_runs_deployment_state", "deployment_id", "state_type"),
     sa.Index(
         "ix_flow_runs_tags",
         "tags",

@@ -6,12 +6,16 @@ or a worker naming it) and has a priority (lower is served first), an optional c
 
 :func:`claim_flow_runs` is how a worker takes runs: in one transaction it reads the due SCHEDULED
 runs of its queues (those whose expected start is within the prefetch window), in queue priority
-then start order, within each queue's free slots and the worker's own free slots, and moves each
-to PENDING ``Claimed`` with the worker's id in one conditional UPDATE. A run is claimed by exactly
-one worker: the UPDATE only matches a run still SCHEDULED and not held by an engine (a SCHEDULED
-``AwaitingRetry`` row with a ``heartbeat`` is its engine's, waiting to retry its flow). On SQLite
-the transaction holds the write lock from its start; on PostgreSQL the queue rows are locked
-first, so two workers of one queue never both count the same free slot.
+then start order, within each queue's free slots, each deployment's free slots (its
+``concurrency_limit``: its runs claimed and not over, counted like a queue's) and the worker's
+own free slots, and moves each to PENDING ``Claimed`` with the worker's id in one conditional
+UPDATE. A run is claimed by exactly one worker: the UPDATE only matches a run still SCHEDULED and
+not held by an engine (a SCHEDULED ``AwaitingRetry`` row with a ``heartbeat`` is its engine's,
+waiting to retry its flow). A run later than its deployment's ``skip_late_after`` is never
+claimed: the ``late_runs`` service ends it ``Skipped`` (:mod:`vivace.store.run_health`), and the
+claim does not wait for it to look. On SQLite the transaction holds the write lock from its
+start; on PostgreSQL the queue rows, then the rows of the limited deployments with due runs, are
+locked first, so two workers never both count the same free slot.
 
 Lost workers: a worker killed with ``kill -9`` (or whose machine died) never gives back the runs
 it claimed and had not launched yet. The same claim transaction first puts such runs of the
@@ -52,14 +56,33 @@ SCHEDULED_NAME = "Scheduled"
 _OCCUPYING = (StateType.PENDING, StateType.RUNNING, StateType.CANCELLING, StateType.PAUSED)
 
 
-def _occupying() -> sa.ColumnElement[bool]:
-    """A run that holds one of its queue's slots: claimed and not over, or SCHEDULED while
-    its engine waits to retry it (its process still runs)."""
+def _occupying() -> tuple[sa.ColumnElement[bool], ...]:
+    """A run that holds one of its queue's (or deployment's) slots: claimed and not over, or
+    SCHEDULED while its engine waits to retry it (its process still runs). Two conditions, each
+    one index range on (queue or deployment, state_type): as one OR, SQLite reads every run the
+    queue or deployment ever had."""
     runs = schema.flow_runs
-    return sa.or_(
+    return (
         runs.c.state_type.in_([s.value for s in _OCCUPYING]),
         sa.and_(runs.c.state_type == StateType.SCHEDULED.value, runs.c.heartbeat.is_not(None)),
     )
+
+
+def _count_occupying(
+    conn: sa.Connection, column: sa.Column[Any], keys: Sequence[Any]
+) -> dict[Any, int]:
+    """How many runs of each of ``keys`` (values of ``column``: queue names, deployment ids)
+    hold a slot."""
+    counts = dict.fromkeys(keys, 0)
+    for condition in _occupying():
+        query = (
+            sa.select(column, sa.func.count())
+            .where(column.in_(list(keys)), condition)
+            .group_by(column)
+        )
+        for key, count in conn.execute(query):
+            counts[key] += count
+    return counts
 
 
 _MAX_NAME = 255
@@ -175,7 +198,10 @@ def read_work_queues(bind: Bind) -> list[WorkQueueRecord]:
 
 def count_active_runs(bind: Bind, names: Sequence[str]) -> dict[str, int]:
     """How many runs of each queue are claimed and not over (what its limit counts)."""
-    return _count_runs_by_queue(bind, names, _occupying())
+    engine = _engine(bind)
+    ensure_schema(engine)
+    with connect(engine) as conn:
+        return _count_occupying(conn, schema.flow_runs.c.work_queue_name, names)
 
 
 def count_waiting_runs(bind: Bind, names: Sequence[str]) -> dict[str, int]:
@@ -299,16 +325,16 @@ def claim_flow_runs(
     many seconds (None: do not). Runs are returned in the order they should start.
     """
     from vivace.store.queries import read_flow_run
-    from vivace.store.run_control import transition_flow_run
 
     if limit <= 0 or not queues:
         return []
     engine = _engine(bind)
     ensure_schema(engine)
-    runs, table = schema.flow_runs, schema.work_queues
+    table = schema.work_queues
     now = time.time()
-    horizon = now + prefetch_seconds
-    claimed: list[uuid.UUID] = []
+    claim = _Claim(
+        engine.dialect.name, worker_id, now, now + prefetch_seconds, infrastructure_types
+    )
     with transaction(engine) as conn:
         conn.execute(sa.update(table).where(table.c.name.in_(list(queues))).values(last_polled=now))
         if lost_after is not None:
@@ -318,37 +344,118 @@ def claim_flow_runs(
             .where(table.c.name.in_(list(queues)), table.c.paused.is_(False))
             .order_by(table.c.priority, table.c.name)
         )
-        if engine.dialect.name == "postgresql":
+        if claim.postgres:
             query = query.with_for_update()
         open_queues = conn.execute(query).all()
+        claim.read_deployment_rooms(conn, [name for name, _ in open_queues])
         for queue_name, queue_limit in open_queues:
-            room = limit - len(claimed)
+            room = limit - len(claim.claimed)
             if room <= 0:
                 break
             if queue_limit is not None:
-                active = conn.execute(
-                    sa.select(sa.func.count()).where(
-                        runs.c.work_queue_name == queue_name,
-                        _occupying(),
-                    )
-                ).scalar_one()
-                room = min(room, queue_limit - active)
-                if room <= 0:
-                    continue
-            due = (
-                sa.select(runs.c.id)
+                runs = schema.flow_runs
+                active = _count_occupying(conn, runs.c.work_queue_name, [queue_name])
+                room = min(room, queue_limit - active[queue_name])
+            if room > 0:
+                claim.claim_from(conn, queue_name, room)
+    records = [read_flow_run(engine, run_id) for run_id in claim.claimed]
+    return [record for record in records if record is not None]
+
+
+class _Claim:
+    """One worker's claim, inside its transaction: the due runs it takes, queue by queue, within
+    the free slots of their deployments' concurrency limits, skipping runs their deployment says
+    are too late to start (:func:`vivace.store.run_health.in_time`).
+
+    A deployment's limit is counted like a queue's (its runs claimed and not over). Its runs may
+    wait in several queues (a redeploy can move the deployment to another queue), so two workers
+    of different queues may claim them at once: on PostgreSQL the rows of the limited deployments
+    that have due runs are locked (in id order, after the queues) before their runs are counted.
+    """
+
+    def __init__(
+        self,
+        dialect: str,
+        worker_id: uuid.UUID,
+        now: float,
+        horizon: float,
+        infrastructure_types: Sequence[str] | None,
+    ) -> None:
+        self.dialect = dialect
+        self.postgres = dialect == "postgresql"
+        self.worker_id = worker_id
+        self.now = now
+        self.horizon = horizon
+        self.infrastructure_types = infrastructure_types
+        self.claimed: list[uuid.UUID] = []
+        # Free slots of each limited deployment that has due runs in the open queues.
+        self.deployment_rooms: dict[uuid.UUID, int] = {}
+
+    def _due(self, *conditions: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+        runs = schema.flow_runs
+        due = sa.and_(
+            runs.c.state_type == StateType.SCHEDULED.value,
+            runs.c.expected_start_time <= self.horizon,
+            runs.c.heartbeat.is_(None),
+            *conditions,
+        )
+        if self.infrastructure_types is not None:
+            due = sa.and_(due, runs.c.infrastructure_type.in_(list(self.infrastructure_types)))
+        return due
+
+    def read_deployment_rooms(self, conn: sa.Connection, queues: Sequence[str]) -> None:
+        """Lock (PostgreSQL) and count the limited deployments with due runs in ``queues``."""
+        if not queues:
+            return
+        runs, deployments = schema.flow_runs, schema.deployments
+        having_due = sa.select(runs.c.deployment_id).where(
+            self._due(runs.c.work_queue_name.in_(list(queues)))
+        )
+        query = (
+            sa.select(deployments.c.id, deployments.c.concurrency_limit)
+            .where(deployments.c.concurrency_limit.is_not(None), deployments.c.id.in_(having_due))
+            .order_by(deployments.c.id)
+        )
+        if self.postgres:
+            query = query.with_for_update(of=deployments)
+        limits: dict[uuid.UUID, int] = {key: value for key, value in conn.execute(query)}
+        if not limits:
+            return
+        active = _count_occupying(conn, runs.c.deployment_id, list(limits))
+        self.deployment_rooms = {key: limits[key] - active[key] for key in limits}
+
+    def claim_from(self, conn: sa.Connection, queue: str, room: int) -> None:
+        """Claim up to ``room`` due runs of ``queue``, in start order, within the deployments'
+        free slots: a batch of due runs at a time, leaving out the deployments found full."""
+        from vivace.store.run_control import transition_flow_run
+        from vivace.store.run_health import in_time
+
+        runs, deployments = schema.flow_runs, schema.deployments
+        while room > 0:
+            requested = room
+            full = [key for key, left in self.deployment_rooms.items() if left <= 0]
+            query = (
+                sa.select(runs.c.id, runs.c.deployment_id, deployments.c.concurrency_limit)
+                .select_from(runs.outerjoin(deployments, deployments.c.id == runs.c.deployment_id))
                 .where(
-                    runs.c.work_queue_name == queue_name,
-                    runs.c.state_type == StateType.SCHEDULED.value,
-                    runs.c.expected_start_time <= horizon,
-                    runs.c.heartbeat.is_(None),
+                    self._due(runs.c.work_queue_name == queue),
+                    in_time(self.now, self.dialect),
                 )
                 .order_by(runs.c.expected_start_time, runs.c.id)
                 .limit(room)
             )
-            if infrastructure_types is not None:
-                due = due.where(runs.c.infrastructure_type.in_(list(infrastructure_types)))
-            for run_id in list(conn.execute(due).scalars()):
+            if full:
+                query = query.where(runs.c.deployment_id.not_in(full))
+            found = conn.execute(query).all()
+            became_full = False
+            for run_id, deployment_id, deployment_limit in found:
+                if deployment_limit is not None:
+                    left = self.deployment_rooms.get(deployment_id)
+                    if left is None:
+                        continue  # limited (or due) since its slots were counted: next claim
+                    if left <= 0:
+                        became_full = True
+                        continue
                 seq = transition_flow_run(
                     conn,
                     run_id,
@@ -356,13 +463,19 @@ def claim_flow_runs(
                     CLAIMED_NAME,
                     None,
                     allowed_from=(StateType.SCHEDULED,),
-                    values={"worker_id": worker_id},
+                    values={"worker_id": self.worker_id},
                     where=runs.c.heartbeat.is_(None),
                 )
-                if seq is not None:
-                    claimed.append(run_id)
-    records = [read_flow_run(engine, run_id) for run_id in claimed]
-    return [record for record in records if record is not None]
+                if seq is None:
+                    continue
+                self.claimed.append(run_id)
+                room -= 1
+                if deployment_limit is not None:
+                    self.deployment_rooms[deployment_id] -= 1
+            # Runs passed over because their deployment filled up meanwhile: look again without
+            # that deployment (each pass leaves out one more, so this ends).
+            if not became_full or len(found) < requested:
+                return
 
 
 def _give_back_lost_claims(conn: sa.Connection, queues: Sequence[str], silent_since: float) -> None:

@@ -21,6 +21,16 @@ are waiting, and writes each batch in one transaction with one bulk write per ta
 - Health: every ``VIVACE_WRITER_STATS_INTERVAL`` seconds the writer refreshes its row of
   ``writer_stats`` (queue depth, last flush time) for the server's /metrics
   (:mod:`vivace.store.writer_stats`); best-effort, in a transaction of its own.
+- Heartbeats: the writer keeps the set of this process's flow runs that have started and not
+  ended (the flow engine adds a run when it enters RUNNING, :meth:`BatchWriter.watch_flow_run`,
+  and removes it when it leaves) and every ``VIVACE_HEARTBEAT_INTERVAL`` seconds stamps
+  ``flow_runs.heartbeat`` of them all in one UPDATE, only on rows that have not ended. A run
+  just added is stamped right after the flush that writes its RUNNING row, so a running row has a
+  heartbeat within a flush or two. That is how the ``zombies`` service tells a run whose process
+  died (:mod:`vivace.store.run_health`) without a thread per flow run or any cost per task. A
+  deployment's run is not added: its engine's heartbeat thread beats for it
+  (:mod:`vivace.engine.heartbeat`). Best-effort like the health row: never journaled (a late
+  heartbeat means nothing), skipped while the database is known to be down.
 """
 
 from __future__ import annotations
@@ -39,8 +49,9 @@ import sqlalchemy as sa
 
 from vivace._ids import uuid7
 from vivace.engine.runs import FlowRun, TaskRun
+from vivace.engine.states import FINAL_TYPES
 from vivace.exceptions import StoreUnavailableError
-from vivace.store import database
+from vivace.store import database, schema
 from vivace.store.journal import Journal
 from vivace.store.statements import Batch, Statements, repaired
 from vivace.store.writer_stats import HealthReporter, WriterHealth
@@ -87,6 +98,7 @@ class BatchWriter:
         retry_seconds: float,
         journal_dir: Path,
         stats_interval: float = 10.0,
+        heartbeat_interval: float = 10.0,
     ) -> None:
         self.url = url
         self.flush_interval = flush_interval
@@ -117,6 +129,14 @@ class BatchWriter:
         self.stats_interval = stats_interval
         self._health = HealthReporter(self._engine.dialect.name)
         self._next_health = 0.0
+        # Heartbeats of this process's running flow runs (see the module docstring): those
+        # started and not ended, and those of them not stamped since they (re)entered RUNNING.
+        self.heartbeat_interval = heartbeat_interval
+        self._beating: set[uuid.UUID] = set()
+        # Not stamped yet: when to stop trying at every flush (a row that never lands).
+        self._unstamped: dict[uuid.UUID, float] = {}
+        self._beating_lock = threading.Lock()
+        self._next_beat = time.monotonic() + heartbeat_interval
 
     # -- producer side: called on the engine's hot path, no I/O ---------------------------------
 
@@ -168,6 +188,19 @@ class BatchWriter:
         """Queue a cache index entry: ``(key, task_key, task_name, task_run_id, storage,
         result_key, serializer, created, expires)``; the newest entry for a key wins."""
         self._put((CACHE, *entry))
+
+    def watch_flow_run(self, flow_run_id: uuid.UUID) -> None:
+        """Heartbeat for the flow run from now on; it has just entered RUNNING (its row is
+        queued), so it is stamped right after the next flush. Once per attempt, not per task."""
+        with self._beating_lock:
+            self._beating.add(flow_run_id)
+            self._unstamped[flow_run_id] = time.monotonic() + self.heartbeat_interval
+
+    def unwatch_flow_run(self, flow_run_id: uuid.UUID) -> None:
+        """Stop the flow run's heartbeat (it ended, or its engine is leaving)."""
+        with self._beating_lock:
+            self._beating.discard(flow_run_id)
+            self._unstamped.pop(flow_run_id, None)
 
     def _put(self, item: tuple[Any, ...]) -> None:
         queue = self._queue
@@ -234,8 +267,50 @@ class BatchWriter:
                 self._drain()
             except Exception:  # the writer must outlive any one bad batch
                 logger.exception("vivace writer: unexpected error while writing a batch")
+            if self._unstamped or time.monotonic() >= self._next_beat:
+                self._stamp_heartbeats()
             if time.monotonic() >= self._next_health:
                 self._report_health()
+
+    def _stamp_heartbeats(self) -> None:
+        """Stamp the heartbeat of the flow runs due one: every watched run once an interval has
+        passed, else those not stamped since they (re)entered RUNNING. One UPDATE per 500 runs,
+        only on rows that have not ended; best-effort (see the module docstring)."""
+        periodic = time.monotonic() >= self._next_beat
+        with self._beating_lock:
+            # In id order, like every batch: concurrent writers never lock rows crosswise.
+            due = sorted(self._beating if periodic else self._unstamped, key=_id_int)
+        if periodic:
+            self._next_beat = time.monotonic() + self.heartbeat_interval
+        if not due or time.monotonic() < self._unreachable_until:
+            return
+        runs = schema.flow_runs
+        stamped: list[uuid.UUID] = []
+        try:
+            with database.transaction(self._engine) as connection:
+                now = time.time()
+                for start in range(0, len(due), 500):
+                    found = connection.execute(
+                        sa.update(runs)
+                        .where(
+                            runs.c.id.in_(due[start : start + 500]),
+                            runs.c.state_type.not_in([kind.value for kind in FINAL_TYPES]),
+                        )
+                        .values(heartbeat=now)
+                        .returning(runs.c.id)
+                    )
+                    stamped.extend(found.scalars())
+        except Exception as error:
+            logger.debug("vivace writer: heartbeats not stamped (%s)", error)
+        finally:
+            # A run whose RUNNING row has not landed yet is tried again at each flush, for one
+            # interval at most: a row that never lands (set aside as refused) costs no more.
+            give_up = time.monotonic()
+            with self._beating_lock:
+                for run_id in stamped:
+                    self._unstamped.pop(run_id, None)
+                for run_id in [key for key, until in self._unstamped.items() if until < give_up]:
+                    del self._unstamped[run_id]
 
     def _report_health(self) -> None:
         """Refresh this writer's health row; skipped (not journaled) if the database is down."""
@@ -458,6 +533,10 @@ class BatchWriter:
         self._journal_pending = False
 
 
+def _id_int(run_id: uuid.UUID) -> int:
+    return run_id.int
+
+
 _writers: dict[str, BatchWriter] = {}
 _writers_lock = threading.Lock()
 _atexit_registered = False
@@ -483,6 +562,7 @@ def get_writer() -> BatchWriter:
                 retry_seconds=settings.recorder_retry_seconds,
                 journal_dir=settings.home / "journal",
                 stats_interval=settings.writer_stats_interval,
+                heartbeat_interval=settings.heartbeat_interval,
             )
             writer.start()
             _writers[url] = writer

@@ -7,7 +7,8 @@ Create Date: 2026-12-02
 New tables ``deployment_schedules``, ``concurrency_limits``, ``concurrency_leases``,
 ``notification_policies``, ``notification_deliveries`` and ``service_state``; deployments (and
 their versions) gain ``skip_late_after`` and ``concurrency_limit``; flow runs gain the schedule
-that made them, unique with the scheduled time; flow-run states gain an index on their time.
+that made them, unique with the scheduled time, and indexes for the services and for deployment
+concurrency limits; flow-run states gain an index on their time.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_flow_runs_state_type_expected_start", "flow_runs", ["state_type", "expected_start_time"]
     )
+    op.create_index("ix_flow_runs_deployment_state", "flow_runs", ["deployment_id", "state_type"])
     op.create_index("ix_flow_run_states_timestamp", "flow_run_states", ["timestamp"])
     for table in ("deployments", "deployment_versions"):
         with op.batch_alter_table(table) as batch:
@@ -145,6 +147,7 @@ def downgrade() -> None:
             for name, _ in reversed(_DEPLOYMENT_COLUMNS):
                 batch.drop_column(name)
     op.drop_index("ix_flow_run_states_timestamp", "flow_run_states")
+    op.drop_index("ix_flow_runs_deployment_state", "flow_runs")
     op.drop_index("ix_flow_runs_state_type_expected_start", "flow_runs")
     op.drop_index("ux_flow_runs_schedule_expected_start", "flow_runs")
     with op.batch_alter_table("flow_runs") as batch:
