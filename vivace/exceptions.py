@@ -22,7 +22,11 @@ Every error a user can meet derives from :class:`VivaceError`::
     │   └── ReadOnlyBlockError      a write to a read-only filesystem block
     ├── DeploymentError             a deployment cannot be made, found or run as asked
     │   └── DeploymentNotFoundError no deployment of that name or id
+    │       └── ScheduleNotFoundError  no deployment schedule of that id
     ├── FlowRunStateError           a flow run's state does not allow it (cancel a finished run)
+    ├── ConcurrencyLimitError       a concurrency limit cannot grant what is asked (occupy > limit)
+    │   ├── ConcurrencyLimitNotFoundError  no concurrency limit of that name
+    │   └── ConcurrencySlotTimeoutError    no slot freed within the timeout given
     ├── InfrastructureError         infrastructure cannot be set up, started, watched or stopped
     └── StoreError                  the run-history database
         └── StoreUnavailableError   the database URL cannot be reached or used
@@ -113,8 +117,24 @@ class DeploymentNotFoundError(DeploymentError, LookupError):
     """No deployment of that name or id."""
 
 
+class ScheduleNotFoundError(DeploymentNotFoundError):
+    """No deployment schedule of that id (``vivace deployment schedule ls`` lists them)."""
+
+
 class FlowRunStateError(VivaceError):
     """A flow run is not in a state that allows what was asked (cancel a finished run, ...)."""
+
+
+class ConcurrencyLimitError(VivaceError):
+    """A concurrency limit cannot grant what is asked: more slots than it has, a bad name."""
+
+
+class ConcurrencyLimitNotFoundError(ConcurrencyLimitError, LookupError):
+    """No concurrency limit of the name given (``vivace concurrency-limit create`` makes one)."""
+
+
+class ConcurrencySlotTimeoutError(ConcurrencyLimitError, TimeoutError):
+    """No slot of a concurrency limit freed within the ``timeout`` given."""
 
 
 class InfrastructureError(VivaceError):

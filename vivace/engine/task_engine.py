@@ -30,6 +30,11 @@ task is decorated):
     COMPLETED: the value is persisted first when the task persists results; a cache entry is
                written only once that succeeded. A failed write is a warning, never a failure.
 
+Concurrency limits cost only tagged tasks (``task.tags`` is None for the others, and nothing
+else is looked at): a run whose tags have limits (:mod:`vivace.concurrency_limits`) waits
+PENDING for one slot of each before it enters RUNNING, gives them back while it waits to retry,
+and when it ends.
+
 A flow run's later attempt (``resume_flow_run``, or a flow retry) does not even create a run for a
 call that an earlier attempt completed with a persisted result: ``Task._prepare`` finds it by its
 dynamic key (for a task that persists, its index and a digest of its arguments) and hands back
@@ -131,10 +136,13 @@ class TaskRunEngine:
         apply_state(self.run, state)
         self.writer.record_task_run(self.run)
 
-    def begin(self) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+    def begin(self, enter: bool = True) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
         """Check the upstreams and enter RUNNING; return the resolved arguments.
 
-        Returns None when an upstream did not complete: the run is then FAILED [UpstreamFailed].
+        Returns None when the run is over without running: an upstream did not complete (FAILED
+        [UpstreamFailed]), a cache hit (COMPLETED [Cached]), or its tags' concurrency limits
+        cannot be used (FAILED). A tagged run first waits for its tags' slots (``take_slots``);
+        ``enter=False`` stops before that, for the async driver, which awaits them itself.
         """
         call = self.call
         args, kwargs = call.args, call.kwargs
@@ -164,8 +172,51 @@ class TaskRunEngine:
             and self._cache_hit(results, args, kwargs)
         ):
             return None
+        if not enter:
+            return args, kwargs
+        if self.task.tags is not None and not self.take_slots():
+            return None
         self.set_state(State(StateType.RUNNING))
         return args, kwargs
+
+    def enter(self) -> None:
+        """Enter RUNNING (after ``begin(enter=False)`` and the slots)."""
+        self.set_state(State(StateType.RUNNING))
+
+    def take_slots(self) -> bool:
+        """Wait (the run stays PENDING, or AwaitingRetry) for one slot of each of the run's tags'
+        concurrency limits; False when they cannot be used: the run is then FAILED."""
+        from vivace.concurrency_limits import take_task_slots
+
+        try:
+            take_task_slots(self.writer.url, self.run, self._log_info)
+        except Exception as error:
+            self._slots_failed(error)
+            return False
+        return True
+
+    async def take_slots_async(self) -> bool:
+        """``take_slots`` for an async task: the event loop goes on meanwhile."""
+        from vivace.concurrency_limits import take_task_slots_async
+
+        try:
+            await take_task_slots_async(self.writer.url, self.run, self._log_info)
+        except Exception as error:
+            self._slots_failed(error)
+            return False
+        return True
+
+    def give_back_slots(self) -> None:
+        from vivace.concurrency_limits import give_back_task_slots
+
+        give_back_task_slots(self.run)
+
+    def _slots_failed(self, error: Exception) -> None:
+        failure = Failed(
+            error, message=f"its concurrency slots cannot be taken: {describe_exception(error)}"
+        )
+        self.set_state(failure)
+        self._log_failure(failure, error)
 
     def succeeded(self, value: Any) -> None:
         if self.task.results is not None:  # a plain task pays this attribute read only
@@ -195,8 +246,10 @@ class TaskRunEngine:
 
         The writer's queue holds the run until its next flush (longer while the database is slow),
         so the run must not keep the result alive: only the returned state — the caller's, or the
-        future's — does.
+        future's — does. A tagged run gives its concurrency slots back here, once final.
         """
+        if self.task.tags is not None:
+            self.give_back_slots()
         run = self.run
         state = run.state
         if state.data is not None:
@@ -212,6 +265,8 @@ class TaskRunEngine:
         """An interrupt or exit: record CRASHED and flush it before the exception goes on."""
         state = interrupted(error, "task run")
         self.set_state(state)
+        if self.task.tags is not None:
+            self.give_back_slots()
         self._log(logging.ERROR, state.message or "crashed", None)
         self.writer.flush(timeout=self.writer.retry_seconds + 5)
 
@@ -311,6 +366,9 @@ class TaskRunEngine:
 
     def _log_failure(self, state: State, error: BaseException | None) -> None:
         self._log(logging.ERROR, f"Finished in state {state!r}", error)
+
+    def _log_info(self, message: str) -> None:
+        self._log(logging.INFO, message, None)
 
     def _log(self, level: int, message: str, error: BaseException | None) -> None:
         scope, run = self.call.scope, self.run
@@ -493,8 +551,12 @@ def run_task_sync(call: TaskCall) -> State:
                 delay = engine.failed(error)
                 if delay is None:
                     break
+                if task.tags is not None:  # a retry's delay holds no slot
+                    engine.give_back_slots()
                 if delay > 0:
                     time.sleep(delay)
+                if task.tags is not None and not engine.take_slots():
+                    break
                 engine.retrying()
             else:
                 engine.succeeded(value)
@@ -516,7 +578,9 @@ async def run_task_async(call: TaskCall) -> State:
     try:
         # A cache lookup and a result write are blocking I/O (database, result storage): on
         # a worker thread, so that they do not stall every other coroutine on the shared loop.
-        if task.results is not None and task.results.cache is not None:
+        if task.tags is not None:
+            inputs = await _begin_tagged(engine)
+        elif task.results is not None and task.results.cache is not None:
             inputs = await asyncio.to_thread(engine.begin)
         else:
             inputs = engine.begin()
@@ -531,8 +595,12 @@ async def run_task_async(call: TaskCall) -> State:
                 delay = engine.failed(error)
                 if delay is None:
                     break
+                if task.tags is not None:  # a retry's delay holds no slot
+                    await asyncio.to_thread(engine.give_back_slots)
                 if delay > 0:
                     await asyncio.sleep(delay)
+                if task.tags is not None and not await engine.take_slots_async():
+                    break
                 engine.retrying()
             else:
                 if _persisting(call) is not None:
@@ -545,7 +613,22 @@ async def run_task_async(call: TaskCall) -> State:
         raise
     finally:
         run_context.reset(token)
+    if task.tags is not None:  # a transaction: off the loop (release() then has none to give)
+        await asyncio.to_thread(engine.give_back_slots)
     return engine.release()
+
+
+async def _begin_tagged(engine: TaskRunEngine) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+    """``begin`` for a tagged async task: its concurrency slots are awaited, not waited for."""
+    results = engine.task.results
+    if results is not None and results.cache is not None:
+        inputs = await asyncio.to_thread(engine.begin, False)
+    else:
+        inputs = engine.begin(False)
+    if inputs is None or not await engine.take_slots_async():
+        return None
+    engine.enter()
+    return inputs
 
 
 async def _await_with_timeout(
