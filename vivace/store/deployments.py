@@ -21,15 +21,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
+import json
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from vivace._ids import parse_id, uuid7
 from vivace.engine.states import StateType
-from vivace.exceptions import ConfigurationError, DeploymentNotFoundError
+from vivace.exceptions import ConfigurationError, DeploymentNotFoundError, ParameterValidationError
+from vivace.schedules import Schedule
 from vivace.store import schema
 from vivace.store.database import ensure_schema, transaction
 from vivace.store.queries import Bind, _contains, _engine, _reading
@@ -58,6 +62,29 @@ class DeploymentSpec:
     skip_late_after: float | None = None
     # At most this many of the deployment's runs claimed and not yet over (None: no limit).
     concurrency_limit: int | None = None
+    # None: the deployment keeps the schedules it has (a deploy that says nothing about them);
+    # a tuple, empty included: its schedules become exactly these (vivace.store.schedules).
+    schedules: tuple[Schedule, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.schedules is None:
+            return
+        schedules = tuple(self.schedules)
+        seen: dict[tuple[str, str], Schedule] = {}
+        for schedule in schedules:
+            if not isinstance(schedule, Schedule):
+                raise ConfigurationError(
+                    f"schedule {schedule!r} of deployment {self.name!r} is not valid; expected "
+                    "vivace.schedules.Cron, Interval or RRule"
+                )
+            key = (schedule.definition_key(), _json_key(schedule.parameters))
+            if key in seen:
+                raise ConfigurationError(
+                    f"deployment {self.name!r} has the schedule {schedule.describe()!r} twice "
+                    "(with the same parameters); expected each schedule once"
+                )
+            seen[key] = schedule
+        object.__setattr__(self, "schedules", schedules)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -87,7 +114,9 @@ class DeploymentRecord:
 
 
 _SPEC_COLUMNS = tuple(
-    field.name for field in dataclasses.fields(DeploymentSpec) if field.name != "name"
+    field.name
+    for field in dataclasses.fields(DeploymentSpec)
+    if field.name not in ("name", "schedules")
 )
 
 
@@ -95,6 +124,9 @@ def save_deployment(bind: Bind, spec: DeploymentSpec) -> DeploymentRecord:
     """Save ``spec`` as the next version of the deployment ``spec.name`` (version 1 if new).
 
     Also records the flow (so its runs group under it) and creates the work queue if it is new.
+    With ``spec.schedules`` given, the deployment's schedules become those, in the same
+    transaction (:func:`vivace.store.schedules.replace_deployment_schedules`); each schedule's
+    parameters over the deployment's are checked against the parameter schema first.
     Two deploys of one name at the same moment get consecutive versions (one transaction each,
     the version read and bumped under the row's lock). When neither finds the row (the first
     deploy of the name, on PostgreSQL), the second to insert it fails on the unique name and
@@ -114,8 +146,10 @@ def save_deployment(bind: Bind, spec: DeploymentSpec) -> DeploymentRecord:
 
 def _save_version(engine: sa.Engine, spec: DeploymentSpec) -> uuid.UUID:
     """One transaction of ``save_deployment``: the next version of ``spec.name``; its id."""
+    from vivace.store.schedules import replace_deployment_schedules
     from vivace.store.work_queues import ensure_work_queue
 
+    _check_schedule_parameters(spec)
     now = time.time()
     values = {name: getattr(spec, name) for name in _SPEC_COLUMNS}
     values["tags"] = list(spec.tags) or None
@@ -142,7 +176,31 @@ def _save_version(engine: sa.Engine, spec: DeploymentSpec) -> uuid.UUID:
                 deployment_id=deployment_id, version=version, created=now, **values
             )
         )
+        if spec.schedules is not None:
+            replace_deployment_schedules(conn, deployment_id, spec.schedules, now)
     return deployment_id
+
+
+def _check_schedule_parameters(spec: DeploymentSpec) -> None:
+    """Raise ParameterValidationError if a schedule's runs would get parameters that do not
+    match the flow: the scheduler creates them later, with nobody to tell."""
+    from vivace.deployments.parameters import schema_problems
+
+    for schedule in spec.schedules or ():
+        problems = schema_problems(
+            spec.parameter_schema, {**spec.parameters, **(schedule.parameters or {})}
+        )
+        if problems:
+            raise ParameterValidationError(
+                f"the runs of schedule {schedule.describe()!r} of deployment {spec.name!r} would "
+                f"get parameters that do not match its flow {spec.flow_name!r}: "
+                f"{'; '.join(problems)}; expected the schedule's parameters (over the "
+                "deployment's) to give each required parameter with its type"
+            )
+
+
+def _json_key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _insert_deployment(
@@ -234,19 +292,27 @@ def read_deployments(
 
 
 def delete_deployment(bind: Bind, name_or_id: str | uuid.UUID) -> tuple[DeploymentRecord, int]:
-    """Delete the deployment and its versions; its runs that have not started are CANCELLED.
-    Return the deployment as it was and how many runs were cancelled.
+    """Delete the deployment, its versions and its schedules; its runs that have not started are
+    CANCELLED, except its schedules' runs, which go with their schedules (as when a schedule is
+    removed). Return the deployment as it was and how many runs were cancelled.
 
     The history of runs that started stays (they keep the deployment's id). Raises
     DeploymentNotFoundError when there is no such deployment.
     """
     from vivace.store.run_control import transition_flow_run
+    from vivace.store.schedules import drop_deployment_schedules
 
     engine = _engine(bind)
     record = require_deployment(engine, name_or_id)
     runs = schema.flow_runs
     cancelled = 0
     with transaction(engine) as conn:
+        if engine.dialect.name == "postgresql":
+            # The deployment's row, then its schedules: the order a redeploy locks them in.
+            table = schema.deployments
+            conn.execute(sa.select(table.c.id).where(table.c.id == record.id).with_for_update())
+        # Under the schedules' locks: a scheduler loop filling them has committed.
+        drop_deployment_schedules(conn, record.id)
         waiting = conn.execute(
             sa.select(runs.c.id).where(
                 runs.c.deployment_id == record.id,
@@ -302,43 +368,25 @@ def create_deployment_run(
             return existing, False
     now = time.time()
     run_id = uuid7()
-    runs = schema.flow_runs
+    run, state = deployment_run_rows(
+        run_id=run_id,
+        deployment_id=deployment.id,
+        deployment_version=deployment.version,
+        flow_name=deployment.flow_name,
+        work_queue_name=deployment.work_queue_name,
+        infrastructure_type=deployment.infrastructure_type,
+        parameters=parameters,
+        tags=deployment.tags if tags is None else tags,
+        expected_start_time=now if expected_start_time is None else expected_start_time,
+        now=now,
+        name=name or random_run_name(),
+        idempotency_key=idempotency_key,
+    )
     try:
         with transaction(engine) as conn:
             _record_flow(conn, deployment.flow_name, now)
-            conn.execute(
-                sa.insert(runs).values(
-                    id=run_id,
-                    flow_id=uuid.uuid5(FLOW_NAMESPACE, deployment.flow_name),
-                    flow_name=deployment.flow_name,
-                    name=name or random_run_name(),
-                    state_type=StateType.SCHEDULED.value,
-                    state_name=SCHEDULED_NAME,
-                    state_timestamp=now,
-                    state_message=None,
-                    state_seq=1,
-                    run_count=0,
-                    tags=list(deployment.tags if tags is None else tags) or None,
-                    parameters=parameters,
-                    created=now,
-                    deployment_id=deployment.id,
-                    deployment_version=deployment.version,
-                    work_queue_name=deployment.work_queue_name,
-                    expected_start_time=now if expected_start_time is None else expected_start_time,
-                    idempotency_key=idempotency_key,
-                    infrastructure_type=deployment.infrastructure_type,
-                )
-            )
-            conn.execute(
-                sa.insert(schema.flow_run_states).values(
-                    flow_run_id=run_id,
-                    seq=1,
-                    type=StateType.SCHEDULED.value,
-                    name=SCHEDULED_NAME,
-                    timestamp=now,
-                    message=None,
-                )
-            )
+            conn.execute(sa.insert(schema.flow_runs).values(run))
+            conn.execute(sa.insert(schema.flow_run_states).values(state))
     except sa.exc.IntegrityError:
         # Another request with the same idempotency key inserted first.
         if idempotency_key is None:
@@ -352,6 +400,62 @@ def create_deployment_run(
     record = read_flow_run(engine, run_id)
     assert record is not None
     return record, True
+
+
+def deployment_run_rows(
+    *,
+    run_id: uuid.UUID,
+    deployment_id: uuid.UUID,
+    deployment_version: int,
+    flow_name: str,
+    work_queue_name: str,
+    infrastructure_type: str,
+    parameters: dict[str, Any],
+    tags: Sequence[str],
+    expected_start_time: float,
+    now: float,
+    name: str,
+    idempotency_key: str | None = None,
+    schedule_id: uuid.UUID | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ``flow_runs`` row of a new SCHEDULED run of a deployment, and its first
+    ``flow_run_states`` row: what ``create_deployment_run`` and the scheduler insert."""
+    run = {
+        "id": run_id,
+        "flow_id": _flow_id(flow_name),
+        "flow_name": flow_name,
+        "name": name,
+        "state_type": StateType.SCHEDULED.value,
+        "state_name": SCHEDULED_NAME,
+        "state_timestamp": now,
+        "state_message": None,
+        "state_seq": 1,
+        "run_count": 0,
+        "tags": list(tags) or None,
+        "parameters": parameters,
+        "created": now,
+        "deployment_id": deployment_id,
+        "deployment_version": deployment_version,
+        "work_queue_name": work_queue_name,
+        "expected_start_time": expected_start_time,
+        "idempotency_key": idempotency_key,
+        "infrastructure_type": infrastructure_type,
+        "schedule_id": schedule_id,
+    }
+    state = {
+        "flow_run_id": run_id,
+        "seq": 1,
+        "type": StateType.SCHEDULED.value,
+        "name": SCHEDULED_NAME,
+        "timestamp": now,
+        "message": None,
+    }
+    return run, state
+
+
+@functools.lru_cache(maxsize=1024)
+def _flow_id(flow_name: str) -> uuid.UUID:
+    return uuid.uuid5(FLOW_NAMESPACE, flow_name)
 
 
 def read_run_by_idempotency_key(
