@@ -5,7 +5,8 @@ It reads what the store's read helpers read (``vivace.store.queries``, ``.deploy
 works with the other: the CLI's ``vivace flow-run ls|inspect|logs|watch --api-url URL`` and
 ``vivace deployment ls|inspect|run|delete --api-url URL`` print the same output through a server
 as straight from the database. It also makes the changes an admin key may: creating a run of a
-deployment, deleting a deployment and cancelling a run. Example::
+deployment, deleting a deployment, pausing and resuming its schedules, and cancelling a run.
+Example::
 
     client = VivaceClient("http://127.0.0.1:4200/api", api_key=os.environ.get("VIVACE_API_KEY"))
     runs, cursor = client.read_flow_runs(state_types=["FAILED"], limit=100)
@@ -16,8 +17,8 @@ Failures are vivace's errors, each saying what to do: the server cannot be reach
 (``ConfigurationError``), it failed (``StoreError``); and those the store's helpers raise where
 the server says the same: no such deployment (``DeploymentNotFoundError``), parameters that do
 not match the deployment's (``ParameterValidationError``: a 422 the server marks with the header
-``Vivace-Error: ParameterValidationError``; any other 422 is a ``ConfigurationError``), a run that
-cannot be cancelled (``FlowRunStateError``).
+``Vivace-Error: ParameterValidationError``; any other 422 is a ``ConfigurationError``), no such
+schedule (``ScheduleNotFoundError``), a run that cannot be cancelled (``FlowRunStateError``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from vivace.exceptions import (
     DeploymentNotFoundError,
     FlowRunStateError,
     ParameterValidationError,
+    ScheduleNotFoundError,
     StoreError,
     StoreUnavailableError,
     VivaceError,
@@ -46,6 +48,7 @@ from vivace.exceptions import (
 from vivace.store.deployments import DeploymentRecord
 from vivace.store.queries import LogPage
 from vivace.store.records import FlowRunRecord, LogRecord, StateRecord, TaskRunRecord
+from vivace.store.schedules import ScheduleRecord
 from vivace.store.work_queues import WorkerRecord, WorkQueueRecord
 
 _Params = Mapping[str, str | int | Sequence[str] | None]
@@ -58,6 +61,7 @@ _NAMED_ERRORS: dict[str, type[VivaceError]] = {
     ParameterValidationError.__name__: ParameterValidationError
 }
 _NO_DEPLOYMENT: _Errors = {404: DeploymentNotFoundError}
+_NO_SCHEDULE: _Errors = {404: ScheduleNotFoundError}
 
 
 class VivaceClient:
@@ -354,6 +358,33 @@ class VivaceClient:
         )
         return _flow_run(run), status == 201
 
+    def read_deployment_schedules(self, deployment: uuid.UUID | str) -> list[ScheduleRecord]:
+        """The deployment's (by name or id) schedules, by position.
+
+        Raises DeploymentNotFoundError when there is no such deployment.
+        """
+        path = f"/deployments/{_path_id(deployment)}/schedules"
+        _, items = self._request("GET", path, errors=_NO_DEPLOYMENT)
+        return [_schedule(item) for item in items]
+
+    def pause_deployment_schedule(self, schedule_id: uuid.UUID | str) -> tuple[ScheduleRecord, int]:
+        """Pause a deployment's schedule (admin key): it creates no more runs, and its runs that
+        have not started are deleted. Return it and how many runs were deleted.
+
+        Raises ScheduleNotFoundError when there is no such schedule.
+        """
+        path = f"/deployment-schedules/{_path_id(schedule_id)}/pause"
+        _, body = self._request("POST", path, errors=_NO_SCHEDULE)
+        return _schedule(body), int(body["removed_run_count"])
+
+    def resume_deployment_schedule(self, schedule_id: uuid.UUID | str) -> ScheduleRecord:
+        """Resume a deployment's schedule (admin key): the scheduler creates its runs again.
+
+        Raises ScheduleNotFoundError when there is no such schedule.
+        """
+        path = f"/deployment-schedules/{_path_id(schedule_id)}/resume"
+        return _schedule(self._request("POST", path, errors=_NO_SCHEDULE)[1])
+
     # -- work queues and workers -------------------------------------------------------------------
 
     def read_work_queues(self) -> list[WorkQueueRecord]:
@@ -603,6 +634,7 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "flow_id": _id,
     "deployment_id": _id,
     "worker_id": _id,
+    "schedule_id": _id,
     "flow_run_id": _id,
     "task_run_id": _id,
     "parent_flow_run_id": _id,
@@ -619,6 +651,8 @@ _DECODERS: dict[str, Callable[[Any], Any]] = {
     "heartbeat": _time,
     "last_polled": _time,
     "started": _time,
+    "filled_until": _time,
+    "due_at": _time,
     "tags": _tuple,
 }
 
@@ -651,6 +685,21 @@ def _deployment(item: dict[str, Any]) -> DeploymentRecord:
     # it and "infrastructure" come with their secrets hidden (a URL's password, env values).
     values = _values(DeploymentRecord, {**item, "storage": item["storage_record"]})
     return DeploymentRecord(**values)
+
+
+def _schedule(item: dict[str, Any]) -> ScheduleRecord:
+    # The API's "definition" is the schedule's to_dict(); the record's schedule carries the
+    # row's active flag and parameters too, as the store's does.
+    from vivace.schedules import schedule_from_dict
+
+    definition = schedule_from_dict(item["definition"])
+    schedule = dataclasses.replace(
+        definition,  # type: ignore[type-var]
+        active=item["active"],
+        parameters=item["parameters"],
+    )
+    values = _values(ScheduleRecord, {**item, "schedule": schedule})
+    return ScheduleRecord(**values)
 
 
 def _flow_run(item: dict[str, Any]) -> FlowRunRecord:

@@ -10,13 +10,17 @@ import vivace
 import vivace.runners
 
 PUBLIC_NAMES = [
+    "Cron",
     "Flow",
+    "Interval",
+    "RRule",
     "State",
     "StateType",
     "Task",
     "VivaceFuture",
     "__version__",
     "as_completed",
+    "concurrency",
     "flow",
     "get_run_logger",
     "resume_flow_run",

@@ -2,6 +2,9 @@
 
     vivace deploy FILE.py:FLOW --name NAME [--queue Q] [--param k=v ...] [--tag T ...]
                   [--description D] [--storage BLOCK_OR_URL] [--infra TYPE|block:NAME]
+                  [--cron EXPR ...] [--interval 15m ... [--anchor ISO]] [--rrule RULE ...]
+                  [--timezone TZ] [--no-schedules] [--skip-late-after 10m]
+                  [--concurrency-limit N]
     vivace deploy --all [--file vivace.yaml]      every deployment of the project file
     vivace deploy --name NAME [--file vivace.yaml]  one of them
     vivace deployment ls [--flow NAME] [--api-url URL]
@@ -9,6 +12,8 @@
     vivace deployment delete NAME [--yes] [--api-url URL]
     vivace deployment run NAME [--param k=v ...] [--start-in 10m | --start-at ISO]
                           [--idempotency-key K] [--tag T ...] [--watch] [--api-url URL]
+    vivace deployment schedule ls NAME [--api-url URL]
+    vivace deployment schedule pause|resume NAME [--schedule ID|POSITION] [--api-url URL]
 
 Without FILE.py:FLOW, ``deploy`` reads ``vivace.yaml`` (``--file``, else the nearest one in the
 current folder or above; see :mod:`vivace.deployments.project_file`); options given on the
@@ -20,13 +25,21 @@ unreachable) leaves the entries deployed before it deployed.
 ``--param k=v`` values are read as JSON, except where the flow's parameter takes text
 (``--param version=1.0`` gives a ``str`` parameter ``"1.0"``).
 
+Schedules: ``--cron``, ``--interval`` and ``--rrule`` can each be repeated; together they
+replace the deployment's schedules (crons first, then intervals, then rrules, which is their
+order in ``schedule ls``), all in ``--timezone`` (default UTC); ``--anchor`` is when the
+intervals count from. Without any of them a redeploy keeps the schedules the deployment has
+(those of ``vivace.yaml`` when it lists ``schedules:``); ``--no-schedules`` removes them.
+``schedule pause`` stops the scheduler creating runs of a schedule (all of the deployment's
+without ``--schedule``) and removes its runs that have not started; ``resume`` undoes it.
+
 The ``deployment`` commands work straight on the database, or, given ``--api-url`` (or
 ``VIVACE_API_URL``; the option wins), through a vivace server's API with ``vivace.client``
-(sending ``VIVACE_API_KEY``; ``run`` and ``delete`` need an admin key), with the same output: for
-a machine that reaches the server but not its database. ``run`` reads the deployment first
-either way, to read each ``--param`` with its schema, and sends the idempotency key and tags
-with the run; ``--watch`` then follows the run through the same server. ``deploy`` itself
-uploads the project and writes the database: it has no ``--api-url``.
+(sending ``VIVACE_API_KEY``; ``run``, ``delete`` and ``schedule pause|resume`` need an admin
+key), with the same output: for a machine that reaches the server but not its database. ``run``
+reads the deployment first either way, to read each ``--param`` with its schema, and sends the
+idempotency key and tags with the run; ``--watch`` then follows the run through the same
+server. ``deploy`` itself uploads the project and writes the database: it has no ``--api-url``.
 
 Errors print one line: exit 2 for bad input (a ``--param`` that is not NAME=VALUE or does not
 match the flow, a bad ``--start-in``, an API key the server refuses), 1 when something is not
@@ -59,8 +72,10 @@ from vivace.cli import (
 if TYPE_CHECKING:
     from vivace.client import VivaceClient
     from vivace.deployments.deploy import PreparedDeployment
+    from vivace.schedules import Schedule
     from vivace.store.deployments import DeploymentRecord
     from vivace.store.records import FlowRunRecord
+    from vivace.store.schedules import ScheduleRecord
 
 _INSPECT_VERSIONS = 10
 _INSPECT_RUNS = 10
@@ -91,6 +106,49 @@ _LIST_LIMIT = 1000  # the most one API page holds
     metavar="TYPE",
     help="process (default), docker, kubernetes, ecs, or block:NAME of a saved one.",
 )
+@click.option(
+    "--cron",
+    "crons",
+    multiple=True,
+    metavar="EXPR",
+    help='A cron schedule, e.g. "0 9 * * 1-5" (repeatable).',
+)
+@click.option(
+    "--interval",
+    "intervals",
+    multiple=True,
+    metavar="DURATION",
+    help="An interval schedule: 15m, 1h30m, 2d, PT15M or seconds (repeatable).",
+)
+@click.option("--anchor", metavar="ISO", help="When the --interval schedules count from.")
+@click.option(
+    "--rrule",
+    "rrules",
+    multiple=True,
+    metavar="RULE",
+    help='An RFC 5545 schedule, e.g. "FREQ=WEEKLY;BYDAY=MO,WE" (repeatable).',
+)
+@click.option(
+    "--timezone",
+    metavar="TZ",
+    help="The time zone of the schedules given, e.g. Europe/Lisbon (default UTC).",
+)
+@click.option(
+    "--no-schedules",
+    is_flag=True,
+    help="Remove the deployment's schedules (without a schedule option they are kept).",
+)
+@click.option(
+    "--skip-late-after",
+    metavar="DURATION",
+    help="Skip, rather than start, a run not started this long after its time: 10m, 1h.",
+)
+@click.option(
+    "--concurrency-limit",
+    type=int,
+    metavar="N",
+    help="At most N runs of the deployment claimed and not over at a time.",
+)
 @click.option("--all", "deploy_all", is_flag=True, help="Deploy every entry of vivace.yaml.")
 @click.option(
     "--file",
@@ -107,12 +165,22 @@ def deploy(
     description: str | None,
     storage: str | None,
     infrastructure: str | None,
+    crons: tuple[str, ...],
+    intervals: tuple[str, ...],
+    anchor: str | None,
+    rrules: tuple[str, ...],
+    timezone: str | None,
+    no_schedules: bool,
+    skip_late_after: str | None,
+    concurrency_limit: int | None,
     deploy_all: bool,
     project_file: Path | None,
 ) -> None:
     """Deploy a flow: upload its project folder and record how to run it.
 
     Give FILE.py:FLOW and --name, or deploy from vivace.yaml: --all, or --name of one entry.
+    Schedules given (--cron, --interval, --rrule; crons first, then intervals, then rrules)
+    replace the deployment's; without any, a redeploy keeps them (--no-schedules removes them).
     """
     from vivace.deployments.deploy import load_entrypoint, prepare_deployment
     from vivace.deployments.parameters import parameter_schema
@@ -124,6 +192,9 @@ def deploy(
         "description": description,
         "storage": storage,
         "infrastructure": infrastructure,
+        "schedules": _cli_schedules(crons, intervals, anchor, rrules, timezone, no_schedules),
+        "skip_late_after": _duration("--skip-late-after", skip_late_after),
+        "concurrency_limit": concurrency_limit,
     }
     if entrypoint is not None:
         if deploy_all or project_file is not None:
@@ -140,7 +211,7 @@ def deploy(
     for index, plan in enumerate(prepared):
         if index:
             click.echo()
-        _report(plan.deploy())
+        _report(plan.deploy(), plan.url)
 
 
 def _prepare_from_project_file(
@@ -178,15 +249,69 @@ def _prepare_from_project_file(
     ]
 
 
-def _report(record: DeploymentRecord) -> None:
+def _cli_schedules(
+    crons: tuple[str, ...],
+    intervals: tuple[str, ...],
+    anchor: str | None,
+    rrules: tuple[str, ...],
+    timezone: str | None,
+    no_schedules: bool,
+) -> list[Schedule] | None:
+    """The schedules the options give (None: none given, keep the deployment's)."""
+    from vivace.exceptions import ConfigurationError
+    from vivace.schedules import Cron, Interval, RRule, parse_interval
+
+    given = [
+        *(("--cron", text) for text in crons),
+        *(("--interval", text) for text in intervals),
+        *(("--rrule", text) for text in rrules),
+    ]
+    if no_schedules and given:
+        raise _BadInput("give --no-schedules or schedules (--cron/--interval/--rrule), not both")
+    if timezone is not None and not given:
+        raise _BadInput(
+            "--timezone is the time zone of the schedules given; give --cron, --interval or "
+            "--rrule with it"
+        )
+    if anchor is not None and not intervals:
+        raise _BadInput("--anchor is when the --interval schedules count from; give --interval")
+    if no_schedules:
+        return []
+    if not given:
+        return None
+    # A time without a zone is in the schedules' (--timezone, else UTC), as Interval reads it.
+    anchor_time = _start_at(anchor, "--anchor", local=False)
+    schedules: list[Schedule] = []
+    for option, text in given:
+        try:
+            if option == "--cron":
+                schedules.append(Cron(text, timezone))
+            elif option == "--interval":
+                schedules.append(Interval(parse_interval(text), anchor_time, timezone))
+            else:
+                schedules.append(RRule(text, timezone))
+        except ConfigurationError as error:
+            raise _BadInput(f"{option} {text!r}: {error}") from None
+    return schedules
+
+
+def _report(record: DeploymentRecord, url: str) -> None:
     from vivace.deployments.parameters import run_command
     from vivace.deployments.storage import describe_storage
+    from vivace.store.schedules import read_deployment_schedules
 
     click.echo(f"Deployed {record.name!r} (flow {record.flow_name!r}), version {record.version}.")
     click.echo(f"  entrypoint:     {record.entrypoint}")
     click.echo(f"  storage:        {describe_storage(record.storage)}")
     click.echo(f"  work queue:     {record.work_queue_name}")
     click.echo(f"  infrastructure: {record.infrastructure_type}")
+    for schedule in read_deployment_schedules(url, record.id):
+        paused = "" if schedule.active else " (paused)"
+        click.echo(f"  schedule {schedule.position}:     {schedule.schedule.describe()}{paused}")
+    if record.skip_late_after is not None:
+        click.echo(f"  skip late after: {_seconds_text(record.skip_late_after)}")
+    if record.concurrency_limit is not None:
+        click.echo(f"  concurrency limit: {record.concurrency_limit} run(s) at a time")
     click.echo(f"Run it with: {run_command(record)}")
     # A worker only claims runs of its own infrastructure type (process by default).
     kind = record.infrastructure_type
@@ -259,6 +384,8 @@ def deployment_inspect(name: str, api_url: str | None) -> None:
         ("Tags", ", ".join(record.tags)),
         ("Description", record.description or ""),
         ("Parameters", json.dumps(record.parameters, default=str)),
+        ("Skip late after", _seconds_text(record.skip_late_after)),
+        ("Concurrency limit", _limit_text(record.concurrency_limit)),
         ("Created", _time(record.created)),
         ("Updated", _time(record.updated)),
     ):
@@ -267,6 +394,12 @@ def deployment_inspect(name: str, api_url: str | None) -> None:
     console.print(details)
     console.print()
     console.print(_schema_table(record))
+    console.print()
+    schedules = source.read_deployment_schedules(record.id)
+    if schedules:
+        console.print(_schedules_table(schedules, title="Schedules"))
+    else:
+        console.print("No schedules.")
     console.print()
     versions = _table("Version", "Created", "Entrypoint", "Storage", title="Versions")
     for old in source.read_deployment_versions(record.id, limit=_INSPECT_VERSIONS):
@@ -376,6 +509,125 @@ def deployment_run(
     click.echo(f"Follow it with: vivace flow-run watch {run.id}")
 
 
+# -- deployment schedule ls | pause | resume ----------------------------------------------------
+
+
+@deployment.group("schedule")
+def deployment_schedule() -> None:
+    """A deployment's schedules: list them, pause or resume them."""
+
+
+@deployment_schedule.command("ls")
+@click.argument("name")
+@_api_url_option
+def schedule_ls(name: str, api_url: str | None) -> None:
+    """List a deployment's schedules and the next times each creates a run for."""
+    source = _deployments(api_url)
+    record = _existing_deployment(source, name)
+    schedules = source.read_deployment_schedules(record.id)
+    if not schedules:
+        click.echo(
+            f"Deployment {record.name!r} has no schedules; `vivace deploy ... --cron EXPR` "
+            "gives it one."
+        )
+        return
+    _console().print(_schedules_table(schedules, title=f"Schedules of {record.name!r}"))
+
+
+@deployment_schedule.command("pause")
+@click.argument("name")
+@click.option(
+    "--schedule",
+    "which",
+    metavar="ID|POSITION",
+    help="Only this schedule (its id, or its position in `schedule ls`); default: all.",
+)
+@_api_url_admin_option
+def schedule_pause(name: str, which: str | None, api_url: str | None) -> None:
+    """Pause a deployment's schedules: no new runs, and their runs not started are removed."""
+    source = _deployments(api_url)
+    chosen = _chosen_schedules(source, name, which)
+    removed = 0
+    for schedule in chosen:
+        _, count = source.pause_deployment_schedule(schedule.id)
+        removed += count
+    click.echo(
+        f"Paused {_schedules_text(chosen)} of deployment {name!r}; removed {removed} "
+        "scheduled run(s) that had not started."
+    )
+
+
+@deployment_schedule.command("resume")
+@click.argument("name")
+@click.option(
+    "--schedule",
+    "which",
+    metavar="ID|POSITION",
+    help="Only this schedule (its id, or its position in `schedule ls`); default: all.",
+)
+@_api_url_admin_option
+def schedule_resume(name: str, which: str | None, api_url: str | None) -> None:
+    """Resume a deployment's schedules: the scheduler creates their runs again."""
+    source = _deployments(api_url)
+    chosen = _chosen_schedules(source, name, which)
+    for schedule in chosen:
+        source.resume_deployment_schedule(schedule.id)
+    click.echo(
+        f"Resumed {_schedules_text(chosen)} of deployment {name!r}; the scheduler creates "
+        "their runs on its next loop."
+    )
+
+
+def _chosen_schedules(
+    source: _Database | VivaceClient, name: str, which: str | None
+) -> list[ScheduleRecord]:
+    """The deployment's schedules that ``--schedule`` names (all of them without it)."""
+    record = _existing_deployment(source, name)
+    schedules = source.read_deployment_schedules(record.id)
+    if not schedules:
+        raise _Failure(f"deployment {record.name!r} has no schedules")
+    if which is None:
+        return schedules
+    text = which.strip()
+    for schedule in schedules:
+        if text == str(schedule.id) or text == str(schedule.position):
+            return [schedule]
+    positions = ", ".join(str(schedule.position) for schedule in schedules)
+    raise _BadInput(
+        f"--schedule {which!r} is neither the id nor the position of a schedule of deployment "
+        f"{record.name!r}; its positions are {positions} (`vivace deployment schedule ls "
+        f"{_quoted(record.name)}` lists them with their ids)"
+    )
+
+
+def _schedules_text(schedules: list[ScheduleRecord]) -> str:
+    if len(schedules) == 1:
+        return f"schedule {schedules[0].position} ({schedules[0].schedule.describe()})"
+    return f"{len(schedules)} schedules"
+
+
+def _schedules_table(schedules: list[ScheduleRecord], title: str | None = None) -> Any:
+    from vivace.deployments.schedule_info import local_text, upcoming_times
+
+    table = _table("Position", "ID", "Schedule", "Parameters", "Status", "Next runs", title=title)
+    for schedule in schedules:
+        if schedule.active:
+            times = upcoming_times(schedule.schedule)
+            upcoming = ", ".join(local_text(when, schedule.schedule) for when in times)
+            status = "active"
+        else:
+            upcoming, status = "", "paused"
+        table.add_row(
+            str(schedule.position),
+            str(schedule.id),
+            _text(schedule.schedule.describe()),
+            _text(json.dumps(schedule.parameters, default=str) if schedule.parameters else ""),
+            status,
+            upcoming or "—",
+        )
+    return table
+
+
 # -- where the deployment commands read and write ----------------------------------------------
 
 
@@ -417,6 +669,21 @@ class _Database:
         from vivace.store.deployments import delete_deployment
 
         return delete_deployment(self.url, deployment_id)
+
+    def read_deployment_schedules(self, deployment_id: uuid.UUID) -> list[ScheduleRecord]:
+        from vivace.store.schedules import read_deployment_schedules
+
+        return read_deployment_schedules(self.url, deployment_id)
+
+    def pause_deployment_schedule(self, schedule_id: uuid.UUID) -> tuple[ScheduleRecord, int]:
+        from vivace.store.schedules import set_schedule_active
+
+        return set_schedule_active(self.url, schedule_id, False)
+
+    def resume_deployment_schedule(self, schedule_id: uuid.UUID) -> ScheduleRecord:
+        from vivace.store.schedules import set_schedule_active
+
+        return set_schedule_active(self.url, schedule_id, True)[0]
 
     def create_deployment_run(
         self,
@@ -491,20 +758,47 @@ def _start_in(start_in: str | None) -> float | None:
         raise _BadInput(f"--start-in: {error}") from None
 
 
-def _start_at(start_at: str | None) -> dt.datetime | None:
-    """``--start-at`` as an aware time (a time without a zone is in the local one)."""
+def _start_at(
+    start_at: str | None, option: str = "--start-at", *, local: bool = True
+) -> dt.datetime | None:
+    """``--start-at`` (or ``option``) as a time; one without a zone is in the local one, or,
+    without ``local``, left without a zone."""
     if start_at is None:
         return None
     try:
         when = dt.datetime.fromisoformat(start_at.strip())
     except ValueError:
         raise _BadInput(
-            f"--start-at {start_at!r} is not an ISO time; expected e.g. 2026-12-01T08:00 or "
+            f"{option} {start_at!r} is not an ISO time; expected e.g. 2026-12-01T08:00 or "
             "2026-12-01T08:00+01:00"
         ) from None
-    if when.tzinfo is None:
+    if when.tzinfo is None and local:
         when = when.astimezone()  # the local time zone
     return when
+
+
+def _duration(option: str, text: str | None) -> float | None:
+    """A duration option in seconds."""
+    from vivace.deployments.runs import parse_duration
+    from vivace.exceptions import ConfigurationError
+
+    if text is None:
+        return None
+    try:
+        return parse_duration(text)
+    except ConfigurationError as error:
+        raise _BadInput(f"{option}: {error}") from None
+
+
+def _seconds_text(seconds: float | None) -> str:
+    """``skip_late_after`` in words (``10m``, ``1h30m``); empty when None."""
+    from vivace.schedules import format_interval
+
+    return "" if seconds is None else format_interval(dt.timedelta(seconds=seconds))
+
+
+def _limit_text(limit: int | None) -> str:
+    return "" if limit is None else f"{limit} run(s) at a time"
 
 
 def _schema_table(record: DeploymentRecord) -> Any:

@@ -16,7 +16,14 @@
    ``vivace.results.resume.load_flow(entrypoint, flow_name)`` gets this flow even when the
    variable that holds it has another name;
 3. checks the default ``parameters`` against the flow's parameter schema (a wrong one is refused
-   naming the field; a missing required one is fine, each run must then give it);
+   naming the field; a missing required one is fine, each run must then give it), and the
+   ``schedules``: each must be a vivace schedule (``Cron``, ``Interval``, ``RRule``), and its
+   runs' parameters (the defaults under the schedule's own) must match the schema in full,
+   required ones included, since nobody is there to give a missing one when the scheduler
+   creates the run. ``schedules=None`` keeps the deployment's schedules as they are (a
+   redeploy that says nothing about them); a list, even empty, replaces them. With them,
+   ``skip_late_after`` (seconds or a timedelta; runs late by more than that are skipped, not
+   started) and ``concurrency_limit`` (at most that many runs claimed and not over);
 4. resolves the infrastructure (``process``, ``docker``, ..., ``block:NAME`` or an object) and
    the storage (a folder, an fsspec URL, ``block:NAME`` or a saved block's bare name);
 5. uploads the project, and only then saves the deployment, so a failed upload records nothing.
@@ -30,17 +37,20 @@ The block's reference is resolved to a commit here, and the storage record pins 
 this version run that commit, whatever the branch holds later. The flow's file must be in the
 repository at that commit; that is checked once here, rather than failing in every run.
 
-Deployment names may hold ``/`` (``team/nightly``), but not end in ``/versions`` or
-``/flow-runs``: the API could not tell such a name from the paths of a deployment's versions
-and runs.
+Deployment names may hold ``/`` (``team/nightly``), but not end in ``/versions``,
+``/flow-runs`` or ``/schedules``: the API could not tell such a name from the paths of a
+deployment's versions, runs and schedules.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import inspect
+import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,11 +59,13 @@ from vivace.exceptions import DeploymentError, ResumeError, VivaceError
 if TYPE_CHECKING:
     from vivace.engine.flows import Flow
     from vivace.infrastructure.base import Infrastructure
+    from vivace.schedules import Schedule
     from vivace.store.deployments import DeploymentRecord, DeploymentSpec
 
 PROJECT_MARKERS = ("vivace.yaml", ".vivaceignore", "pyproject.toml", ".git")
 _MAX_NAME = 255
-_RESERVED_ENDINGS = ("/versions", "/flow-runs")  # the API's paths below a deployment
+_RESERVED_ENDINGS = ("/versions", "/flow-runs", "/schedules")  # the API's paths below one
+_MAX_LIMIT = 2**31 - 1  # a concurrency limit is stored as a 32-bit integer
 
 
 def deploy_flow(flow: Flow[Any, Any], name: str, **options: Any) -> DeploymentRecord:
@@ -117,6 +129,9 @@ def prepare_deployment(
     storage: str | None = None,
     infrastructure: Infrastructure | str | dict[str, Any] | None = None,
     project_dir: str | os.PathLike[str] | None = None,
+    schedules: Sequence[Schedule] | None = None,
+    skip_late_after: dt.timedelta | float | None = None,
+    concurrency_limit: int | None = None,
 ) -> PreparedDeployment:
     """Every check of ``deploy_flow``, without uploading or saving anything."""
     from vivace.deployments.parameters import parameter_schema
@@ -141,6 +156,9 @@ def prepare_deployment(
     _check_called_by_name(flow)
     schema = parameter_schema(flow)
     defaults = check_default_parameters(name, schema, parameters)
+    checked_schedules = check_schedules(name, schema, defaults, schedules)
+    late_seconds = check_skip_late_after(name, skip_late_after)
+    limit = check_concurrency_limit(name, concurrency_limit)
     infrastructure_record = _infrastructure_record(name, infrastructure)
     commit = None
     if repository is not None:
@@ -156,6 +174,9 @@ def prepare_deployment(
         work_queue_name=work_queue,
         tags=checked_tags,
         description=description,
+        schedules=checked_schedules,
+        skip_late_after=late_seconds,
+        concurrency_limit=limit,
     )
     return PreparedDeployment(url, project, target, spec, commit)
 
@@ -339,6 +360,146 @@ def check_default_parameters(
     return values
 
 
+# -- schedules and run settings -----------------------------------------------------------------
+
+
+def check_schedules(
+    name: str,
+    schema: dict[str, Any],
+    defaults: dict[str, Any],
+    schedules: Sequence[Schedule] | None,
+) -> tuple[Schedule, ...] | None:
+    """``schedules`` as a tuple (None stays None: keep the deployment's schedules).
+
+    DeploymentError for something that is not a vivace schedule, a schedule listed twice, and
+    parameters that its runs could not start with: the deployment's defaults under the
+    schedule's own must match the flow's schema in full (a scheduled run has nobody to give a
+    missing required parameter).
+    """
+    from vivace.schedules import Schedule
+
+    if schedules is None:
+        return None
+    # A list or tuple: their order is the schedules' positions.
+    if isinstance(schedules, str | bytes) or not isinstance(schedules, Sequence):
+        raise DeploymentError(
+            f"deployment {name!r}: schedules must be a list of schedules such as "
+            "[Cron('0 9 * * *'), Interval(timedelta(hours=1))], got "
+            f"{type(schedules).__name__}; give [] to remove the deployment's schedules, "
+            "or None to keep them"
+        )
+    checked: list[Schedule] = []
+    seen: dict[tuple[str, str], int] = {}
+    for index, schedule in enumerate(schedules, start=1):
+        if not isinstance(schedule, Schedule):
+            raise DeploymentError(
+                f"deployment {name!r}: schedule {index} is a {type(schedule).__name__} "
+                f"({_short_repr(schedule)}), not a vivace schedule; expected Cron(...), "
+                "Interval(...) or RRule(...) from vivace"
+            )
+        what = f"deployment {name!r}: schedule {index} ({schedule.describe()})"
+        schedule = _with_json_parameters(what, schedule)
+        key = (schedule.definition_key(), _json_key(schedule.parameters))
+        if key in seen:
+            raise DeploymentError(
+                f"{what} repeats schedule {seen[key]}: both would create a run at the same "
+                "times; expected each schedule once"
+            )
+        seen[key] = index
+        _check_schedule_parameters(what, schema, {**defaults, **(schedule.parameters or {})})
+        checked.append(schedule)
+    return tuple(checked)
+
+
+def _with_json_parameters(what: str, schedule: Schedule) -> Schedule:
+    """The schedule, its parameters as the JSON values they are stored as."""
+    from pydantic_core import PydanticSerializationError, to_jsonable_python
+
+    parameters = schedule.parameters
+    if parameters is None:
+        return schedule
+    if not isinstance(parameters, dict):
+        raise DeploymentError(
+            f"{what}: parameters must be a dict of name: value, got {type(parameters).__name__}"
+        )
+    values: dict[str, Any] = {}
+    for key, value in parameters.items():
+        try:
+            values[str(key)] = to_jsonable_python(value)
+        except PydanticSerializationError:
+            raise DeploymentError(
+                f"{what}: parameter {key!r} is a {type(value).__name__}, which has no JSON form "
+                "to store; give a JSON value (text, number, list, dict)"
+            ) from None
+    if values == parameters:
+        return schedule
+    return dataclasses.replace(schedule, parameters=values)  # type: ignore[type-var]
+
+
+def _check_schedule_parameters(what: str, schema: dict[str, Any], values: dict[str, Any]) -> None:
+    from vivace.deployments.parameters import schema_problems
+
+    problems = schema_problems(schema, values)
+    if problems:
+        raise DeploymentError(
+            f"{what}: its runs' parameters (the deployment's defaults under the schedule's own) "
+            "do not match the flow's signature: "
+            + "; ".join(problems)
+            + "; give the missing or wrong ones in the schedule's parameters or the "
+            "deployment's"
+        )
+
+
+def check_skip_late_after(name: str, value: dt.timedelta | float | None) -> float | None:
+    """``skip_late_after`` in seconds (None: never skip a late run); DeploymentError unless it
+    is a timedelta or a number of seconds, 0 or more."""
+    if value is None:
+        return None
+    if isinstance(value, dt.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise DeploymentError(
+            f"deployment {name!r}: skip_late_after must be a timedelta or seconds (None: never "
+            f"skip a late run), got {type(value).__name__} {_short_repr(value)}"
+        )
+    if not (seconds >= 0 and math.isfinite(seconds)):
+        raise DeploymentError(
+            f"deployment {name!r}: skip_late_after is {_short_repr(value)}; expected 0 or more "
+            "seconds (runs later than that are skipped, not started)"
+        )
+    return seconds
+
+
+def check_concurrency_limit(name: str, value: int | None) -> int | None:
+    """``concurrency_limit`` (None: no limit); DeploymentError unless a whole number >= 1."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise DeploymentError(
+            f"deployment {name!r}: concurrency_limit must be a whole number of runs (None: no "
+            f"limit), got {type(value).__name__} {_short_repr(value)}"
+        )
+    if not 1 <= value <= _MAX_LIMIT:
+        raise DeploymentError(
+            f"deployment {name!r}: concurrency_limit is {value}; expected 1 to {_MAX_LIMIT} "
+            "runs at a time (None: no limit)"
+        )
+    return value
+
+
+def _json_key(value: Any) -> str:
+    import json
+
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def resolve_storage(storage: str | None, url: str, base: Path | None = None) -> str | None:
     """The storage as ``upload_project`` takes it: None, a URL, an absolute folder (a relative
     one is taken from ``base``, default the current folder), or ``block:NAME`` (a bare name of
@@ -428,7 +589,8 @@ def _check_name(value: Any) -> str:
     if name.endswith(_RESERVED_ENDINGS):
         raise DeploymentError(
             f"deployment name {name!r} ends in {name[name.rindex('/') :]!r}, which the API "
-            "reads as the path of a deployment's versions or runs; expected another name"
+            "reads as the path of a deployment's versions, runs or schedules; expected another "
+            "name"
         )
     try:
         uuid.UUID(name)

@@ -13,6 +13,20 @@ deployments made from it::
         storage: s3://bucket/flows     # optional: a folder, an fsspec URL or block:NAME
         infrastructure: process        # optional: a type name, block:NAME, or a mapping:
                                        #   {type: docker, image: "org/flows:1", env: {A: "1"}}
+        schedules:                     # optional: when the server's scheduler creates runs
+          - cron: "0 9 * * 1-5"        #   a cron expression,
+            timezone: Europe/Lisbon    #   in this zone (default UTC)
+          - interval: 15m              #   every 15m, 1h30m, 2d, or seconds,
+            anchor: 2026-01-01T00:05:00  # counted from this time (optional)
+            parameters: {day: 0}       #   this schedule's runs' parameters over the defaults
+            active: false              #   deployed paused (default: active)
+          - rrule: "FREQ=WEEKLY;BYDAY=MO,WE"
+        skip_late_after: 10m           # optional: skip a run not started this late
+        concurrency_limit: 2           # optional: at most this many runs at a time
+
+``schedules`` left out keeps the schedules the deployment has (a redeploy does not touch them);
+``schedules: []`` removes them. A schedule that was there before, with the same definition and
+parameters, keeps its runs and its paused or active state.
 
 ``vivace deploy --all`` deploys every entry, ``vivace deploy --name nightly-etl`` just that one;
 either way the project folder is the folder of this file, whatever folder the flow's file is in.
@@ -23,19 +37,85 @@ type or a name given twice is an error naming the entry and the key, so a typo
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from vivace.exceptions import DeploymentError, VivaceError
 
 if TYPE_CHECKING:
     from vivace.deployments.deploy import PreparedDeployment
+    from vivace.schedules import Schedule
     from vivace.store.deployments import DeploymentRecord
 
 PROJECT_FILE = "vivace.yaml"
+_ENTRY_KEYS = (
+    "name, entrypoint, work_queue, parameters, tags, description, storage, infrastructure, "
+    "schedules, skip_late_after, concurrency_limit"
+)
+_SCHEDULE_KEYS = (
+    "one of cron, interval or rrule, and optionally timezone, anchor (with interval), day_or "
+    "(with cron), active, parameters"
+)
+
+
+class ScheduleEntry(BaseModel):
+    """One schedule of a deployment in ``vivace.yaml``: exactly one of ``cron``, ``interval``
+    and ``rrule``, as ``vivace.schedules`` takes them."""
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    cron: str | None = None
+    interval: str | float | None = None  # "15m", "1h30m", "2d", "PT15M" or seconds
+    rrule: str | None = None
+    timezone: str | None = None
+    anchor: dt.datetime | None = None
+    day_or: bool | None = None
+    active: bool = True
+    parameters: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ScheduleEntry:
+        self.to_schedule()  # its error, as a ValueError pydantic places at this entry
+        return self
+
+    def to_schedule(self) -> Schedule:
+        """The ``vivace.schedules`` object this entry describes; ValueError saying what is
+        wrong."""
+        from vivace.exceptions import ConfigurationError
+        from vivace.schedules import Cron, Interval, RRule, parse_interval
+
+        kinds = [kind for kind in ("cron", "interval", "rrule") if getattr(self, kind) is not None]
+        if len(kinds) != 1:
+            given = " and ".join(kinds) if kinds else "none of them"
+            raise ValueError(f"expected exactly one of cron, interval or rrule; got {given}")
+        if self.anchor is not None and self.interval is None:
+            raise ValueError("anchor is for an interval schedule only")
+        if self.day_or is not None and self.cron is None:
+            raise ValueError("day_or is for a cron schedule only")
+        common: dict[str, Any] = {"active": self.active, "parameters": self.parameters}
+        try:
+            if self.cron is not None:
+                day_or = True if self.day_or is None else self.day_or
+                return Cron(self.cron, self.timezone, day_or=day_or, **common)
+            if self.rrule is not None:
+                return RRule(self.rrule, self.timezone, **common)
+            every = self.interval
+            step = parse_interval(every) if isinstance(every, str) else every
+            assert step is not None
+            return Interval(step, self.anchor, self.timezone, **common)
+        except ConfigurationError as error:
+            raise ValueError(str(error)) from None
 
 
 class DeploymentEntry(BaseModel):
@@ -51,6 +131,24 @@ class DeploymentEntry(BaseModel):
     description: str | None = None
     storage: str | None = None
     infrastructure: Any = None  # checked below: one message, not one per member of a union
+    schedules: list[ScheduleEntry] | None = None  # None: keep the deployment's schedules
+    skip_late_after: str | float | None = None  # "10m", "1h", or seconds
+    concurrency_limit: int | None = Field(default=None, ge=1, strict=True)
+
+    @field_validator("skip_late_after")
+    @classmethod
+    def _check_skip_late_after(cls, value: str | float | None) -> float | None:
+        from vivace.deployments.runs import parse_duration
+        from vivace.exceptions import ConfigurationError
+
+        if value is None or not isinstance(value, str):
+            if value is not None and not value >= 0:
+                raise ValueError(f"{value} seconds is negative; expected 0 or more")
+            return value
+        try:
+            return parse_duration(value)
+        except ConfigurationError as error:
+            raise ValueError(str(error)) from None
 
     @field_validator("entrypoint")
     @classmethod
@@ -144,7 +242,8 @@ def deploy_entry(
     """Deploy one entry from the project folder ``project`` (the yaml file's folder).
 
     ``overrides`` (``work_queue``, ``parameters``, ``tags``, ``description``, ``storage``,
-    ``infrastructure``) replace the entry's values; given ``parameters`` update its own.
+    ``infrastructure``, ``schedules``, ``skip_late_after``, ``concurrency_limit``) replace the
+    entry's values when not None; given ``parameters`` update its own.
     """
     return prepare_entry(entry, project, **overrides).deploy()
 
@@ -187,6 +286,11 @@ def prepare_entry(
         # A folder named in the file is relative to the file, not to where the command ran.
         "storage": resolve_storage(entry.storage, get_settings().resolved_database_url, folder),
         "infrastructure": entry.infrastructure,
+        "schedules": (
+            None if entry.schedules is None else [item.to_schedule() for item in entry.schedules]
+        ),
+        "skip_late_after": entry.skip_late_after,
+        "concurrency_limit": entry.concurrency_limit,
     }
     for key, value in overrides.items():
         if key not in options:
@@ -203,9 +307,11 @@ def prepare_entry(
 
 
 def _describe(item: Any, raw: dict[str, Any]) -> str:
-    """One problem of the file: ``deployment 'nightly' (entry 1): key 'work_qeue' is unknown``."""
+    """One problem of the file: ``deployment 'nightly' (entry 1): key 'work_qeue' is unknown``,
+    ``deployment 'nightly' (entry 1): schedule 2: key 'timezone': ...``."""
     location = list(item["loc"])
     prefix = ""
+    expected = "only 'deployments'"
     if len(location) >= 2 and location[0] == "deployments" and isinstance(location[1], int):
         index = location[1]
         entries = raw.get("deployments")
@@ -214,16 +320,14 @@ def _describe(item: Any, raw: dict[str, Any]) -> str:
             name = entries[index].get("name")
         prefix = f"deployment {name!r} (entry {index + 1})" if name else f"entry {index + 1}"
         location = location[2:]
+        expected = _ENTRY_KEYS
+        if len(location) >= 2 and location[0] == "schedules" and isinstance(location[1], int):
+            prefix += f": schedule {location[1] + 1}"
+            location = location[2:]
+            expected = _SCHEDULE_KEYS
     key = ".".join(str(part) for part in location)
     if item["type"] == "extra_forbidden":
-        message = f"key {key!r} is unknown"
-        if not prefix:
-            message += "; expected only 'deployments'"
-        else:
-            message += (
-                "; expected name, entrypoint, work_queue, parameters, tags, description, "
-                "storage, infrastructure"
-            )
+        message = f"key {key!r} is unknown; expected {expected}"
     elif item["type"] == "missing":
         message = f"key {key!r} is missing"
     else:

@@ -21,8 +21,11 @@ from vivace.exceptions import ConfigurationError
 from vivace.results.options import flow_result_options
 
 if TYPE_CHECKING:
+    import datetime
     import os
+    from collections.abc import Sequence
 
+    from vivace.schedules import Schedule
     from vivace.store.deployments import DeploymentRecord
 
 P = ParamSpec("P")
@@ -177,6 +180,9 @@ class Flow(Generic[P, R]):
         storage: str | None = None,
         infrastructure: Any = None,
         project_dir: str | os.PathLike[str] | None = None,
+        schedules: Sequence[Schedule] | None = None,
+        skip_late_after: datetime.timedelta | float | None = None,
+        concurrency_limit: int | None = None,
     ) -> DeploymentRecord:
         """Deploy this flow as ``name``: upload its project folder to ``storage`` and record
         where a worker finds it; a name deployed before gets its next version.
@@ -186,6 +192,12 @@ class Flow(Generic[P, R]):
         ``infrastructure`` a type (``"process"``, ``"docker"``...), ``block:NAME`` or an
         Infrastructure. See :mod:`vivace.deployments.deploy` for how the project folder and
         the entrypoint are found.
+
+        ``schedules`` (``[Cron("0 9 * * 1-5", timezone="Europe/Lisbon"), Interval(...)]``)
+        make the server's scheduler create runs; None (the default) keeps the schedules the
+        deployment has, ``[]`` removes them. ``skip_late_after`` (seconds or a timedelta):
+        a run that has not started that long after its scheduled time is skipped rather than
+        started late; ``concurrency_limit``: at most that many of its runs at a time.
         """
         from vivace.deployments.deploy import deploy_flow
 
@@ -199,6 +211,9 @@ class Flow(Generic[P, R]):
             storage=storage,
             infrastructure=infrastructure,
             project_dir=project_dir,
+            schedules=schedules,
+            skip_late_after=skip_late_after,
+            concurrency_limit=concurrency_limit,
         )
 
     def __repr__(self) -> str:

@@ -13,6 +13,10 @@ with the run the first request made, where a new run is answered 201.
 A 422 for parameters that do not match the schema carries the header ``Vivace-Error:
 ParameterValidationError``, so a client tells it from other refused requests.
 
+A deployment is shown with its schedules (``GET /api/deployments/{deployment}/schedules`` lists
+them alone; pausing and resuming one is ``/api/deployment-schedules/{id}/pause|resume``, in
+:mod:`vivace.server.api.schedules`), each with its next few times.
+
 What is shown of a deployment hides its secrets: the password of a storage URL
 (``smb://user:**********@host/share``) and the values of its infrastructure's ``env`` (only the
 variables' names are shown; a worker reads the values from the database, not from here).
@@ -26,6 +30,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query, Response
 
 from vivace.deployments.runs import create_run
+from vivace.deployments.schedule_info import read_schedules_of
 from vivace.exceptions import ConfigurationError, DeploymentNotFoundError, ParameterValidationError
 from vivace.server import auth, deps
 from vivace.server.api.models import (
@@ -34,8 +39,10 @@ from vivace.server.api.models import (
     DeploymentDetail,
     DeploymentPage,
     DeploymentRunRequest,
+    DeploymentSchedule,
     FlowRun,
     FlowRunPage,
+    ScheduledDeployment,
     error_responses,
 )
 from vivace.server.api.params import (
@@ -51,6 +58,7 @@ from vivace.server.api.params import (
 from vivace.store import deployments as store
 from vivace.store import queries
 from vivace.store.deployments import DeploymentRecord
+from vivace.store.schedules import read_deployment_schedules
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
 
@@ -79,8 +87,16 @@ def list_deployments(
     records = store.read_deployments(
         database_url, flow_name=flow, name_like=name_like, limit=limit + 1, offset=offset
     )
+    shown = records[:limit]
+    schedules = read_schedules_of(database_url, [record.id for record in shown])
     return DeploymentPage(
-        items=[Deployment.from_record(record) for record in records[:limit]],
+        items=[
+            ScheduledDeployment(
+                **Deployment.from_record(record).model_dump(),
+                schedules=[DeploymentSchedule.from_record(one) for one in schedules[record.id]],
+            )
+            for record in shown
+        ],
         next_offset=offset + limit if len(records) > limit else None,
     )
 
@@ -119,13 +135,27 @@ def list_deployment_runs(
     return FlowRunPage(items=[FlowRun.from_record(run) for run in runs], next_cursor=next_cursor)
 
 
+@router.get(
+    "/{deployment:path}/schedules", response_model=list[DeploymentSchedule], responses=_READ
+)
+def list_deployment_schedules(
+    database_url: DatabaseUrl, deployment: DeploymentKey
+) -> list[DeploymentSchedule]:
+    """The deployment's schedules by position, each with its next few times."""
+    record = deployment_or_404(database_url, deployment)
+    schedules = read_deployment_schedules(database_url, record.id)
+    return [DeploymentSchedule.from_record(schedule) for schedule in schedules]
+
+
 @router.get("/{deployment:path}", response_model=DeploymentDetail, responses=_READ)
 def read_deployment(database_url: DatabaseUrl, deployment: DeploymentKey) -> DeploymentDetail:
-    """The deployment at its latest version, and its runs' counts by state."""
+    """The deployment at its latest version, its schedules, and its runs' counts by state."""
     record = deployment_or_404(database_url, deployment)
     counts = queries.count_flow_runs_by_state(database_url, deployment_id=record.id)
+    schedules = read_deployment_schedules(database_url, record.id)
     return DeploymentDetail(
         **Deployment.from_record(record).model_dump(),
+        schedules=[DeploymentSchedule.from_record(schedule) for schedule in schedules],
         run_count=sum(counts.values()),
         run_counts=counts,
     )

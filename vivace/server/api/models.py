@@ -25,6 +25,7 @@ from vivace.store.records import (
     StateRecord,
     TaskRunRecord,
 )
+from vivace.store.schedules import ScheduleRecord
 from vivace.store.work_queues import WorkerRecord, WorkQueueRecord
 
 MAX_START_IN_SECONDS = 10 * 365 * 86_400  # ten years: far enough, and still a valid time
@@ -139,6 +140,9 @@ class FlowRun(BaseModel):
     )
     heartbeat: dt.datetime | None = Field(
         default=None, description="When its engine last said it is alive."
+    )
+    schedule_id: uuid.UUID | None = Field(
+        default=None, description="The deployment schedule that created it; null if none."
     )
 
     @classmethod
@@ -374,6 +378,15 @@ class Deployment(BaseModel):
         description='{"type": ..., ...its settings}; the values of its "env" show as **********: '
         "only the variables' names are shown."
     )
+    skip_late_after: float | None = Field(
+        default=None,
+        description="A run not started this many seconds after its scheduled time is skipped, "
+        "not started; null: never skipped.",
+    )
+    concurrency_limit: int | None = Field(
+        default=None,
+        description="At most this many of its runs claimed and not over; null: no limit.",
+    )
     created: dt.datetime = Field(description="When this version was deployed.")
     updated: dt.datetime = Field(description="When the deployment last changed.")
 
@@ -395,8 +408,72 @@ class Deployment(BaseModel):
         )
 
 
-class DeploymentDetail(Deployment):
-    """A deployment and how many runs it has, in all and per state type."""
+class DeploymentSchedule(BaseModel):
+    """One of a deployment's schedules: when the server's scheduler creates its runs."""
+
+    id: uuid.UUID
+    deployment_id: uuid.UUID
+    position: int = Field(description="Its place in the deployment's list of schedules.")
+    definition: dict[str, Any] = Field(
+        description='{"cron": "0 9 * * 1-5", "timezone": "Europe/Lisbon", "day_or": true}, '
+        '{"interval": seconds, "anchor": ISO time or null, "timezone": ...} or {"rrule": '
+        '"FREQ=...", "timezone": ...}; a null timezone is UTC.',
+        examples=[{"cron": "0 9 * * 1-5", "timezone": "Europe/Lisbon", "day_or": True}],
+    )
+    description: str = Field(examples=["cron 0 9 * * 1-5 in Europe/Lisbon"])
+    active: bool = Field(description="A paused schedule (false) creates no runs.")
+    parameters: dict[str, Any] | None = Field(
+        description="Its runs' parameters over the deployment's defaults; null: the defaults."
+    )
+    filled_until: dt.datetime | None = Field(
+        description="The latest scheduled time a run was created for; null: none yet."
+    )
+    due_at: dt.datetime | None = Field(
+        description="When the scheduler next looks at it; null while paused or when it has "
+        "no more times."
+    )
+    next_times: list[dt.datetime] = Field(
+        description="The next times it wants a run (empty while paused)."
+    )
+    created: dt.datetime
+    updated: dt.datetime
+
+    @classmethod
+    def from_record(
+        cls, record: ScheduleRecord, now: dt.datetime | None = None
+    ) -> DeploymentSchedule:
+        from vivace.deployments.schedule_info import upcoming_times
+
+        return cls(
+            id=record.id,
+            deployment_id=record.deployment_id,
+            position=record.position,
+            definition=record.schedule.to_dict(),
+            description=record.schedule.describe(),
+            active=record.active,
+            parameters=record.parameters,
+            filled_until=record.filled_until,
+            due_at=record.due_at,
+            next_times=upcoming_times(record.schedule, now=now) if record.active else [],
+            created=record.created,
+            updated=record.updated,
+        )
+
+
+class PausedSchedule(DeploymentSchedule):
+    """A schedule just paused, and how many of its runs that had not started were removed."""
+
+    removed_run_count: int
+
+
+class ScheduledDeployment(Deployment):
+    """A deployment at its latest version, with its schedules (by position)."""
+
+    schedules: list[DeploymentSchedule]
+
+
+class DeploymentDetail(ScheduledDeployment):
+    """A deployment, its schedules, and how many runs it has, in all and per state type."""
 
     run_count: int
     run_counts: dict[StateType, int] = Field(
@@ -413,7 +490,7 @@ class DeletedDeployment(Deployment):
 class DeploymentPage(BaseModel):
     """A page of deployments by name; pass ``next_offset`` as ``offset`` for the next one."""
 
-    items: list[Deployment]
+    items: list[ScheduledDeployment]
     next_offset: int | None = Field(description="null on the last page.")
 
 
