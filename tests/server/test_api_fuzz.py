@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
@@ -21,10 +22,14 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from vivace import flow, get_run_logger, task, unmapped
+from vivace import Cron, Interval, flow, get_run_logger, task, unmapped
+from vivace.blocks import Webhook
 from vivace.deployments.parameters import parameter_schema
 from vivace.store import queries
+from vivace.store.concurrency import create_limit
 from vivace.store.deployments import DeploymentSpec, create_deployment_run, save_deployment
+from vivace.store.notifications import create_notification_policy
+from vivace.store.schedules import read_deployment_schedules
 from vivace.store.writer import get_writer
 
 EXAMPLES_PER_OPERATION = 25  # per operation and per mode (valid data, invalid data)
@@ -82,23 +87,35 @@ def _seed_runs(database_url: str) -> tuple[list[str], list[str]]:
     return [str(run.id) for run in flow_runs], [str(run.id) for run in task_runs]
 
 
-def _seed_deployment(database_url: str) -> list[str]:
-    """A deployment of fuzz_flow with one run; its name and id."""
+def _seed_deployment(database_url: str) -> tuple[list[str], list[str]]:
+    """A deployment of fuzz_flow with one run and two schedules; its name and id, and the
+    schedules' ids."""
     spec = DeploymentSpec(
         name="fuzz/nightly",
         flow_name="fuzz_flow",
         entrypoint="test_api_fuzz.py:fuzz_flow",
         storage={"url": "/srv/fuzz"},
         parameter_schema=parameter_schema(fuzz_flow),
+        schedules=(Cron("0 9 * * 1-5", "Europe/Lisbon"), Interval(900, active=False)),
     )
     deployment = save_deployment(database_url, spec)
     create_deployment_run(database_url, deployment, parameters={"n": 2})
-    return [deployment.name, str(deployment.id)]
+    schedules = read_deployment_schedules(database_url, deployment.id)
+    return [deployment.name, str(deployment.id)], [str(schedule.id) for schedule in schedules]
+
+
+def _seed_named_resources(database_url: str, name: str) -> None:
+    """A concurrency limit and a notification policy called ``name``, like the work queue: the
+    routes of all three take their name from the one path parameter ``name``."""
+    create_limit(database_url, name, 3)
+    webhook = Webhook(url="http://127.0.0.1:9/hook")
+    create_notification_policy(database_url, name, states=["Failed"], webhook=webhook)
 
 
 def _schema(live_server: str, database_url: str) -> Any:
     flow_run_ids, task_run_ids = _seed_runs(database_url)
-    deployments = _seed_deployment(database_url)
+    deployments, schedule_ids = _seed_deployment(database_url)
+    _seed_named_resources(database_url, "default")
     config = SchemathesisConfig.from_dict(
         {
             "seed": SEED,
@@ -107,14 +124,16 @@ def _schema(live_server: str, database_url: str) -> Any:
                 "flow_run_ids": {"values": flow_run_ids},
                 "task_run_ids": {"values": task_run_ids},
                 "deployments": {"values": deployments},
-                "work_queues": {"values": ["default"]},
+                "names": {"values": ["default"]},
+                "schedule_ids": {"values": schedule_ids},
             },
             "parameters": {
                 "path.flow_run_id": {"dictionary": "flow_run_ids", "probability": 0.5},
                 "path.task_run_id": {"dictionary": "task_run_ids", "probability": 0.5},
                 "query.task_run_id": {"dictionary": "task_run_ids", "probability": 0.5},
                 "path.deployment": {"dictionary": "deployments", "probability": 0.5},
-                "path.name": {"dictionary": "work_queues", "probability": 0.5},
+                "path.name": {"dictionary": "names", "probability": 0.5},
+                "path.schedule_id": {"dictionary": "schedule_ids", "probability": 0.5},
             },
         }
     )
@@ -153,5 +172,8 @@ def test_every_get_answers_within_its_schema_and_never_5xx(
             except Exception as error:  # every operation gets its turn; all failures reported
                 failures.append(f"{operation.label} ({mode.value} data): {error}")
 
-    assert len(operations) == 21
+    published = httpx.get(f"{live_server}/api/openapi.json").json()["paths"]
+    gets = {path for path, methods in published.items() if "get" in methods}
+    assert {operation.path for operation in operations} == gets - {"/api/openapi.json"}
+    assert len(operations) >= 29  # the filter above let every route through
     assert not failures, "\n\n".join(failures)
