@@ -217,6 +217,31 @@ def test_the_server_serves_on_its_port_and_the_services_run_alone() -> None:
     assert services["spec"]["strategy"]["type"] == "Recreate"
 
 
+def test_compose_runs_one_server_with_the_services_inside() -> None:
+    """docker-compose.yml's single server runs the services itself (no --no-services and no
+    separate `vivace server services start`), while the manifests split them; both name only
+    real settings."""
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    vivace_commands = {
+        name: service["command"]
+        for name, service in services.items()
+        if isinstance(service.get("command"), list) and service["command"][0] == "vivace"
+    }
+
+    assert list(vivace_commands) == ["server"]
+    params = parse_command(cli, vivace_commands["server"][1:]).params
+    assert params["no_services"] is False
+    assert params["port"] == 4200
+    settings = {f"VIVACE_{name.upper()}" for name in Settings.model_fields}
+    environments = [compose["x-vivace-environment"]]
+    environments += [service.get("environment", {}) for service in services.values()]
+    named_variables = {name for env in environments for name in env if name.startswith("VIVACE_")}
+    assert named_variables <= settings, named_variables - settings
+    # The server's services decrypt webhook blocks: compose passes the key through.
+    assert "VIVACE_ENCRYPTION_KEY" in services["server"]["environment"]
+
+
 def service_port(name: str) -> int:
     (port,) = named("Service", name)["spec"]["ports"]
     number: int = port["port"]

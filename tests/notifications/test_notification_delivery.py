@@ -319,6 +319,32 @@ def test_a_paused_policy_is_muted(database_url: str, receiver: Receiver) -> None
     assert notify(database_url) == LoopReport(queued=1, delivered=1)
 
 
+def test_a_deleted_policy_sends_nothing_more_even_to_a_loop_that_read_it_before(
+    database_url: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vivace.store import notifications as store
+
+    webhook_policy(database_url, receiver.url, states=("Crashed",))
+    nightly = deployment(database_url)
+    ended_run(database_url, nightly)
+    now = time.time()
+    assert enqueue_deliveries(database_url, since=now - 60, now=now).created == 1
+    ended_run(database_url, nightly)
+    # A loop lists the active policies, then the policy is deleted before it inserts.
+    listed = store.read_notification_policies(database_url, active_only=True)
+    assert store.delete_notification_policy(database_url, "failures")
+    monkeypatch.setattr(store, "read_notification_policies", lambda *args, **kwargs: listed)
+
+    assert enqueue_deliveries(database_url, since=now - 60, now=now).created == 0
+    monkeypatch.undo()
+
+    assert notify(database_url) == LoopReport()
+    assert receiver.requests == []
+    with get_engine(database_url).connect() as conn:
+        table = schema.notification_deliveries
+        assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one() == 0
+
+
 def test_a_state_that_lands_late_is_still_sent_and_older_history_is_not(
     database_url: str, receiver: Receiver
 ) -> None:

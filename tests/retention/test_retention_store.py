@@ -163,6 +163,35 @@ def test_batches_of_two_runs_and_a_time_budget(database_url: str) -> None:
     assert_gone(database_url, expired)
 
 
+def test_a_run_with_many_rows_goes_over_several_short_transactions(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vivace.store import retention
+
+    monkeypatch.setattr(retention, "CHILD_ROWS", 2)
+    expired, kept = RunRows(), RunRows()
+    expired.flow_run(database_url, started=days_ago(50), ended=days_ago(50), tasks=5)
+    kept.flow_run(database_url, started=days_ago(1), ended=days_ago(1), tasks=3)
+    ticks = itertools.count(step=10.0)  # each look at the clock: 10 s later
+
+    first = delete_expired(
+        database_url, CUTOFF, batch_size=10, time_budget=5.0, clock=lambda: next(ticks)
+    )
+
+    # One transaction: two of its six log lines and two of its five task runs; the run stays.
+    assert (first.deleted["logs"], first.deleted["task_runs"]) == (2, 2)
+    assert first.deleted["task_run_states"] == 4
+    assert (first.deleted["flow_runs"], first.deleted["flow_run_states"]) == (0, 0)
+    assert first.remaining == 1
+    assert set(expired.flow_run_ids) <= ids_in(database_url, schema.flow_runs)
+
+    rest = delete_expired(database_url, CUTOFF, batch_size=10)
+
+    assert (rest.deleted["logs"], rest.deleted["task_runs"], rest.deleted["flow_runs"]) == (4, 3, 1)
+    assert_gone(database_url, expired)
+    assert_kept(database_url, kept)
+
+
 def test_subflows_go_on_their_own_end_and_unfinished_ones_stay(database_url: str) -> None:
     expired, kept = RunRows(), RunRows()
     parent = expired.flow_run(database_url, started=days_ago(60), ended=days_ago(59))

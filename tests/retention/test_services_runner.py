@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,50 @@ def test_run_loop_reports_whether_it_failed(database_url: str) -> None:
     assert run_loop(database_url, Service("broken", "", broken, lambda s: 1.0)) is True
     assert run_loop(database_url, Service("fine", "", lambda url: None, lambda s: 1.0)) is False
     assert read_service_data(database_url, "fine")["loop"]["summary"] is None
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("cannot print this error")
+
+
+def test_the_thread_survives_an_error_it_cannot_print_and_a_bad_interval(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    looped = threading.Semaphore(0)
+
+    def loop(url: str) -> str | None:
+        calls.append(len(calls))
+        looped.release()
+        if len(calls) == 1:
+            raise _Unprintable()
+        return "fine"
+
+    def interval(settings: Any) -> float:
+        if len(calls) == 2:
+            raise ValueError("VIVACE_SOMETHING_LOOP_SECONDS is not a number")
+        return 0.01
+
+    monkeypatch.setattr(runner_module, "FALLBACK_INTERVAL", 0.01)
+    given_services(monkeypatch, Service("fragile", "", loop, interval))
+    runner = ServiceRunner(database_url)
+    runner.start()
+    try:
+        for _ in range(3):  # after the unprintable error, and after the bad interval
+            assert looped.acquire(timeout=WAIT_SECONDS)
+    finally:
+        assert runner.stop() is True
+    assert len(calls) >= 3
+
+
+def test_an_error_that_cannot_be_printed_is_recorded_by_its_type(database_url: str) -> None:
+    def broken(url: str) -> str | None:
+        raise _Unprintable()
+
+    assert run_loop(database_url, Service("unprintable", "", broken, lambda s: 1.0)) is True
+    error = read_service_data(database_url, "unprintable")["loop"]["error"]
+    assert error == "_Unprintable (its message could not be read)"
 
 
 def test_disabled_services_are_not_run(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -288,3 +333,45 @@ def test_server_start_without_services(
     assert result.exit_code == 0, result.output
     assert events == ["serve"]
     assert "services:" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "environment", "links"),
+    [
+        pytest.param([], {}, "http://127.0.0.1:4200", id="loopback"),
+        pytest.param(
+            ["--host", "0.0.0.0", "--port", "4300", "--allow-unauthenticated"],
+            {},
+            "http://localhost:4300",
+            id="every-interface",
+        ),
+        pytest.param(
+            [], {"VIVACE_UI_URL": "https://ui.example.com"}, "https://ui.example.com", id="ui-url"
+        ),
+        pytest.param([], {"VIVACE_API_URL": "https://vivace.example.com/api"}, None, id="api-url"),
+    ],
+)
+def test_server_start_links_notifications_to_itself_unless_a_setting_says(
+    database_url: str,
+    events: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    environment: dict[str, str],
+    links: str | None,
+) -> None:
+    from vivace.services.notifications import flow_run_url
+    from vivace.settings import get_settings
+
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    reset_settings()
+
+    result = vivace("server", "start", *args)
+
+    assert result.exit_code == 0, result.output
+    run_id = uuid.UUID(int=7)
+    if links is None:  # VIVACE_API_URL without /api
+        links = "https://vivace.example.com"
+    assert flow_run_url(get_settings(), run_id) == f"{links}/flow-runs/{run_id}"
+    told = f"notifications link to runs under {links}" in result.stdout
+    assert told == (not environment)

@@ -12,7 +12,7 @@ sent is one JSON document, ``format`` deciding its shape:
 
 - ``"json"``: ``{"flow_run": {"id", "name", "flow_name", "state_type", "state_name", "message",
   "deployment", "tags", "url"}, "policy": ..., "timestamp": ...}`` (``url`` is the run's UI
-  page, None when ``VIVACE_UI_URL`` and ``VIVACE_API_URL`` are both unset);
+  page; see :mod:`vivace.services.notifications` for where it comes from, None if unknown);
 - ``"slack"``: ``{"text": ..., "blocks": [...]}``, which Slack (and Mattermost, which accepts the
   same incoming-webhook body) shows as a message with the run's name linked to its page.
 

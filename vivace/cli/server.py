@@ -58,7 +58,7 @@ def server() -> None:
 )
 def server_start(host: str, port: int, allow_unauthenticated: bool, no_services: bool) -> None:
     """Serve the run history over HTTP until stopped (SIGTERM or Ctrl-C)."""
-    from vivace.settings import get_settings, secret_value
+    from vivace.settings import get_settings, secret_value, use_settings
     from vivace.store.api_keys import parse_env_api_keys, read_key_roles
     from vivace.store.database import masked_url, upgrade_database
 
@@ -88,9 +88,16 @@ def server_start(host: str, port: int, allow_unauthenticated: bool, no_services:
     if get_settings().server_services and not no_services:
         from vivace.services.runner import ServiceRunner
 
+        link_base = _default_ui_url(host, port)
+        if link_base is not None:
+            use_settings(get_settings().model_copy(update={"ui_url": link_base}))
         runner = ServiceRunner(url)
         runner.start()
         click.echo(f"services: {', '.join(service.name for service in runner.services)}")
+        if link_base is not None:
+            click.echo(
+                f"notifications link to runs under {link_base} (set VIVACE_UI_URL to change)"
+            )
     try:
         serve(app, host, port)
     finally:
@@ -208,6 +215,19 @@ def is_loopback(host: str) -> bool:
     return bool(addresses) and all(
         ipaddress.ip_address(str(address)).is_loopback for address in addresses
     )
+
+
+def _default_ui_url(host: str, port: int) -> str | None:
+    """Where the links in notifications point when neither ``VIVACE_UI_URL`` nor
+    ``VIVACE_API_URL`` says: this server, reached on this machine when it listens on every
+    interface (as a published container port is); None when a setting says."""
+    from vivace.settings import get_settings
+
+    settings = get_settings()
+    if settings.ui_url or settings.api_url:
+        return None
+    wildcard = host.strip("[]") in ("", "0.0.0.0", "::")
+    return _base_url("localhost" if wildcard else host, port)
 
 
 def _base_url(host: str, port: int) -> str:

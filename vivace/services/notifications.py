@@ -21,7 +21,9 @@ Every ``VIVACE_NOTIFICATIONS_LOOP_SECONDS`` (2 s) one loop does two things:
    error is kept in ``last_error``; ``vivace notification ls`` and ``/notifications`` show them.
 
 The link to the run's page is ``VIVACE_UI_URL`` (or ``VIVACE_API_URL`` without its ``/api``)
-followed by ``/flow-runs/<id>``; without either, notifications carry no link.
+followed by ``/flow-runs/<id>``. Without either, ``vivace server start`` links to itself
+(``localhost`` when it listens on every interface); ``vivace server services start``, which
+does not know where the UI is, sends no link.
 """
 
 from __future__ import annotations

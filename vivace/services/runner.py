@@ -27,6 +27,9 @@ from vivace.store.service_state import update_service_data
 
 logger = logging.getLogger("vivace.services")
 
+FALLBACK_INTERVAL = 60.0
+"""Seconds between loops of a service whose interval cannot be read (a setting gone bad)."""
+
 
 class ServiceRunner:
     """The services named (all when None) over the database at ``url``, each on its thread."""
@@ -62,9 +65,27 @@ class ServiceRunner:
     def _run(self, service: Service) -> None:
         failing = False
         while not self._stopped.is_set():
-            failing = run_loop(self.url, service, failing)
-            if self._stopped.wait(service.interval(get_settings())):
+            try:
+                failing = run_loop(self.url, service, failing)
+            except Exception:  # the thread must outlive anything, even a failing error report
+                if not failing:
+                    logger.exception("service %s: its loop could not be run", service.name)
+                failing = True
+            if self._stopped.wait(_interval(service)):
                 return
+
+
+def _interval(service: Service) -> float:
+    """Seconds until ``service``'s next loop; ``FALLBACK_INTERVAL`` if they cannot be read."""
+    try:
+        return service.interval(get_settings())
+    except Exception:
+        logger.exception(
+            "service %s: cannot read its interval; looping again in %g s",
+            service.name,
+            FALLBACK_INTERVAL,
+        )
+        return FALLBACK_INTERVAL
 
 
 def run_loop(url: str, service: Service, failing: bool = False) -> bool:
@@ -79,7 +100,7 @@ def run_loop(url: str, service: Service, failing: bool = False) -> bool:
         if not failing:
             logger.exception("service %s: its loop failed; trying again", service.name)
         seconds = time.time() - started
-        error_text = describe_exception(error)
+        error_text = _describe(error)
         _record(url, service, {"last_loop": started, "seconds": seconds, "error": error_text})
         return True
     if failing:
@@ -93,6 +114,14 @@ def run_loop(url: str, service: Service, failing: bool = False) -> bool:
         {"last_loop": started, "seconds": seconds, "error": None, "summary": summary},
     )
     return False
+
+
+def _describe(error: Exception) -> str:
+    """The error in one line; its type's name alone when its text cannot be had."""
+    try:
+        return describe_exception(error)
+    except Exception:  # a __str__ that raises
+        return f"{type(error).__name__} (its message could not be read)"
 
 
 def _record(url: str, service: Service, outcome: dict[str, object]) -> None:

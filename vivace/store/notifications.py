@@ -385,8 +385,9 @@ def _has_any_tag(
 def _insert_deliveries(
     engine: sa.Engine, policy_id: uuid.UUID, rows: Sequence[Any], now: float
 ) -> int:
-    """Insert one pending delivery per state row, skipping those another process inserted."""
-    deliveries = schema.notification_deliveries
+    """Insert one pending delivery per state row, skipping those another process inserted, and
+    none if the policy was deleted since it was read (its deliveries would stay forever)."""
+    deliveries, policies = schema.notification_deliveries, schema.notification_policies
     values = [
         {
             "id": uuid7(),
@@ -409,7 +410,14 @@ def _insert_deliveries(
         .values(values)
         .on_conflict_do_nothing(index_elements=["policy_id", "flow_run_id", "state_seq"])
     )
+    # The policy's row, locked against a delete until the deliveries are in (on SQLite the
+    # transaction is a write lock already): a delete then takes them with it.
+    policy = sa.select(policies.c.id).where(policies.c.id == policy_id)
+    if engine.dialect.name == "postgresql":
+        policy = policy.with_for_update(read=True)
     with transaction(engine) as conn:
+        if conn.execute(policy).first() is None:
+            return 0
         # RETURNING counts what was inserted on both backends (rowcount may be -1 here).
         return len(conn.execute(statement.returning(deliveries.c.id)).all())
 

@@ -19,10 +19,12 @@ end, a SCHEDULED one the scheduler's or a worker's. Result files in result stora
 index (``task_cache``, which expires on its own) are left alone.
 
 Short locks: flow runs go ``batch_size`` at a time, each batch in one transaction, together with
-all their rows, so a reader sees a run whole or not at all; the other tables go ``batch_size``
-rows at a time. On PostgreSQL a batch locks its flow runs ``FOR UPDATE SKIP LOCKED``, so two
-processes deleting at once (two servers) take different runs, and a run whose state is changing
-at that moment is left for the next pass. :func:`delete_expired` stops starting new batches once
+all their rows, so a reader sees a run whole or not at all; except that a batch deletes at most
+``CHILD_ROWS`` logs and task runs: the rows of runs with more go over several transactions, the
+runs themselves last. The other tables go ``batch_size`` rows at a time. On PostgreSQL a batch
+locks its flow runs ``FOR UPDATE SKIP LOCKED``, so two processes deleting at once (two servers)
+take different runs, and a run whose state is changing at that moment is left for the next
+pass. :func:`delete_expired` stops starting new batches once
 ``time_budget`` seconds have gone (each kind of row gets at least one batch per call) and says
 how many runs remain.
 
@@ -60,6 +62,9 @@ from vivace.store.queries import Bind, _engine, _reading
 DAY_SECONDS = 86_400.0
 LEASE_GRACE_SECONDS = DAY_SECONDS
 """Concurrency leases expired this long ago are deleted: their holders are long gone."""
+
+CHILD_ROWS = 10_000
+"""Logs, and task runs, of expired flow runs deleted per transaction at most (see below)."""
 
 REMAINING_COUNT_CAP = 100_000
 """Runs left to delete are counted up to this many (a count must not scan a huge backlog)."""
@@ -248,19 +253,39 @@ def _old_writer_stats(cutoff: float) -> tuple[sa.Table, sa.ColumnElement[bool]]:
 
 
 def _delete_flow_run_batch(
-    conn: sa.Connection, cutoff: float, batch_size: int
+    conn: sa.Connection, cutoff: float, batch_size: int, child_rows: int | None = None
 ) -> tuple[collections.Counter[str], bool]:
-    """Up to ``batch_size`` expired flow runs with all their rows; whether more may remain."""
-    runs, tasks = schema.flow_runs, schema.task_runs
+    """Up to ``batch_size`` expired flow runs with all their rows; whether more may remain.
+
+    At most ``child_rows`` logs and ``child_rows`` task runs (with their states) go in one
+    batch, so a run of a hundred thousand tasks does not make one long transaction: when its
+    rows are more, this batch deletes that many of them and leaves the runs themselves to the
+    next batch, which takes the rest (a run goes last, once nothing of it is left).
+    """
+    child_rows = CHILD_ROWS if child_rows is None else child_rows
+    runs, tasks, logs = schema.flow_runs, schema.task_runs, schema.logs
     ids = _select_ids(conn, runs, _expired_flow_runs(cutoff), batch_size)
     counts: collections.Counter[str] = collections.Counter()
+    whole = True  # every log and task run of these runs is deleted
     for chunk in _chunks(ids):
-        run_tasks = sa.select(tasks.c.id).where(tasks.c.flow_run_id.in_(chunk))
-        counts["logs"] += _delete(conn, schema.logs, schema.logs.c.flow_run_id.in_(chunk))
-        counts["task_run_states"] += _delete(
-            conn, schema.task_run_states, schema.task_run_states.c.task_run_id.in_(run_tasks)
-        )
-        counts["task_runs"] += _delete(conn, tasks, tasks.c.flow_run_id.in_(chunk))
+        log_room = child_rows - counts["logs"]
+        run_logs = sa.select(logs.c.id).where(logs.c.flow_run_id.in_(chunk)).limit(log_room)
+        deleted_logs = _delete(conn, logs, logs.c.id.in_(run_logs.scalar_subquery()))
+        counts["logs"] += deleted_logs
+        task_room = child_rows - counts["task_runs"]
+        run_tasks = sa.select(tasks.c.id).where(tasks.c.flow_run_id.in_(chunk)).limit(task_room)
+        task_ids = list(conn.execute(run_tasks).scalars())
+        for task_chunk in _chunks(task_ids):
+            counts["task_run_states"] += _delete(
+                conn, schema.task_run_states, schema.task_run_states.c.task_run_id.in_(task_chunk)
+            )
+            counts["task_runs"] += _delete(conn, tasks, tasks.c.id.in_(task_chunk))
+        if deleted_logs >= log_room or len(task_ids) >= task_room:
+            whole = False  # maybe more: the runs go in a later batch
+            break
+    if not whole:
+        return counts, True
+    for chunk in _chunks(ids):
         counts["flow_run_states"] += _delete(
             conn, schema.flow_run_states, schema.flow_run_states.c.flow_run_id.in_(chunk)
         )

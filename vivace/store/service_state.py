@@ -6,8 +6,8 @@ tell a service that loops from one that stopped.
 
 Example::
 
-    write_service_data(url, "notifications", {"cursor": 1764680000.0})
-    read_service_data(url, "notifications")  # {"cursor": 1764680000.0}
+    update_service_data(url, "notifications", {"read_from": 1764680000.0})
+    read_service_data(url, "notifications")  # {"read_from": 1764680000.0, ...}
 """
 
 from __future__ import annotations
