@@ -7,24 +7,14 @@ import time
 import uuid
 from typing import Any
 
-from vivace.store.deployments import DeploymentSpec, create_deployment_run, save_deployment
+from tests.workers.helpers import stored_deployment
+from vivace.store.deployments import create_deployment_run
 from vivace.store.queries import read_flow_run_states
 
 
 def deployment(url: str, name: str = "nightly", queue: str = "default", **options: Any) -> Any:
     """A deployment saved straight in the store, its code nowhere (its runs never execute)."""
-    return save_deployment(
-        url,
-        DeploymentSpec(
-            name=name,
-            flow_name="etl",
-            entrypoint="etl.py:etl",
-            storage={"url": "/srv/code"},
-            parameter_schema={"type": "object", "properties": {}},
-            work_queue_name=queue,
-            **options,
-        ),
-    )
+    return stored_deployment(url, name, queue, **options)
 
 
 def scheduled_run(url: str, record: Any, seconds_ago: float = 0.0) -> Any:

@@ -30,7 +30,7 @@ from vivace.store.run_control import (
 from vivace.store.run_health import crash_zombie_runs
 from vivace.store.work_queues import claim_flow_runs, count_active_runs, register_worker
 
-SILENT_FOR = 30.0
+MISSED, INTERVAL = 3, 10.0  # silent for 30 s
 
 
 def running_run(url: str, heartbeat_ago: float | None, entered_ago: float = 600.0) -> Any:
@@ -96,8 +96,8 @@ def task_states(url: str, flow_run_id: uuid.UUID) -> dict[str, tuple[str, str | 
 def test_a_run_whose_heartbeat_stopped_ends_crashed_with_its_tasks(database_url: str) -> None:
     zombie = running_run(database_url, heartbeat_ago=45)
 
-    assert crash_zombie_runs(database_url, SILENT_FOR) == [zombie.id]
-    assert crash_zombie_runs(database_url, SILENT_FOR) == []  # once
+    assert crash_zombie_runs(database_url, MISSED, INTERVAL) == [zombie.id]
+    assert crash_zombie_runs(database_url, MISSED, INTERVAL) == []  # once
 
     after = read_flow_run(database_url, zombie.id)
     assert after is not None
@@ -128,7 +128,7 @@ def test_its_slot_is_free_and_its_workers_exit_report_changes_nothing(database_u
     zombie = running_run(database_url, heartbeat_ago=45)
     assert count_active_runs(database_url, ["default"]) == {"default": 1}
 
-    crash_zombie_runs(database_url, SILENT_FOR)
+    crash_zombie_runs(database_url, MISSED, INTERVAL)
 
     assert count_active_runs(database_url, ["default"]) == {"default": 0}
     before = states(database_url, zombie.id)
@@ -151,7 +151,7 @@ def test_runs_that_are_not_zombies_are_left_alone(
 ) -> None:
     run = running_run(database_url, heartbeat_ago, entered_ago)
 
-    assert crash_zombie_runs(database_url, SILENT_FOR) == []
+    assert crash_zombie_runs(database_url, MISSED, INTERVAL) == []
     assert read_flow_run(database_url, run.id).state_type is StateType.RUNNING  # type: ignore[union-attr]
 
 
@@ -160,7 +160,7 @@ def test_a_run_being_cancelled_whose_heartbeat_stopped_ends_cancelled(database_u
     assert request_cancellation(database_url, run.id).state_type is StateType.CANCELLING
     backdate(database_url, run.id, heartbeat_ago=45, entered_ago=45)
 
-    assert crash_zombie_runs(database_url, SILENT_FOR) == [run.id]
+    assert crash_zombie_runs(database_url, MISSED, INTERVAL) == [run.id]
 
     after = read_flow_run(database_url, run.id)
     assert after is not None
@@ -185,7 +185,7 @@ def test_a_run_whose_engine_died_waiting_to_retry_ends_crashed(database_url: str
     backdate(database_url, run.id, heartbeat_ago=45, entered_ago=45)
     waiting = scheduled_run(database_url, deployment(database_url, "other"), seconds_ago=3600)
 
-    assert crash_zombie_runs(database_url, SILENT_FOR) == [run.id]
+    assert crash_zombie_runs(database_url, MISSED, INTERVAL) == [run.id]
 
     after = read_flow_run(database_url, run.id)
     assert after is not None and after.state_type is StateType.CRASHED
@@ -207,3 +207,21 @@ def test_the_service_loop_uses_the_heartbeat_settings(
     assert SERVICE.loop(database_url) is None
     assert read_flow_run(database_url, silent.id).state_type is StateType.CRASHED  # type: ignore[union-attr]
     assert read_flow_run(database_url, beating.id).state_type is StateType.RUNNING  # type: ignore[union-attr]
+
+
+def test_each_run_is_judged_by_the_interval_stamped_with_its_heartbeat(database_url: str) -> None:
+    # Both silent for 45 s; the server beats every 10 s (silent for 30 s means dead).
+    slow = running_run(database_url, heartbeat_ago=45)
+    quick = running_run(database_url, heartbeat_ago=45)
+    runs = schema.flow_runs
+    with transaction(get_engine(database_url)) as conn:
+        for run, every in ((slow, 60.0), (quick, 1.0)):
+            conn.execute(
+                sa.update(runs).where(runs.c.id == run.id).values(heartbeat_interval=every)
+            )
+
+    # The slow one's process beats every 60 s: 45 s is less than three of its beats.
+    assert crash_zombie_runs(database_url, MISSED, INTERVAL) == [quick.id]
+    assert read_flow_run(database_url, slow.id).state_type is StateType.RUNNING  # type: ignore[union-attr]
+    message = read_flow_run(database_url, quick.id).state_message  # type: ignore[union-attr]
+    assert message is not None and "(silent for more than 3 s)" in message

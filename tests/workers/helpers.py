@@ -163,9 +163,12 @@ def deploy(
     return save_deployment(url, spec)
 
 
-def stored_deployment(url: str, name: str = "nightly", queue: str = "default") -> Any:
+def stored_deployment(
+    url: str, name: str = "nightly", queue: str = "default", **options: Any
+) -> Any:
     """A deployment of ``etl.py:etl`` saved straight in the store, its code nowhere: for the
-    store, API and CLI tests whose runs are never executed."""
+    store, API and CLI tests whose runs are never executed. ``options``: more DeploymentSpec
+    fields (``skip_late_after``, ``concurrency_limit``, ...)."""
     from vivace.store.deployments import DeploymentSpec, save_deployment
 
     return save_deployment(
@@ -177,6 +180,7 @@ def stored_deployment(url: str, name: str = "nightly", queue: str = "default") -
             storage={"url": "/srv/code"},
             parameter_schema={"type": "object", "properties": {}},
             work_queue_name=queue,
+            **options,
         ),
     )
 

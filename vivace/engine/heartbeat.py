@@ -51,7 +51,7 @@ class RunHeartbeat:
         database (None if the run is not there). Raises what the store raises."""
         from vivace.store.run_control import flow_run_heartbeat
 
-        return flow_run_heartbeat(self.url, self.flow_run_id)
+        return flow_run_heartbeat(self.url, self.flow_run_id, self.interval)
 
     def start(self) -> None:
         if self._thread is None:

@@ -6,8 +6,9 @@ run from its engine's heartbeat thread, any other flow run from its process's wr
 ``VIVACE_ZOMBIES_LOOP_SECONDS`` (10 s) this service ends the runs silent for more than
 ``VIVACE_HEARTBEAT_MISSED_LIMIT`` intervals: CRASHED, or CANCELLED if they were being cancelled,
 with their unfinished task runs, and a message saying when the heartbeat stopped. Built in: there
-is nothing to set up. The server's ``VIVACE_HEARTBEAT_INTERVAL`` must not be shorter than the one
-the flows run with, or their runs look silent when they are not. The queries are in
+is nothing to set up. Each run is judged by the interval its process beats at (stamped with its
+heartbeat), so flows may run with a ``VIVACE_HEARTBEAT_INTERVAL`` other than the server's; the
+server's applies to a row stamped without one. The queries are in
 :mod:`vivace.store.run_health`.
 """
 
@@ -22,10 +23,11 @@ _MAX_BATCHES = 10  # per loop: a pile of zombies (a machine that died) goes over
 
 def _loop(url: str) -> str | None:
     settings = get_settings()
-    silent_for = settings.heartbeat_missed_limit * settings.heartbeat_interval
     total = 0
     for _ in range(_MAX_BATCHES):
-        ended = len(crash_zombie_runs(url, silent_for))
+        ended = len(
+            crash_zombie_runs(url, settings.heartbeat_missed_limit, settings.heartbeat_interval)
+        )
         total += ended
         if ended < BATCH:
             break

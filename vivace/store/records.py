@@ -66,6 +66,8 @@ class FlowRunRecord:
     heartbeat: dt.datetime | None = None
     # The deployment schedule that made the run (revision 0006); None for runs made on demand.
     schedule_id: uuid.UUID | None = None
+    # Seconds between the heartbeats of the process running it (revision 0006), stamped with them.
+    heartbeat_interval: float | None = None
 
     @property
     def state(self) -> State:

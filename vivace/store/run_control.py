@@ -270,12 +270,17 @@ def reschedule_flow_run(bind: Bind, record: FlowRunRecord) -> FlowRunRecord:
     A worker then claims it like a new run and its engine continues the same row: run count + 1,
     tasks an earlier attempt completed with a persisted result reused. One conditional UPDATE, so
     of two retries started together only one reschedules; the other gets FlowRunStateError.
+
+    A run a schedule made keeps its scheduled time (due at once when that has passed): a run is
+    unique per (schedule, scheduled time), so a new time could be that of another of the
+    schedule's runs.
     """
     from vivace.store.queries import read_flow_run
 
     engine = _engine(bind)
     ensure_schema(engine)
     runs = schema.flow_runs
+    due = {} if record.schedule_id is not None else {"expected_start_time": time.time()}
     with transaction(engine) as conn:
         seq = transition_flow_run(
             conn,
@@ -285,7 +290,7 @@ def reschedule_flow_run(bind: Bind, record: FlowRunRecord) -> FlowRunRecord:
             f"attempt {record.run_count + 1} requested",
             allowed_from=(StateType.FAILED, StateType.CRASHED, StateType.CANCELLED),
             values={
-                "expected_start_time": time.time(),
+                **due,
                 "worker_id": None,
                 "infrastructure_id": None,
                 "heartbeat": None,
@@ -303,8 +308,11 @@ def reschedule_flow_run(bind: Bind, record: FlowRunRecord) -> FlowRunRecord:
     return after
 
 
-def flow_run_heartbeat(bind: Bind, flow_run_id: uuid.UUID) -> tuple[StateType, int] | None:
-    """Record that the run's engine is alive; return the run's state type and ``state_seq`` as
+def flow_run_heartbeat(
+    bind: Bind, flow_run_id: uuid.UUID, interval: float | None = None
+) -> tuple[StateType, int] | None:
+    """Record that the run's engine is alive, and beats every ``interval`` seconds (what the
+    zombies service judges its silence by); return the run's state type and ``state_seq`` as
     the database has them (CANCELLING: stop), or None if the run is not there.
 
     Only a row an engine holds (its heartbeat set when the engine took it) is stamped: a run
@@ -318,7 +326,10 @@ def flow_run_heartbeat(bind: Bind, flow_run_id: uuid.UUID) -> tuple[StateType, i
         row = conn.execute(
             sa.update(runs)
             .where(runs.c.id == flow_run_id, runs.c.heartbeat.is_not(None))
-            .values(heartbeat=time.time())
+            .values(
+                heartbeat=time.time(),
+                **({} if interval is None else {"heartbeat_interval": interval}),
+            )
             .returning(runs.c.state_type, runs.c.state_seq)
         ).first()
         if row is None:

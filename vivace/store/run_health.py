@@ -14,18 +14,22 @@ has not looked at yet. A SCHEDULED run held by its engine between two attempts (
 
 Zombie runs. Every running flow run heartbeats: a deployment's run from its engine's heartbeat
 thread (:mod:`vivace.engine.heartbeat`), any other from its process's writer
-(:mod:`vivace.store.writer`). A run whose heartbeat is older than ``silent_for`` seconds
-(``VIVACE_HEARTBEAT_MISSED_LIMIT`` intervals) lost its process, or that process lost the database:
+(:mod:`vivace.store.writer`). A run whose heartbeat is older than
+``VIVACE_HEARTBEAT_MISSED_LIMIT`` intervals lost its process, or that process lost the database:
 :func:`crash_zombie_runs` ends it CRASHED (CANCELLED if it was being cancelled) with its
 unfinished task runs, naming when the heartbeat stopped. That covers RUNNING and CANCELLING runs
 and SCHEDULED ones an engine held between two attempts (an ``AwaitingRetry`` with a heartbeat).
-A run that entered its state less than ``silent_for`` ago is left alone whatever its heartbeat
-(it may not have had its first beat yet, or carries one from an earlier attempt), and so is a run
-without a heartbeat (written by a vivace older than heartbeats for every run). A run claimed by a
-worker but not started by an engine (PENDING, no heartbeat) is not a zombie: a lost worker's
-claims are given back by the claim itself (:mod:`vivace.store.work_queues`); a CRASHED run no
-longer occupies its queue's or deployment's slots, and the worker's later report that its
-process exited changes nothing (those transitions only leave a state that has not ended).
+Each run is judged by its own interval, the ``heartbeat_interval`` its process stamps with each
+heartbeat, so a process set to beat less often than the server's ``VIVACE_HEARTBEAT_INTERVAL`` is
+not taken for dead; a row stamped without one (a worker's engine before its first beat) is
+judged by the server's. A run that entered its state less than that silence ago is left alone
+whatever its heartbeat (it may not have had its first beat yet, or carries one from an earlier
+attempt), and so is a run without a heartbeat (written by a vivace older than heartbeats for
+every run). A run claimed by a worker but not started by an engine (PENDING, no heartbeat) is not
+a zombie: a lost worker's claims are given back by the claim itself
+(:mod:`vivace.store.work_queues`); a CRASHED run no longer occupies its queue's or deployment's
+slots, and the worker's later report that its process exited changes nothing (those transitions
+only leave a state that has not ended).
 
 Every function changes at most ``limit`` runs in one transaction and returns their ids, oldest
 first; the services call them again until a batch comes back short. On PostgreSQL the rows are
@@ -163,16 +167,23 @@ def mark_late_runs(
 
 
 def crash_zombie_runs(
-    bind: Bind, silent_for: float, *, now: float | None = None, limit: int = BATCH
+    bind: Bind,
+    missed_limit: int,
+    interval: float,
+    *,
+    now: float | None = None,
+    limit: int = BATCH,
 ) -> list[uuid.UUID]:
-    """End up to ``limit`` runs whose heartbeat has been silent for more than ``silent_for``
-    seconds: CRASHED, or CANCELLED if they were being cancelled, with their unfinished task runs
-    (see the module docstring); their ids."""
+    """End up to ``limit`` runs whose heartbeat has been silent for more than ``missed_limit``
+    of their intervals (the ``heartbeat_interval`` stamped with their heartbeat; ``interval``
+    for a row without one): CRASHED, or CANCELLED if they were being cancelled, with their
+    unfinished task runs (see the module docstring); their ids."""
     now = time.time() if now is None else now
     engine = _engine(bind)
     ensure_schema(engine)
     runs = schema.flow_runs
-    cutoff = now - silent_for
+    silent_for = missed_limit * sa.func.coalesce(runs.c.heartbeat_interval, float(interval))
+    cutoff = _seconds_before(now, silent_for, engine.dialect.name)
     # One index range each (state_type, expected_start_time): a SCHEDULED run an engine holds
     # has its start behind it (a deployment's) or none at all (a plain flow's), so the runs
     # scheduled ahead are never read.
@@ -195,15 +206,16 @@ def crash_zombie_runs(
             if room <= 0:
                 break
             query = (
-                sa.select(runs.c.id, runs.c.state_type, runs.c.heartbeat)
+                sa.select(runs.c.id, runs.c.state_type, runs.c.heartbeat, runs.c.heartbeat_interval)
                 .where(*kind, runs.c.heartbeat < cutoff, runs.c.state_timestamp < cutoff)
                 .order_by(runs.c.heartbeat, runs.c.id)
                 .limit(room)
             )
-            for run_id, state_type, heartbeat in conn.execute(
+            for run_id, state_type, heartbeat, beats_every in conn.execute(
                 _skip_locked(query, engine.dialect.name)
             ).all():
-                if _end_zombie(conn, run_id, StateType(state_type), heartbeat, cutoff, silent_for):
+                silence = missed_limit * (interval if beats_every is None else beats_every)
+                if _end_zombie(conn, run_id, StateType(state_type), heartbeat, cutoff, silence):
                     changed.append(run_id)
     return changed
 
@@ -213,10 +225,13 @@ def _end_zombie(
     run_id: uuid.UUID,
     state_type: StateType,
     heartbeat: dt.datetime,
-    cutoff: float,
+    cutoff: sa.ColumnElement[Any],
     silent_for: float,
 ) -> bool:
-    """End one run whose heartbeat stopped, and its unfinished task runs; whether it ended."""
+    """End one run whose heartbeat stopped, and its unfinished task runs; whether it ended.
+
+    ``cutoff``: the row's moment of death, evaluated again by the UPDATE, so that a beat that
+    lands meanwhile saves the run."""
     runs = schema.flow_runs
     still_silent = runs.c.heartbeat < cutoff
     stopped = (

@@ -73,6 +73,9 @@ flow_runs = sa.Table(
     # Revision 0006 (schedules and services): the deployment schedule that made the run (None for
     # runs made on demand); a run is unique per schedule and scheduled time.
     sa.Column("schedule_id", UUIDType, nullable=True),
+    # The seconds between the heartbeats of the process running it, stamped with each heartbeat:
+    # the zombies service judges each run by its own interval, not by the server's.
+    sa.Column("heartbeat_interval", sa.Float, nullable=True),
     sa.Index("ix_flow_runs_flow_id_start_time", "flow_id", "start_time"),
     sa.Index("ix_flow_runs_state_type_start_time", "state_type", "start_time"),
     sa.Index("ix_flow_runs_start_time", "start_time"),

@@ -24,10 +24,12 @@ are waiting, and writes each batch in one transaction with one bulk write per ta
 - Heartbeats: the writer keeps the set of this process's flow runs that have started and not
   ended (the flow engine adds a run when it enters RUNNING, :meth:`BatchWriter.watch_flow_run`,
   and removes it when it leaves) and every ``VIVACE_HEARTBEAT_INTERVAL`` seconds stamps
-  ``flow_runs.heartbeat`` of them all in one UPDATE, only on rows that have not ended. A run
-  just added is stamped right after the flush that writes its RUNNING row, so a running row has a
-  heartbeat within a flush or two. That is how the ``zombies`` service tells a run whose process
-  died (:mod:`vivace.store.run_health`) without a thread per flow run or any cost per task. A
+  ``flow_runs.heartbeat`` of them all in one UPDATE, with ``heartbeat_interval`` (the interval
+  the zombies service judges them by), only on rows that have not ended; also between two
+  batches when the queue does not empty (a busy flow must not look dead). A run just added is
+  stamped right after the flush that writes its RUNNING row, so a running row has a heartbeat
+  within a flush or two. That is how the ``zombies`` service tells a run whose process died
+  (:mod:`vivace.store.run_health`) without a thread per flow run or any cost per task. A
   deployment's run is not added: its engine's heartbeat thread beats for it
   (:mod:`vivace.engine.heartbeat`). Best-effort like the health row: never journaled (a late
   heartbeat means nothing), skipped while the database is known to be down.
@@ -42,6 +44,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -264,13 +267,17 @@ class BatchWriter:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
             try:
-                self._drain()
+                self._drain(between=self._beat_if_due)
             except Exception:  # the writer must outlive any one bad batch
                 logger.exception("vivace writer: unexpected error while writing a batch")
-            if self._unstamped or time.monotonic() >= self._next_beat:
-                self._stamp_heartbeats()
+            self._beat_if_due()
             if time.monotonic() >= self._next_health:
                 self._report_health()
+
+    def _beat_if_due(self) -> None:
+        """Stamp the heartbeats if an interval has passed, or a run waits for its first."""
+        if self._unstamped or time.monotonic() >= self._next_beat:
+            self._stamp_heartbeats()
 
     def _stamp_heartbeats(self) -> None:
         """Stamp the heartbeat of the flow runs due one: every watched run once an interval has
@@ -296,7 +303,7 @@ class BatchWriter:
                             runs.c.id.in_(due[start : start + 500]),
                             runs.c.state_type.not_in([kind.value for kind in FINAL_TYPES]),
                         )
-                        .values(heartbeat=now)
+                        .values(heartbeat=now, heartbeat_interval=self.heartbeat_interval)
                         .returning(runs.c.id)
                     )
                     stamped.extend(found.scalars())
@@ -329,7 +336,10 @@ class BatchWriter:
         except Exception as error:
             logger.debug("vivace writer: health row not written (%s)", error)
 
-    def _drain(self) -> None:
+    def _drain(self, between: Callable[[], None] | None = None) -> None:
+        """Write what is queued, batch after batch until the queue is empty; ``between`` runs
+        between two batches (the heartbeats: a busy flow can keep the queue from emptying for
+        as long as it runs, and its runs must not look dead meanwhile)."""
         queue = self._queue
         # When the writer has fallen behind, bigger transactions catch up faster: one commit
         # per up to 8 batches' worth of records.
@@ -350,6 +360,8 @@ class BatchWriter:
                 self._room.set()
                 for event in barriers:
                     event.set()
+            if between is not None and queue:
+                between()
 
     def _batch(self, items: list[tuple[Any, ...]], barriers: list[threading.Event]) -> Batch:
         """Turn queued records into rows, one upsert per run however many states it went through."""

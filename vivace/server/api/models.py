@@ -141,6 +141,11 @@ class FlowRun(BaseModel):
     heartbeat: dt.datetime | None = Field(
         default=None, description="When its engine last said it is alive."
     )
+    heartbeat_interval: float | None = Field(
+        default=None,
+        description="Seconds between its heartbeats, as its process beats: what the zombies "
+        "service judges its silence by.",
+    )
     schedule_id: uuid.UUID | None = Field(
         default=None, description="The deployment schedule that created it; null if none."
     )

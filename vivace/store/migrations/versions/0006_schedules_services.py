@@ -7,8 +7,9 @@ Create Date: 2026-12-02
 New tables ``deployment_schedules``, ``concurrency_limits``, ``concurrency_leases``,
 ``notification_policies``, ``notification_deliveries`` and ``service_state``; deployments (and
 their versions) gain ``skip_late_after`` and ``concurrency_limit``; flow runs gain the schedule
-that made them, unique with the scheduled time, and indexes for the services and for deployment
-concurrency limits; flow-run states gain an index on their time.
+that made them, unique with the scheduled time, the interval of their heartbeats, and indexes
+for the services and for deployment concurrency limits; flow-run states gain an index on their
+time.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _DEPLOYMENT_COLUMNS = (("skip_late_after", sa.Float), ("concurrency_limit", sa.I
 def upgrade() -> None:
     with op.batch_alter_table("flow_runs") as batch:
         batch.add_column(sa.Column("schedule_id", UUIDType, nullable=True))
+        batch.add_column(sa.Column("heartbeat_interval", sa.Float, nullable=True))
     op.create_index(
         "ux_flow_runs_schedule_expected_start",
         "flow_runs",
@@ -151,4 +153,5 @@ def downgrade() -> None:
     op.drop_index("ix_flow_runs_state_type_expected_start", "flow_runs")
     op.drop_index("ux_flow_runs_schedule_expected_start", "flow_runs")
     with op.batch_alter_table("flow_runs") as batch:
+        batch.drop_column("heartbeat_interval")
         batch.drop_column("schedule_id")
