@@ -225,3 +225,25 @@ def test_each_run_is_judged_by_the_interval_stamped_with_its_heartbeat(database_
     assert read_flow_run(database_url, slow.id).state_type is StateType.RUNNING  # type: ignore[union-attr]
     message = read_flow_run(database_url, quick.id).state_message  # type: ignore[union-attr]
     assert message is not None and "(silent for more than 3 s)" in message
+
+
+def test_a_run_whose_engine_died_before_its_flow_started_ends_crashed(database_url: str) -> None:
+    # Taken by an engine (PENDING with a heartbeat) that died fetching the code or importing.
+    record = deployment(database_url)
+    run = scheduled_run(database_url, record, seconds_ago=120)
+    claimed_only = scheduled_run(database_url, record, seconds_ago=120)
+    worker = register_worker(database_url, "w", "process", ["default"])
+    claim_flow_runs(database_url, worker_id=worker.id, queues=["default"], limit=2)
+    taken = _take(database_url, read_flow_run(database_url, run.id), str(worker.id))  # type: ignore[arg-type]
+    assert taken is not None
+    backdate(database_url, run.id, heartbeat_ago=45, entered_ago=45)
+    backdate(database_url, claimed_only.id, heartbeat_ago=None, entered_ago=45)
+
+    assert crash_zombie_runs(database_url, MISSED, INTERVAL) == [run.id]
+
+    after = read_flow_run(database_url, run.id)
+    assert after is not None and after.state_type is StateType.CRASHED
+    assert after.state_message is not None and "before its flow started" in after.state_message
+    # Claimed by a worker, not taken by an engine: the lost-worker rule is the claim's, not ours.
+    still = read_flow_run(database_url, claimed_only.id)
+    assert still is not None and still.state_type is StateType.PENDING

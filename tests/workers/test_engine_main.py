@@ -388,3 +388,32 @@ def test_a_run_outside_the_main_thread_is_stopped_by_its_heartbeat(
     assert codes == [1]
     after = run_record(database_url, run.id)
     assert after.state_type.value == "CANCELLED", after.state_message
+
+
+def test_an_engine_killed_while_it_imports_the_flow_leaves_a_run_the_zombies_service_ends(
+    database_url: str, project: Path, tmp_path: Path
+) -> None:
+    from vivace.store.run_health import crash_zombie_runs
+
+    deployment = deploy(database_url, project, "pipeline")
+    run = start_run(database_url, deployment)
+    marker = tmp_path / "importing"
+    # Its flow's module sleeps while it is imported: the engine beats all the same.
+    with engine_process(
+        run.id, VIVACE_TEST_IMPORT_MARKER=str(marker), VIVACE_HEARTBEAT_INTERVAL="0.2"
+    ) as process:
+        wait_for(marker.exists, "the engine to import the flow")
+        first = run_record(database_url, run.id).heartbeat
+        wait_for(
+            lambda: run_record(database_url, run.id).heartbeat > first,
+            "a heartbeat while the flow is imported",
+        )
+        process.kill()  # SIGKILL: nothing of the engine's runs any more
+        process.communicate(timeout=30)
+
+    assert run_record(database_url, run.id).state_type.value == "PENDING"
+    # Three silent intervals of 0.2 s later, the zombies service's query ends it.
+    wait_for(lambda: crash_zombie_runs(database_url, 3, 0.2) == [run.id], "the run to end")
+    after = run_record(database_url, run.id)
+    assert after.state_type.value == "CRASHED"
+    assert "before its flow started" in after.state_message

@@ -11,7 +11,9 @@ run by hand (a SCHEDULED run is then claimed by this process). In order:
    claimed can be taken, so two engines never run one flow run, whoever started them;
 3. read the deployment *version* the run was created from, fetch its code into a fresh temporary
    folder (removed afterwards), put that folder first on ``sys.path`` and make it the working
-   directory, and import the flow from the deployment's entrypoint;
+   directory, and import the flow from the deployment's entrypoint, beating meanwhile (a taken
+   run whose heartbeat stops is ended CRASHED by the ``zombies`` service, so an engine that
+   dies here does not leave it PENDING for good);
 4. run it with the run's recorded parameters into the existing row (the engine's ``deployed``
    mode: PENDING ``Claimed`` ─► RUNNING ─► final, with a heartbeat and cancellation).
 
@@ -33,7 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,14 +101,30 @@ def execute_flow_run(flow_run_id: uuid.UUID | str) -> int:
             f"{label} is already being run (or was claimed by a worker that is not this "
             "process's); a flow run is run by one engine only"
         )
+    # Until the flow engine's own heartbeat takes over, beat while the code is fetched and the
+    # flow imported (slow storage, heavy imports): the zombies service ends a taken run whose
+    # heartbeat stops, so a run whose engine dies now does not stay PENDING for good.
+    from vivace.engine.heartbeat import RunHeartbeat
+
+    starting = RunHeartbeat(url, taken.id, get_settings().heartbeat_interval, _engine_will_see)
+    starting.start()
     try:
-        return _execute(url, taken)
+        return _execute(url, taken, starting.stop)
     except BaseException as error:  # SIGTERM (SystemExit), Ctrl-C, or a bug
         _end_if_not_started(url, taken, error)
         raise
+    finally:
+        starting.stop()
 
 
-def _execute(url: str, record: FlowRunRecord) -> int:
+def _engine_will_see(seq: int) -> None:
+    """A cancellation requested while the run starts: the flow engine's first heartbeat reads
+    it and cancels the run, so the starting heartbeat has nothing to do."""
+
+
+def _execute(url: str, record: FlowRunRecord, started: Callable[[], object]) -> int:
+    """Fetch, import and run the flow; ``started()`` is called once the flow engine takes over
+    (it stops the starting heartbeat)."""
     from vivace.store.deployments import read_deployment_version
 
     assert record.deployment_id is not None and record.deployment_version is not None
@@ -142,6 +160,7 @@ def _execute(url: str, record: FlowRunRecord) -> int:
                     f"the flow of deployment {deployment.name!r} (version {deployment.version}) "
                     f"cannot be imported from its entrypoint {deployment.entrypoint!r}: {error}",
                 )
+            started()
             state = _run(flow, dataclasses.replace(record, entrypoint=deployment.entrypoint))
     return EXIT_COMPLETED if state.type is StateType.COMPLETED else EXIT_NOT_COMPLETED
 

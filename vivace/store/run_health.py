@@ -17,15 +17,17 @@ thread (:mod:`vivace.engine.heartbeat`), any other from its process's writer
 (:mod:`vivace.store.writer`). A run whose heartbeat is older than
 ``VIVACE_HEARTBEAT_MISSED_LIMIT`` intervals lost its process, or that process lost the database:
 :func:`crash_zombie_runs` ends it CRASHED (CANCELLED if it was being cancelled) with its
-unfinished task runs, naming when the heartbeat stopped. That covers RUNNING and CANCELLING runs
-and SCHEDULED ones an engine held between two attempts (an ``AwaitingRetry`` with a heartbeat).
+unfinished task runs, naming when the heartbeat stopped. That covers RUNNING and CANCELLING runs,
+SCHEDULED ones an engine held between two attempts (an ``AwaitingRetry`` with a heartbeat), and
+PENDING ones an engine took but died before the flow started (it beats while it fetches the code
+and imports the flow: :mod:`vivace.deployments.execute`).
 Each run is judged by its own interval, the ``heartbeat_interval`` its process stamps with each
 heartbeat, so a process set to beat less often than the server's ``VIVACE_HEARTBEAT_INTERVAL`` is
 not taken for dead; a row stamped without one (a worker's engine before its first beat) is
 judged by the server's. A run that entered its state less than that silence ago is left alone
 whatever its heartbeat (it may not have had its first beat yet, or carries one from an earlier
 attempt), and so is a run without a heartbeat (written by a vivace older than heartbeats for
-every run). A run claimed by a worker but not started by an engine (PENDING, no heartbeat) is not
+every run). A run claimed by a worker but not taken by an engine (PENDING, no heartbeat) is not
 a zombie: a lost worker's claims are given back by the claim itself
 (:mod:`vivace.store.work_queues`); a CRASHED run no longer occupies its queue's or deployment's
 slots, and the worker's later report that its process exited changes nothing (those transitions
@@ -198,6 +200,12 @@ def crash_zombie_runs(
             runs.c.state_type == StateType.SCHEDULED.value,
             runs.c.expected_start_time < now,
         ),
+        # Taken by an engine (python -m vivace.engine) that died while it fetched the code or
+        # imported the flow: the heartbeat says so (a worker's claim alone sets none).
+        (
+            runs.c.state_type == StateType.PENDING.value,
+            runs.c.expected_start_time < now,
+        ),
     ]
     changed: list[uuid.UUID] = []
     with transaction(engine) as conn:
@@ -244,7 +252,10 @@ def _end_zombie(
         seq = cancel_if_cancelling(conn, run_id, message, where=still_silent)
     else:
         ended_type, ended_name = StateType.CRASHED, CRASHED_NAME
-        waiting = " while it waited to retry" if state_type is StateType.SCHEDULED else ""
+        waiting = {
+            StateType.SCHEDULED: " while it waited to retry",
+            StateType.PENDING: " before its flow started",
+        }.get(state_type, "")
         message = f"{stopped}{waiting}; {cause}"
         seq = transition_flow_run(
             conn,
