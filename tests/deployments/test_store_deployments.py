@@ -3,8 +3,10 @@ moment, and deleting a deployment."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -76,6 +78,31 @@ def test_two_first_deploys_of_one_name_at_once_get_versions_1_and_2(
     latest = read_deployment(database_url, "nightly")
     assert latest is not None and latest.version == 2
     assert [v.version for v in read_deployment_versions(database_url, latest.id)] == [2, 1]
+
+
+def test_a_deploy_returns_the_version_it_saved_when_another_commits_right_after(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What two deploys at once sometimes did: the first commits version 1, the second commits
+    # version 2, and only then the first reads its record back.
+    real_transaction = deployments.transaction
+    other: list[DeploymentRecord] = []
+    deploying_other = False
+
+    @contextlib.contextmanager
+    def then_another_deploy(engine: sa.Engine) -> Iterator[sa.Connection]:
+        nonlocal deploying_other
+        with real_transaction(engine) as conn:
+            yield conn
+        if not deploying_other:  # once: not again after the other deploy's own transaction
+            deploying_other = True
+            other.append(save_deployment(database_url, spec(description="second")))
+
+    monkeypatch.setattr(deployments, "transaction", then_another_deploy)
+    first = save_deployment(database_url, spec(description="first"))
+
+    assert (first.version, first.description) == (1, "first")
+    assert [(record.version, record.description) for record in other] == [(2, "second")]
 
 
 def test_delete_says_how_many_waiting_runs_it_cancelled(database_url: str) -> None:

@@ -29,7 +29,7 @@ from vivace.exceptions import (
     ParameterValidationError,
     ScheduleNotFoundError,
 )
-from vivace.schedules import Cron, Interval, RRule
+from vivace.schedules import Cron, Interval, RRule, Schedule
 from vivace.store import schedules as store_schedules
 from vivace.store import schema
 from vivace.store.database import get_engine, transaction
@@ -44,6 +44,7 @@ from vivace.store.schedules import (
     AUTO_SCHEDULED_TAG,
     read_deployment_schedules,
     read_schedule,
+    read_schedules_of_deployments,
     run_scheduler_loop,
     set_schedule_active,
 )
@@ -250,6 +251,68 @@ def test_a_redeploy_keeps_unchanged_schedules_and_deletes_the_others_with_their_
     assert {run["id"] for run in scheduled_runs(database_url)} == {claimed, running}
 
 
+def test_a_redeploy_makes_the_waiting_runs_of_its_schedules_runs_of_the_new_version(
+    database_url: str,
+) -> None:
+    record = deploy(database_url, Interval(dt.timedelta(hours=1), parameters={"day": 1}))
+    (schedule,) = read_deployment_schedules(database_url, record.id)
+    assert run_scheduler_loop(database_url, now=NOW, max_runs=3) == 3
+    started = scheduled_runs(database_url, schedule.id)[0]["id"]
+    with transaction(get_engine(database_url)) as conn:
+        transition_flow_run(
+            conn, started, StateType.RUNNING, "Running", None, allowed_from=(StateType.SCHEDULED,)
+        )
+
+    # A redeploy that says nothing about schedules: another queue, parameters and tags.
+    save_deployment(
+        database_url,
+        spec(work_queue_name="new-queue", parameters={"label": "new"}, tags=("etl", "v2")),
+    )
+
+    runs = scheduled_runs(database_url, schedule.id)
+    assert len(runs) == 3 and runs[0]["id"] == started
+    assert (runs[0]["deployment_version"], runs[0]["work_queue_name"]) == (1, "nightly-queue")
+    for waiting in runs[1:]:
+        assert waiting["deployment_version"] == 2
+        assert waiting["work_queue_name"] == "new-queue"
+        assert waiting["parameters"] == {"label": "new", "day": 1}
+        assert waiting["tags"] == ["etl", "v2", AUTO_SCHEDULED_TAG]
+    # The next runs the loop makes are of the new version too.
+    assert run_scheduler_loop(database_url, now=NOW + HOUR, max_runs=3) == 1
+    assert scheduled_runs(database_url, schedule.id)[-1]["work_queue_name"] == "new-queue"
+    assert_no_duplicates_and_states_match(database_url)
+
+
+def test_a_schedule_that_cannot_be_computed_does_not_stop_the_others(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    record = deploy(database_url, HOURLY, Cron("0 6 * * *"))
+    broken, fine = read_deployment_schedules(database_url, record.id)
+    table = schema.deployment_schedules
+    with transaction(get_engine(database_url)) as conn:  # a zone this tzdata does not know
+        conn.execute(
+            sa.update(table)
+            .where(table.c.id == broken.id)
+            .values(schedule={"interval": 3600.0, "anchor": None, "timezone": "Mars/Olympus"})
+        )
+
+    assert run_scheduler_loop(database_url, now=NOW, max_runs=2) == 2
+
+    assert len(start_times(database_url, fine.id)) == 2
+    assert start_times(database_url, broken.id) == []
+    later = read_schedule_row(database_url, broken.id)
+    assert later["due_at"].timestamp() == NOW + 3600 and later["filled_until"] is None
+    assert f"deployment schedule {broken.id}" in caplog.text and "Mars/Olympus" in caplog.text
+    assert run_scheduler_loop(database_url, now=NOW, max_runs=2) == 0
+
+
+def read_schedule_row(url: str, schedule_id: uuid.UUID) -> dict[str, Any]:
+    table = schema.deployment_schedules
+    with get_engine(url).connect() as conn:
+        row = conn.execute(sa.select(table).where(table.c.id == schedule_id)).one()
+    return dict(row._mapping)
+
+
 def test_pause_deletes_the_waiting_runs_and_resume_refills_them(database_url: str) -> None:
     record = deploy(database_url, HOURLY)
     (schedule,) = read_deployment_schedules(database_url, record.id)
@@ -308,8 +371,19 @@ def test_a_schedule_that_ends_is_no_longer_due(database_url: str) -> None:
     assert run_scheduler_loop(database_url, now=NOW + 10 * HOUR, max_runs=10) == 0
 
 
-def test_dst_runs_in_the_database_are_each_local_time_once(database_url: str) -> None:
-    record = deploy(database_url, Cron("0 9 * * *", "America/New_York"))
+@pytest.mark.parametrize(
+    "daily_0900",
+    [
+        Cron("0 9 * * *", "America/New_York"),
+        Interval(DAY, dt.datetime(2027, 1, 1, 9), "America/New_York"),
+        RRule("FREQ=DAILY;BYHOUR=9", "America/New_York"),
+    ],
+    ids=["cron", "interval", "rrule"],
+)
+def test_dst_runs_in_the_database_are_each_local_time_once(
+    database_url: str, daily_0900: Schedule
+) -> None:
+    record = deploy(database_url, daily_0900)
     (schedule,) = read_deployment_schedules(database_url, record.id)
     assert run_scheduler_loop(database_url, now=stamp(2027, 3, 12), max_runs=5) == 5
     assert run_scheduler_loop(database_url, now=stamp(2027, 11, 5), max_runs=5) == 5
@@ -332,6 +406,27 @@ def test_dst_runs_in_the_database_are_each_local_time_once(database_url: str) ->
         (11, 8, 14),
         (11, 9, 14),
     ]
+
+
+def test_the_schedules_of_several_deployments_are_read_at_once_by_position(
+    database_url: str,
+) -> None:
+    first = deploy(database_url, Cron("0 6 * * *"), HOURLY, name="first")
+    second = deploy(database_url, name="second")
+    third = deploy(database_url, RRule("FREQ=DAILY"), name="third")
+    missing = uuid.uuid4()
+
+    found = read_schedules_of_deployments(database_url, [first.id, second.id, third.id, missing])
+
+    assert list(found) == [first.id, second.id, third.id, missing]
+    assert [s.schedule.describe() for s in found[first.id]] == [
+        "cron 0 6 * * * in UTC",
+        "every 1h in UTC",
+    ]
+    assert found[first.id] == read_deployment_schedules(database_url, first.id)
+    assert found[second.id] == [] and found[missing] == []
+    assert [s.deployment_id for s in found[third.id]] == [third.id]
+    assert read_schedules_of_deployments(database_url, []) == {}
 
 
 def test_deleting_a_deployment_drops_its_schedules_and_their_waiting_runs(

@@ -449,6 +449,7 @@ from vivace.cli import deployments as _deployments  # noqa: E402, F401
 from vivace.cli import notifications as _notifications  # noqa: E402, F401
 from vivace.cli import results as _results  # noqa: E402, F401
 from vivace.cli import retention as _retention  # noqa: E402, F401
+from vivace.cli import schedules as _schedules  # noqa: E402, F401
 from vivace.cli import server as _server  # noqa: E402, F401
 from vivace.cli import watch as _watch  # noqa: E402, F401
 from vivace.cli import workers as _workers  # noqa: E402, F401

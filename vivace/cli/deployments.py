@@ -12,8 +12,7 @@
     vivace deployment delete NAME [--yes] [--api-url URL]
     vivace deployment run NAME [--param k=v ...] [--start-in 10m | --start-at ISO]
                           [--idempotency-key K] [--tag T ...] [--watch] [--api-url URL]
-    vivace deployment schedule ls NAME [--api-url URL]
-    vivace deployment schedule pause|resume NAME [--schedule ID|POSITION] [--api-url URL]
+    vivace deployment schedule ls | pause | resume ...   (vivace.cli.schedules)
 
 Without FILE.py:FLOW, ``deploy`` reads ``vivace.yaml`` (``--file``, else the nearest one in the
 current folder or above; see :mod:`vivace.deployments.project_file`); options given on the
@@ -30,8 +29,6 @@ replace the deployment's schedules (crons first, then intervals, then rrules, wh
 order in ``schedule ls``), all in ``--timezone`` (default UTC); ``--anchor`` is when the
 intervals count from. Without any of them a redeploy keeps the schedules the deployment has
 (those of ``vivace.yaml`` when it lists ``schedules:``); ``--no-schedules`` removes them.
-``schedule pause`` stops the scheduler creating runs of a schedule (all of the deployment's
-without ``--schedule``) and removes its runs that have not started; ``resume`` undoes it.
 
 The ``deployment`` commands work straight on the database, or, given ``--api-url`` (or
 ``VIVACE_API_URL``; the option wins), through a vivace server's API with ``vivace.client``
@@ -397,7 +394,9 @@ def deployment_inspect(name: str, api_url: str | None) -> None:
     console.print()
     schedules = source.read_deployment_schedules(record.id)
     if schedules:
-        console.print(_schedules_table(schedules, title="Schedules"))
+        from vivace.cli.schedules import schedules_table
+
+        console.print(schedules_table(schedules, title="Schedules"))
     else:
         console.print("No schedules.")
     console.print()
@@ -507,125 +506,6 @@ def deployment_run(
 
         ctx.exit(watch_flow_run(source.url if isinstance(source, _Database) else source, run.id))
     click.echo(f"Follow it with: vivace flow-run watch {run.id}")
-
-
-# -- deployment schedule ls | pause | resume ----------------------------------------------------
-
-
-@deployment.group("schedule")
-def deployment_schedule() -> None:
-    """A deployment's schedules: list them, pause or resume them."""
-
-
-@deployment_schedule.command("ls")
-@click.argument("name")
-@_api_url_option
-def schedule_ls(name: str, api_url: str | None) -> None:
-    """List a deployment's schedules and the next times each creates a run for."""
-    source = _deployments(api_url)
-    record = _existing_deployment(source, name)
-    schedules = source.read_deployment_schedules(record.id)
-    if not schedules:
-        click.echo(
-            f"Deployment {record.name!r} has no schedules; `vivace deploy ... --cron EXPR` "
-            "gives it one."
-        )
-        return
-    _console().print(_schedules_table(schedules, title=f"Schedules of {record.name!r}"))
-
-
-@deployment_schedule.command("pause")
-@click.argument("name")
-@click.option(
-    "--schedule",
-    "which",
-    metavar="ID|POSITION",
-    help="Only this schedule (its id, or its position in `schedule ls`); default: all.",
-)
-@_api_url_admin_option
-def schedule_pause(name: str, which: str | None, api_url: str | None) -> None:
-    """Pause a deployment's schedules: no new runs, and their runs not started are removed."""
-    source = _deployments(api_url)
-    chosen = _chosen_schedules(source, name, which)
-    removed = 0
-    for schedule in chosen:
-        _, count = source.pause_deployment_schedule(schedule.id)
-        removed += count
-    click.echo(
-        f"Paused {_schedules_text(chosen)} of deployment {name!r}; removed {removed} "
-        "scheduled run(s) that had not started."
-    )
-
-
-@deployment_schedule.command("resume")
-@click.argument("name")
-@click.option(
-    "--schedule",
-    "which",
-    metavar="ID|POSITION",
-    help="Only this schedule (its id, or its position in `schedule ls`); default: all.",
-)
-@_api_url_admin_option
-def schedule_resume(name: str, which: str | None, api_url: str | None) -> None:
-    """Resume a deployment's schedules: the scheduler creates their runs again."""
-    source = _deployments(api_url)
-    chosen = _chosen_schedules(source, name, which)
-    for schedule in chosen:
-        source.resume_deployment_schedule(schedule.id)
-    click.echo(
-        f"Resumed {_schedules_text(chosen)} of deployment {name!r}; the scheduler creates "
-        "their runs on its next loop."
-    )
-
-
-def _chosen_schedules(
-    source: _Database | VivaceClient, name: str, which: str | None
-) -> list[ScheduleRecord]:
-    """The deployment's schedules that ``--schedule`` names (all of them without it)."""
-    record = _existing_deployment(source, name)
-    schedules = source.read_deployment_schedules(record.id)
-    if not schedules:
-        raise _Failure(f"deployment {record.name!r} has no schedules")
-    if which is None:
-        return schedules
-    text = which.strip()
-    for schedule in schedules:
-        if text == str(schedule.id) or text == str(schedule.position):
-            return [schedule]
-    positions = ", ".join(str(schedule.position) for schedule in schedules)
-    raise _BadInput(
-        f"--schedule {which!r} is neither the id nor the position of a schedule of deployment "
-        f"{record.name!r}; its positions are {positions} (`vivace deployment schedule ls "
-        f"{_quoted(record.name)}` lists them with their ids)"
-    )
-
-
-def _schedules_text(schedules: list[ScheduleRecord]) -> str:
-    if len(schedules) == 1:
-        return f"schedule {schedules[0].position} ({schedules[0].schedule.describe()})"
-    return f"{len(schedules)} schedules"
-
-
-def _schedules_table(schedules: list[ScheduleRecord], title: str | None = None) -> Any:
-    from vivace.deployments.schedule_info import local_text, upcoming_times
-
-    table = _table("Position", "ID", "Schedule", "Parameters", "Status", "Next runs", title=title)
-    for schedule in schedules:
-        if schedule.active:
-            times = upcoming_times(schedule.schedule)
-            upcoming = ", ".join(local_text(when, schedule.schedule) for when in times)
-            status = "active"
-        else:
-            upcoming, status = "", "paused"
-        table.add_row(
-            str(schedule.position),
-            str(schedule.id),
-            _text(schedule.schedule.describe()),
-            _text(json.dumps(schedule.parameters, default=str) if schedule.parameters else ""),
-            status,
-            upcoming or "—",
-        )
-    return table
 
 
 # -- where the deployment commands read and write ----------------------------------------------

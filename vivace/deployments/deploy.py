@@ -330,26 +330,11 @@ def check_default_parameters(
 ) -> dict[str, Any]:
     """The deployment's default parameters as JSON values, checked against the flow's schema
     (required ones may be missing: each run gives them). DeploymentError naming each wrong one."""
-    from pydantic_core import PydanticSerializationError, to_jsonable_python
-
     from vivace.deployments.parameters import schema_problems
 
     if parameters is None:
         return {}
-    if not isinstance(parameters, dict):
-        raise DeploymentError(
-            f"deployment {name!r}: parameters must be a dict of name: value, got "
-            f"{type(parameters).__name__}"
-        )
-    values: dict[str, Any] = {}
-    for key, value in parameters.items():
-        try:
-            values[str(key)] = to_jsonable_python(value)
-        except PydanticSerializationError:
-            raise DeploymentError(
-                f"deployment {name!r}: default parameter {key!r} is a {type(value).__name__}, "
-                "which has no JSON form to store; give a JSON value (text, number, list, dict)"
-            ) from None
+    values = _json_parameters(f"deployment {name!r}", "default parameter", parameters)
     lenient = {key: value for key, value in schema.items() if key != "required"}
     problems = schema_problems(lenient, values)
     if problems:
@@ -413,11 +398,20 @@ def check_schedules(
 
 def _with_json_parameters(what: str, schedule: Schedule) -> Schedule:
     """The schedule, its parameters as the JSON values they are stored as."""
-    from pydantic_core import PydanticSerializationError, to_jsonable_python
-
     parameters = schedule.parameters
     if parameters is None:
         return schedule
+    values = _json_parameters(what, "parameter", parameters)
+    if values == parameters:
+        return schedule
+    return dataclasses.replace(schedule, parameters=values)  # type: ignore[type-var]
+
+
+def _json_parameters(what: str, noun: str, parameters: object) -> dict[str, Any]:
+    """``parameters`` as the JSON values they are stored as; DeploymentError (starting with
+    ``what``, calling each a ``noun``) for something that is not a dict or has no JSON form."""
+    from pydantic_core import PydanticSerializationError, to_jsonable_python
+
     if not isinstance(parameters, dict):
         raise DeploymentError(
             f"{what}: parameters must be a dict of name: value, got {type(parameters).__name__}"
@@ -428,12 +422,10 @@ def _with_json_parameters(what: str, schedule: Schedule) -> Schedule:
             values[str(key)] = to_jsonable_python(value)
         except PydanticSerializationError:
             raise DeploymentError(
-                f"{what}: parameter {key!r} is a {type(value).__name__}, which has no JSON form "
+                f"{what}: {noun} {key!r} is a {type(value).__name__}, which has no JSON form "
                 "to store; give a JSON value (text, number, list, dict)"
             ) from None
-    if values == parameters:
-        return schedule
-    return dataclasses.replace(schedule, parameters=values)  # type: ignore[type-var]
+    return values
 
 
 def _check_schedule_parameters(what: str, schema: dict[str, Any], values: dict[str, Any]) -> None:

@@ -2,27 +2,24 @@
 
 ``upcoming_times`` is when a schedule will next want a run, from its definition alone (so it
 reads the same from the database or through a server, and before the scheduler has made any
-run); ``summary`` is the one line of a deployments list, and ``read_schedules_of`` reads the
-schedules of a whole page of deployments at once.
+run); ``summary`` is the one line of a deployments list (whose schedules
+:func:`vivace.store.schedules.read_schedules_of_deployments` reads for a whole page at once).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from vivace.schedules import Schedule
-    from vivace.store.queries import Bind
     from vivace.store.schedules import ScheduleRecord
 
 UPCOMING = 3
 """How many next times are shown of a schedule."""
 # As far ahead as next times are looked for: a cron of 29 February waits up to eight years.
 _HORIZON = dt.timedelta(days=366 * 8 + 2)
-_CHUNK = 500  # deployment ids per query
 
 
 def upcoming_times(
@@ -57,31 +54,3 @@ def summary(schedules: Sequence[ScheduleRecord]) -> str:
         if active and paused:
             text += f" ({paused} paused)"
     return text
-
-
-def read_schedules_of(
-    bind: Bind, deployment_ids: Sequence[uuid.UUID]
-) -> dict[uuid.UUID, list[ScheduleRecord]]:
-    """The schedules of each of these deployments (by position), in one query per 500: what a
-    page listing deployments shows, without a query per deployment. Every id is a key."""
-    import sqlalchemy as sa
-
-    from vivace.store import schema
-    from vivace.store.queries import _engine, _reading
-    from vivace.store.schedules import _record
-
-    found: dict[uuid.UUID, list[ScheduleRecord]] = {key: [] for key in deployment_ids}
-    if not found:
-        return found
-    table = schema.deployment_schedules
-    ids = list(found)
-    with _reading(_engine(bind)) as conn:
-        for start in range(0, len(ids), _CHUNK):
-            query = (
-                sa.select(table)
-                .where(table.c.deployment_id.in_(ids[start : start + _CHUNK]))
-                .order_by(table.c.deployment_id, table.c.position, table.c.id)
-            )
-            for row in conn.execute(query):
-                found[row.deployment_id].append(_record(row))
-    return found

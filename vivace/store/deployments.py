@@ -126,7 +126,9 @@ def save_deployment(bind: Bind, spec: DeploymentSpec) -> DeploymentRecord:
     Also records the flow (so its runs group under it) and creates the work queue if it is new.
     With ``spec.schedules`` given, the deployment's schedules become those, in the same
     transaction (:func:`vivace.store.schedules.replace_deployment_schedules`); each schedule's
-    parameters over the deployment's are checked against the parameter schema first.
+    parameters over the deployment's are checked against the parameter schema first. The runs
+    its schedules made ahead and that have not started become runs of the new version
+    (:func:`vivace.store.schedules.refresh_waiting_runs`).
     Two deploys of one name at the same moment get consecutive versions (one transaction each,
     the version read and bumped under the row's lock). When neither finds the row (the first
     deploy of the name, on PostgreSQL), the second to insert it fails on the unique name and
@@ -135,18 +137,19 @@ def save_deployment(bind: Bind, spec: DeploymentSpec) -> DeploymentRecord:
     engine = _engine(bind)
     ensure_schema(engine)
     try:
-        deployment_id = _save_version(engine, spec)
+        return _save_version(engine, spec)
     except sa.exc.IntegrityError:
         # Another first deploy of this name (or of its flow, or queue) inserted the row first.
-        deployment_id = _save_version(engine, spec)
-    record = read_deployment(engine, deployment_id)
-    assert record is not None
-    return record
+        return _save_version(engine, spec)
 
 
-def _save_version(engine: sa.Engine, spec: DeploymentSpec) -> uuid.UUID:
-    """One transaction of ``save_deployment``: the next version of ``spec.name``; its id."""
-    from vivace.store.schedules import replace_deployment_schedules
+def _save_version(engine: sa.Engine, spec: DeploymentSpec) -> DeploymentRecord:
+    """One transaction of ``save_deployment``: the next version of ``spec.name``, as saved.
+
+    The record is read inside the transaction: read after it, it could already be the version
+    of another deploy that committed in between (two deploys at once would both say version 2).
+    """
+    from vivace.store.schedules import refresh_waiting_runs, replace_deployment_schedules
     from vivace.store.work_queues import ensure_work_queue
 
     _check_schedule_parameters(spec)
@@ -178,7 +181,18 @@ def _save_version(engine: sa.Engine, spec: DeploymentSpec) -> uuid.UUID:
         )
         if spec.schedules is not None:
             replace_deployment_schedules(conn, deployment_id, spec.schedules, now)
-    return deployment_id
+        if version > 1:
+            refresh_waiting_runs(
+                conn,
+                deployment_id,
+                version,
+                parameters=spec.parameters,
+                tags=spec.tags,
+                work_queue_name=spec.work_queue_name,
+                infrastructure_type=str(spec.infrastructure.get("type", "process")),
+            )
+        row = conn.execute(sa.select(table).where(table.c.id == deployment_id)).one()
+    return _deployment(dict(row._mapping))
 
 
 def _check_schedule_parameters(spec: DeploymentSpec) -> None:

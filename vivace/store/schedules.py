@@ -30,7 +30,8 @@ loop's runs too. On SQLite every write transaction holds the database's write lo
 Redeploys (:func:`replace_deployment_schedules`, inside ``save_deployment``'s transaction): a
 schedule with the same definition and parameters as one the deployment has keeps its row (its
 id, ``filled_until``, runs and paused state); one not in the new list is deleted with its runs
-that have not started (SCHEDULED, not claimed, not held by an engine); new ones are due now.
+that have not started (SCHEDULED waiting for a first start, not claimed, not held by an engine;
+a run retried by hand keeps its schedule and time, and stays); new ones are due now.
 
 Example::
 
@@ -46,6 +47,7 @@ import bisect
 import dataclasses
 import datetime as dt
 import json
+import logging
 import threading
 import time
 import uuid
@@ -63,6 +65,7 @@ from vivace.settings import get_settings
 from vivace.store import schema
 from vivace.store.database import ensure_schema, transaction
 from vivace.store.queries import Bind, _engine, _reading
+from vivace.store.run_health import WAITING_NAMES
 
 UTC = dt.UTC
 AUTO_SCHEDULED_TAG = "auto-scheduled"
@@ -76,6 +79,10 @@ would otherwise hold SQLite's write lock for seconds); the rest of its batch sta
 # Monday, recurs within 28 years).
 _NEXT_TIME_WITHIN = dt.timedelta(days=366 * 40)
 _ID_CHUNK = 1000  # ids per IN (...) list
+# When a schedule that cannot be computed is looked at again.
+_RETRY_BROKEN_AFTER = 3600.0
+
+logger = logging.getLogger("vivace.scheduler")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -109,6 +116,29 @@ def read_deployment_schedules(bind: Bind, deployment_id: uuid.UUID) -> list[Sche
     )
     with _reading(_engine(bind)) as conn:
         return [_record(row) for row in conn.execute(query)]
+
+
+def read_schedules_of_deployments(
+    bind: Bind, deployment_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[ScheduleRecord]]:
+    """The schedules of each of these deployments (by position), in one query per
+    ``_ID_CHUNK`` ids: what a page listing deployments shows, without a query per deployment.
+    Every id asked is a key (with an empty list when it has no schedule)."""
+    found: dict[uuid.UUID, list[ScheduleRecord]] = {key: [] for key in deployment_ids}
+    if not found:
+        return found
+    table = schema.deployment_schedules
+    ids = list(found)
+    with _reading(_engine(bind)) as conn:
+        for start in range(0, len(ids), _ID_CHUNK):
+            query = (
+                sa.select(table)
+                .where(table.c.deployment_id.in_(ids[start : start + _ID_CHUNK]))
+                .order_by(table.c.deployment_id, table.c.position, table.c.id)
+            )
+            for row in conn.execute(query):
+                found[row.deployment_id].append(_record(row))
+    return found
 
 
 def read_schedule(bind: Bind, schedule_id: uuid.UUID) -> ScheduleRecord | None:
@@ -235,6 +265,45 @@ def replace_deployment_schedules(
         conn.execute(sa.insert(table), inserts)
 
 
+def refresh_waiting_runs(
+    conn: sa.Connection,
+    deployment_id: uuid.UUID,
+    version: int,
+    *,
+    parameters: dict[str, Any],
+    tags: Sequence[str],
+    work_queue_name: str,
+    infrastructure_type: str,
+) -> None:
+    """Make the runs the deployment's schedules made ahead, and that have not started, runs of
+    its new ``version`` (inside the deploy's transaction, after the schedules are replaced).
+
+    They were made from the version deployed then; a redeploy that changes the code, the
+    parameters, the tags or the work queue (whose old queue may have no worker any more) applies
+    to them too, as to the runs the scheduler makes next. A run someone created by hand keeps
+    the version it was created for; so does a scheduled run retried by hand.
+    """
+    table, runs = schema.deployment_schedules, schema.flow_runs
+    query = sa.select(table.c.id, table.c.parameters).where(table.c.deployment_id == deployment_id)
+    if conn.dialect.name == "postgresql":
+        # As replace_deployment_schedules: a loop filling them commits first; later loops skip
+        # them until this deploy commits, then make runs of the new version.
+        query = query.order_by(table.c.id).with_for_update()
+    run_tags = list(dict.fromkeys([*tags, AUTO_SCHEDULED_TAG]))
+    for schedule_id, schedule_parameters in conn.execute(query).all():
+        conn.execute(
+            sa.update(runs)
+            .where(runs.c.schedule_id == schedule_id, *_waiting_for_first_start(runs))
+            .values(
+                deployment_version=version,
+                parameters={**parameters, **(schedule_parameters or {})},
+                tags=run_tags,
+                work_queue_name=work_queue_name,
+                infrastructure_type=infrastructure_type,
+            )
+        )
+
+
 def drop_deployment_schedules(conn: sa.Connection, deployment_id: uuid.UUID) -> int:
     """Delete the deployment's schedules and their runs that have not started (inside the
     deployment delete's transaction); return how many runs were deleted."""
@@ -253,9 +322,10 @@ def drop_deployment_schedules(conn: sa.Connection, deployment_id: uuid.UUID) -> 
 def _delete_unstarted_runs(conn: sa.Connection, schedule_ids: Sequence[uuid.UUID]) -> int:
     """Delete the schedules' runs that have not started, with their state rows; how many.
 
-    Not started: SCHEDULED, not claimed by a worker and not held by an engine. Each run row is
-    deleted (and so locked) before its states, so a worker claiming it at that moment either
-    finds it gone or keeps it whole.
+    Not started: waiting for its first start (SCHEDULED ``Scheduled`` or ``Late``; not an
+    ``AwaitingRetry`` run someone retried, which has a history), not claimed by a worker and not
+    held by an engine. Each run row is deleted (and so locked) before its states, so a worker
+    claiming it at that moment either finds it gone or keeps it whole.
     """
     runs, states = schema.flow_runs, schema.flow_run_states
     deleted: list[uuid.UUID] = []
@@ -263,18 +333,24 @@ def _delete_unstarted_runs(conn: sa.Connection, schedule_ids: Sequence[uuid.UUID
         chunk = list(schedule_ids[start : start + _ID_CHUNK])
         deleted += conn.execute(
             sa.delete(runs)
-            .where(
-                runs.c.schedule_id.in_(chunk),
-                runs.c.state_type == StateType.SCHEDULED.value,
-                runs.c.worker_id.is_(None),
-                runs.c.heartbeat.is_(None),
-            )
+            .where(runs.c.schedule_id.in_(chunk), *_waiting_for_first_start(runs))
             .returning(runs.c.id)
         ).scalars()
     for start in range(0, len(deleted), _ID_CHUNK):
         chunk = deleted[start : start + _ID_CHUNK]
         conn.execute(sa.delete(states).where(states.c.flow_run_id.in_(chunk)))
     return len(deleted)
+
+
+def _waiting_for_first_start(runs: sa.Table) -> tuple[sa.ColumnElement[bool], ...]:
+    """A run that has not started: SCHEDULED ``Scheduled`` or ``Late`` (not ``AwaitingRetry``),
+    not claimed by a worker, not held by an engine."""
+    return (
+        runs.c.state_type == StateType.SCHEDULED.value,
+        runs.c.state_name.in_(WAITING_NAMES),
+        runs.c.worker_id.is_(None),
+        runs.c.heartbeat.is_(None),
+    )
 
 
 # -- the scheduler's loop -------------------------------------------------------------------------
@@ -381,10 +457,30 @@ def _fill(
     for row in due:
         if len(runs) >= RUNS_PER_TRANSACTION:
             break
-        schedule = schedule_from_dict(row.schedule)
-        times, filled_until, due_at = (
-            _plan(row.id, schedule, row.filled_until, limits) if row.active else ([], None, None)
-        )
+        try:
+            schedule = schedule_from_dict(row.schedule)
+            times, filled_until, due_at = (
+                _plan(row.id, schedule, row.filled_until, limits)
+                if row.active
+                else ([], None, None)
+            )
+        except Exception:
+            # A definition this process cannot compute (a time zone its tzdata no longer has,
+            # a cron a newer croniter refuses): the other schedules are filled all the same.
+            logger.exception(
+                "deployment schedule %s (%s) cannot be computed; trying again in %.0f s",
+                row.id,
+                row.schedule,
+                _RETRY_BROKEN_AFTER,
+            )
+            updates.append(
+                {
+                    "b_id": row.id,
+                    "b_filled_until": row.filled_until,
+                    "b_due_at": moment + _RETRY_BROKEN_AFTER,
+                }
+            )
+            continue
         updates.append({"b_id": row.id, "b_filled_until": filled_until, "b_due_at": due_at})
         parameters = {**(row.deployment_parameters or {}), **(row.parameters or {})}
         tags = list(dict.fromkeys([*(row.tags or ()), AUTO_SCHEDULED_TAG]))

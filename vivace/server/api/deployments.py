@@ -30,7 +30,6 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Header, HTTPException, Path, Query, Response
 
 from vivace.deployments.runs import create_run
-from vivace.deployments.schedule_info import read_schedules_of
 from vivace.exceptions import ConfigurationError, DeploymentNotFoundError, ParameterValidationError
 from vivace.server import auth, deps
 from vivace.server.api.models import (
@@ -58,7 +57,7 @@ from vivace.server.api.params import (
 from vivace.store import deployments as store
 from vivace.store import queries
 from vivace.store.deployments import DeploymentRecord
-from vivace.store.schedules import read_deployment_schedules
+from vivace.store.schedules import read_deployment_schedules, read_schedules_of_deployments
 
 router = APIRouter(prefix="/deployments", tags=["deployments"])
 
@@ -88,7 +87,7 @@ def list_deployments(
         database_url, flow_name=flow, name_like=name_like, limit=limit + 1, offset=offset
     )
     shown = records[:limit]
-    schedules = read_schedules_of(database_url, [record.id for record in shown])
+    schedules = read_schedules_of_deployments(database_url, [record.id for record in shown])
     return DeploymentPage(
         items=[
             ScheduledDeployment(

@@ -20,12 +20,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
 from vivace.deployments.parameters import parameter_rows, run_command
-from vivace.deployments.schedule_info import (
-    local_text,
-    read_schedules_of,
-    summary,
-    upcoming_times,
-)
+from vivace.deployments.schedule_info import local_text, summary, upcoming_times
 from vivace.deployments.storage import describe_storage, shown_infrastructure
 from vivace.server import auth
 from vivace.server.deps import database_url
@@ -38,7 +33,7 @@ from vivace.store.deployments import (
     read_deployments,
 )
 from vivace.store.queries import count_flow_runs_by_state, read_flow_runs
-from vivace.store.schedules import read_deployment_schedules
+from vivace.store.schedules import read_deployment_schedules, read_schedules_of_deployments
 
 if TYPE_CHECKING:
     from vivace.store.schedules import ScheduleRecord
@@ -82,7 +77,7 @@ def deployments_page(request: Request, url: str = Depends(database_url)) -> HTML
     # One row more than shown tells whether the list was cut.
     found = read_deployments(url, flow_name=flow, name_like=name, limit=DEPLOYMENTS_SHOWN + 1)
     shown = found[:DEPLOYMENTS_SHOWN]
-    schedules = read_schedules_of(url, [record.id for record in shown])
+    schedules = read_schedules_of_deployments(url, [record.id for record in shown])
     return render(
         request,
         "deployments.html",
