@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,23 @@ class History:
 def history() -> History:
     """Read what runs recorded in the database the test's settings point at."""
     return History()
+
+
+@pytest.fixture
+def api(database_url: str) -> Iterator[Any]:
+    """A ``TestClient`` (in-process, no socket) of a server over the test's ``database_url``."""
+    with warnings.catch_warnings():
+        # Starlette 1.x's TestClient prefers httpx2 and warns (once, on import) that it falls
+        # back to httpx, which the dev extra pins; the fallback works as before.
+        warnings.filterwarnings(
+            "ignore", "Using `httpx` with `starlette.testclient`", category=UserWarning
+        )
+        from fastapi.testclient import TestClient
+
+    from vivace.server.app import create_app
+
+    with TestClient(create_app(database_url)) as client:
+        yield client
 
 
 @pytest.fixture

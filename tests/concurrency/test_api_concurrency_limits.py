@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 import vivace
 from vivace import flow, task
 from vivace.store import concurrency as store
 from vivace.store.api_keys import create_api_key
-
-
-@pytest.fixture
-def api(database_url: str) -> Iterator[Any]:
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", "Using `httpx` with `starlette.testclient`", category=UserWarning
-        )
-        from fastapi.testclient import TestClient
-
-    from vivace.server.app import create_app
-
-    with TestClient(create_app(database_url)) as client:
-        yield client
 
 
 def test_limits_are_listed_with_their_slots_in_use(api: Any, database_url: str) -> None:

@@ -12,7 +12,6 @@ import dataclasses
 import http.server
 import json
 import threading
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -96,18 +95,3 @@ def receiver() -> Iterator[Receiver]:
     server = Receiver()
     yield server
     server.close()
-
-
-@pytest.fixture
-def api(database_url: str) -> Iterator[Any]:
-    with warnings.catch_warnings():
-        # As in tests/server/conftest.py: Starlette's TestClient warns once about httpx.
-        warnings.filterwarnings(
-            "ignore", "Using `httpx` with `starlette.testclient`", category=UserWarning
-        )
-        from fastapi.testclient import TestClient
-
-    from vivace.server.app import create_app
-
-    with TestClient(create_app(database_url)) as client:
-        yield client

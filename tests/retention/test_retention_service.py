@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,20 +75,6 @@ def test_a_backlog_brings_the_next_loop_closer(
 
 
 # -- GET /api/services --------------------------------------------------------------------------
-
-
-@pytest.fixture
-def api(database_url: str) -> Iterator[Any]:
-    with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", "Using `httpx` with `starlette.testclient`", category=UserWarning
-        )
-        from fastapi.testclient import TestClient
-
-    from vivace.server.app import create_app
-
-    with TestClient(create_app(database_url)) as client:
-        yield client
 
 
 def test_services_api_lists_every_service_with_its_last_loop(

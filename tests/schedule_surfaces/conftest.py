@@ -11,8 +11,6 @@
 from __future__ import annotations
 
 import textwrap
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,22 +42,6 @@ def etl(project: Path) -> Any:
     from vivace.deployments.deploy import load_entrypoint
 
     return load_entrypoint(f"{project}/flows/etl.py:etl")
-
-
-@pytest.fixture
-def api(database_url: str) -> Iterator[Any]:
-    """A ``TestClient`` (in-process, no socket) of a server over the test's ``database_url``."""
-    with warnings.catch_warnings():
-        # Starlette's TestClient warns (once, on import) that it falls back to httpx.
-        warnings.filterwarnings(
-            "ignore", "Using `httpx` with `starlette.testclient`", category=UserWarning
-        )
-        from fastapi.testclient import TestClient
-
-    from vivace.server.app import create_app
-
-    with TestClient(create_app(database_url)) as client:
-        yield client
 
 
 @pytest.fixture
