@@ -42,6 +42,7 @@ from vivace.store.deployments import (
 from vivace.store.run_control import transition_flow_run
 from vivace.store.schedules import (
     AUTO_SCHEDULED_TAG,
+    has_due_schedules,
     read_deployment_schedules,
     read_schedule,
     read_schedules_of_deployments,
@@ -491,4 +492,23 @@ def test_one_loop_fills_every_due_schedule_over_several_short_transactions(
     assert run_scheduler_loop(database_url, now=NOW, max_runs=4) == 20
     # Each transaction stops after the schedule that reaches three runs: one schedule each.
     assert transactions == [(4, 1)] * 5
+    assert_no_duplicates_and_states_match(database_url)
+
+
+def test_a_loop_past_its_time_budget_leaves_the_rest_due_for_the_next(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_schedules, "BATCH_SIZE", 2)
+    monkeypatch.setattr(store_schedules, "RUNS_PER_TRANSACTION", 3)
+    for i in range(5):
+        deploy(database_url, HOURLY, name=f"deployment-{i}")
+
+    # A budget of 0 s: each loop makes one transaction (one schedule's four runs), then stops.
+    created = [run_scheduler_loop(database_url, now=NOW, max_runs=4, time_budget=0.0)]
+    assert created == [4]
+    assert has_due_schedules(database_url, now=NOW)
+    while has_due_schedules(database_url, now=NOW):
+        created.append(run_scheduler_loop(database_url, now=NOW, max_runs=4, time_budget=0.0))
+
+    assert created == [4] * 5
     assert_no_duplicates_and_states_match(database_url)

@@ -59,3 +59,22 @@ def test_the_service_reads_its_settings_from_the_environment(
     assert len(scheduled_runs(database_url, every_minute.id)) == 3
     loop = read_service_data(database_url, "scheduler")["loop"]
     assert loop["error"] is None and loop["summary"].startswith("created ")
+
+
+def test_a_loop_that_leaves_schedules_due_brings_the_next_loop_forward(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vivace.services import scheduler
+    from vivace.store import schedules as store_schedules
+
+    monkeypatch.setattr(scheduler, "LOOP_BUDGET_SECONDS", 0.0)
+    monkeypatch.setattr(store_schedules, "BATCH_SIZE", 1)
+    monkeypatch.setattr(store_schedules, "RUNS_PER_TRANSACTION", 1)
+    deploy(database_url, Interval(dt.timedelta(hours=1)), Interval(dt.timedelta(minutes=1)))
+    settings = get_settings()
+
+    assert SERVICE.loop(database_url) == "created 100 scheduled runs; more are due"
+    assert SERVICE.interval(settings) == scheduler.BACKLOG_PAUSE_SECONDS
+    assert SERVICE.loop(database_url) == "created 100 scheduled runs"
+    assert SERVICE.interval(settings) == settings.scheduler_loop_seconds
+    assert len(scheduled_runs(database_url)) == 200

@@ -362,12 +362,15 @@ def run_scheduler_loop(
     now: float | None = None,
     max_runs: int | None = None,
     max_scheduled_time: dt.timedelta | None = None,
+    time_budget: float | None = None,
 ) -> int:
     """Create the runs of every due schedule; return how many runs were created.
 
     ``now`` (Unix seconds; default: the clock), ``max_runs`` and ``max_scheduled_time`` default
     to the settings ``VIVACE_SCHEDULER_MAX_RUNS`` and ``VIVACE_SCHEDULER_MAX_SCHEDULED_TIME``.
-    Safe to run in several threads or processes at once.
+    ``time_budget``: seconds after which no new transaction starts (None: go on until nothing is
+    due); the schedules left are still due, the most overdue first, for the next call
+    (:func:`has_due_schedules` tells). Safe to run in several threads or processes at once.
     """
     engine = _engine(bind)
     ensure_schema(engine)
@@ -388,15 +391,11 @@ def run_scheduler_loop(
             else max_scheduled_time
         ),
     )
-    table = schema.deployment_schedules
     # Nothing due: one read of the due_at index, without taking SQLite's write lock.
-    with _reading(engine) as conn:
-        if (
-            conn.execute(sa.select(table.c.id).where(table.c.due_at <= moment).limit(1)).first()
-            is None
-        ):
-            return 0
+    if not has_due_schedules(engine, now=moment):
+        return 0
     created = 0
+    started = time.monotonic()
     while True:
         with transaction(engine) as conn:
             due = _lock_due_schedules(conn, moment)
@@ -404,6 +403,17 @@ def run_scheduler_loop(
             created += inserted
         if filled == len(due) < BATCH_SIZE:
             return created
+        if time_budget is not None and time.monotonic() - started >= time_budget:
+            return created
+
+
+def has_due_schedules(bind: Bind, *, now: float | None = None) -> bool:
+    """Whether a schedule is due at ``now`` (default: the clock): one read of the due_at index."""
+    moment = time.time() if now is None else now
+    table = schema.deployment_schedules
+    with _reading(_engine(bind)) as conn:
+        found = conn.execute(sa.select(table.c.id).where(table.c.due_at <= moment).limit(1))
+        return found.first() is not None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
