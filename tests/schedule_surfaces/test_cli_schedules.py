@@ -113,12 +113,13 @@ def test_deploy_with_schedules_then_redeploy_keeps_or_removes_them(
             "Error: --skip-late-after: duration 'soon' is not valid", id="bad-skip",
         ),
         pytest.param(
-            ["--concurrency-limit", "0"], 1,
-            "Error: deployment 'nightly': concurrency_limit is 0; expected 1 to", id="limit-0",
+            ["--concurrency-limit", "0"], 2,
+            "Error: --concurrency-limit is 0; expected 1 to 2147483647 runs at a time",
+            id="limit-0",
         ),
         pytest.param(
             ["--cron", "0 9 * * *"], 1,
-            "Error: deployment 'nightly': schedule 1 (cron 0 9 * * * in UTC): its runs' "
+            "Error: deployment 'nightly': schedule 0 (cron 0 9 * * * in UTC): its runs' "
             "parameters", id="runs-lack-day",
         ),
     ],

@@ -113,13 +113,13 @@ def test_a_schedules_parameters_are_stored_as_json(database_url: str, etl: Any) 
         ),
         pytest.param(
             {"parameters": {"day": 1}, "schedules": [Cron("0 9 * * *"), {"cron": "0 9 * * *"}]},
-            "schedule 2 is a dict ({'cron': '0 9 * * *'}), not a vivace schedule; expected "
+            "schedule 1 is a dict ({'cron': '0 9 * * *'}), not a vivace schedule; expected "
             "Cron(...), Interval(...) or RRule(...)",
             id="a-dict",
         ),
         pytest.param(
             {"schedules": [Cron("0 9 * * *")]},
-            "schedule 1 (cron 0 9 * * * in UTC): its runs' parameters (the deployment's defaults "
+            "schedule 0 (cron 0 9 * * * in UTC): its runs' parameters (the deployment's defaults "
             "under the schedule's own) do not match the flow's signature: 'day' is a required "
             "property",
             id="no-day-for-the-scheduled-runs",
@@ -131,7 +131,7 @@ def test_a_schedules_parameters_are_stored_as_json(database_url: str, etl: Any) 
         ),
         pytest.param(
             {"parameters": {"day": 1}, "schedules": [Cron("0 9 * * *"), Cron("0  9 * * *")]},
-            "schedule 2 (cron 0 9 * * * in UTC) repeats schedule 1: both would create a run at "
+            "schedule 1 (cron 0 9 * * * in UTC) repeats schedule 0: both would create a run at "
             "the same times",
             id="twice",
         ),

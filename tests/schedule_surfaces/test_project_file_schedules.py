@@ -128,50 +128,50 @@ ENTRY = "deployments:\n  - name: nightly\n    entrypoint: flows/etl.py:etl\n"
     [
         pytest.param(
             "    schedules:\n      - {cron: '0 9 * * *', timzone: UTC}\n",
-            "deployment 'nightly' (entry 1): schedule 1: key 'timzone' is unknown; expected one "
+            "deployment 'nightly' (entry 1): schedule 0: key 'timzone' is unknown; expected one "
             "of cron, interval or rrule, and optionally timezone, anchor (with interval), day_or "
             "(with cron), active, parameters",
             id="unknown-key",
         ),
         pytest.param(
             "    schedules:\n      - {cron: '0 9 * * *'}\n      - {cron: '0 9 * *', rrule: x}\n",
-            "deployment 'nightly' (entry 1): schedule 2: expected exactly one of cron, interval "
+            "deployment 'nightly' (entry 1): schedule 1: expected exactly one of cron, interval "
             "or rrule; got cron and rrule",
             id="two-kinds",
         ),
         pytest.param(
             "    schedules:\n      - {timezone: UTC}\n",
-            "schedule 1: expected exactly one of cron, interval or rrule; got none of them",
+            "schedule 0: expected exactly one of cron, interval or rrule; got none of them",
             id="no-kind",
         ),
         pytest.param(
             "    schedules:\n      - {cron: '0 9 * *'}\n",
-            "deployment 'nightly' (entry 1): schedule 1: cron expression '0 9 * *' is not valid",
+            "deployment 'nightly' (entry 1): schedule 0: cron expression '0 9 * *' is not valid",
             id="bad-cron",
         ),
         pytest.param(
             "    schedules:\n      - {cron: '0 9 * * *', timezone: Europe/Lisbn}\n",
-            "schedule 1: time zone 'Europe/Lisbn' is not known; expected an IANA name",
+            "schedule 0: time zone 'Europe/Lisbn' is not known; expected an IANA name",
             id="bad-zone",
         ),
         pytest.param(
             "    schedules:\n      - {interval: soon}\n",
-            "schedule 1: interval 'soon' is not valid; expected a positive duration",
+            "schedule 0: interval 'soon' is not valid; expected a positive duration",
             id="bad-interval",
         ),
         pytest.param(
             "    schedules:\n      - {interval: 0}\n",
-            "schedule 1: interval 0.0 is not valid",
+            "schedule 0: interval 0.0 is not valid",
             id="zero-interval",
         ),
         pytest.param(
             "    schedules:\n      - {cron: '0 9 * * *', anchor: 2026-01-01T00:00:00}\n",
-            "schedule 1: anchor is for an interval schedule only",
+            "schedule 0: anchor is for an interval schedule only",
             id="anchor-on-cron",
         ),
         pytest.param(
             "    schedules:\n      - {cron: '0 9 * * *', active: maybe}\n",
-            "schedule 1: key 'active': Input should be a valid boolean",
+            "schedule 0: key 'active': Input should be a valid boolean",
             id="bad-active",
         ),
         pytest.param(
@@ -231,7 +231,7 @@ def test_a_schedule_whose_runs_lack_a_parameter_deploys_nothing(
 
     assert result.exit_code == 1
     assert (
-        "Error: deployment 'nightly': schedule 1 (cron 0 9 * * * in UTC): its runs' parameters"
+        "Error: deployment 'nightly': schedule 0 (cron 0 9 * * * in UTC): its runs' parameters"
         in result.output
     )
     assert "'day' is a required property" in result.output

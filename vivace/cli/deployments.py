@@ -191,7 +191,7 @@ def deploy(
         "infrastructure": infrastructure,
         "schedules": _cli_schedules(crons, intervals, anchor, rrules, timezone, no_schedules),
         "skip_late_after": _duration("--skip-late-after", skip_late_after),
-        "concurrency_limit": concurrency_limit,
+        "concurrency_limit": _concurrency_limit(concurrency_limit),
     }
     if entrypoint is not None:
         if deploy_all or project_file is not None:
@@ -655,6 +655,18 @@ def _start_at(
     if when.tzinfo is None and local:
         when = when.astimezone()  # the local time zone
     return when
+
+
+def _concurrency_limit(value: int | None) -> int | None:
+    """``--concurrency-limit``, refused as bad input (exit 2, one line) before anything loads."""
+    from vivace.deployments.deploy import _MAX_LIMIT
+
+    if value is not None and not 1 <= value <= _MAX_LIMIT:
+        raise _BadInput(
+            f"--concurrency-limit is {value}; expected 1 to {_MAX_LIMIT} runs at a time "
+            "(leave it out for no limit)"
+        )
+    return value
 
 
 def _duration(option: str, text: str | None) -> float | None:

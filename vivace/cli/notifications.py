@@ -51,9 +51,27 @@ def notification() -> None:
         "(TimedOut)."
     ),
 )
-@click.option("--flow", "flows", multiple=True, metavar="NAME", help="Only runs of this flow.")
-@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Only runs with any such tag.")
-@click.option("--deployment", "deployments", multiple=True, metavar="NAME", help="Only its runs.")
+@click.option(
+    "--flow",
+    "flows",
+    multiple=True,
+    metavar="NAME",
+    help="Only runs of this flow (repeatable: any of them).",
+)
+@click.option(
+    "--tag",
+    "tags",
+    multiple=True,
+    metavar="TAG",
+    help="Only runs with this tag (repeatable: any of them).",
+)
+@click.option(
+    "--deployment",
+    "deployments",
+    multiple=True,
+    metavar="NAME",
+    help="Only this deployment's runs (repeatable: any of them).",
+)
 @click.option("--block", "block_name", metavar="NAME", help="A saved Webhook block to send with.")
 @click.option(
     "--webhook-url",
@@ -239,8 +257,10 @@ def _webhook(webhook_url: str, slack: bool, headers: tuple[str, ...]) -> Webhook
     for header in headers:
         header_name, colon, value = header.partition(":")
         if not colon or not header_name.strip():
+            # Not quoted: without its colon, the whole text may be the secret value.
             raise _BadInput(
-                f"--header {header_name.strip()!r}... is not valid; expected 'Name: value'"
+                "--header is not valid: expected 'Name: value', a header's name, a colon and "
+                "its value (the text given is not shown: it may be a secret)"
             )
         values[header_name.strip()] = value.strip()
     try:
@@ -248,11 +268,18 @@ def _webhook(webhook_url: str, slack: bool, headers: tuple[str, ...]) -> Webhook
             {"url": webhook_url, "format": "slack" if slack else "json", "headers": values}
         )
     except ValidationError as error:
+        # Named by the option that gave the value, never quoting it (a webhook URL or a
+        # header may be the credential itself).
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+            f"{_OPTION_OF_FIELD.get(str(item['loc'][0]) if item['loc'] else '', '--webhook-url')}"
+            f" is not valid: {str(item['msg']).removeprefix('Value error, ')}"
             for item in error.errors()
         )
-        raise _BadInput(f"--webhook-url or --header is not valid ({problems})") from None
+        raise _BadInput(problems) from None
+
+
+_OPTION_OF_FIELD = {"url": "--webhook-url", "headers": "--header"}
+"""The option of ``notification create`` that gives each field of the Webhook block it saves."""
 
 
 def _existing(url: str, name: str) -> NotificationPolicyRecord:

@@ -375,7 +375,8 @@ def check_schedules(
         )
     checked: list[Schedule] = []
     seen: dict[tuple[str, str], int] = {}
-    for index, schedule in enumerate(schedules, start=1):
+    # Numbered by position from 0, as `vivace deploy`, `schedule ls` and `--schedule` number them.
+    for index, schedule in enumerate(schedules):
         if not isinstance(schedule, Schedule):
             raise DeploymentError(
                 f"deployment {name!r}: schedule {index} is a {type(schedule).__name__} "

@@ -308,7 +308,8 @@ def prepare_entry(
 
 def _describe(item: Any, raw: dict[str, Any]) -> str:
     """One problem of the file: ``deployment 'nightly' (entry 1): key 'work_qeue' is unknown``,
-    ``deployment 'nightly' (entry 1): schedule 2: key 'timezone': ...``."""
+    ``deployment 'nightly' (entry 1): schedule 0: key 'timezone': ...`` (entries count from 1,
+    schedules by their positions, from 0, as ``vivace deployment schedule ls`` shows them)."""
     location = list(item["loc"])
     prefix = ""
     expected = "only 'deployments'"
@@ -322,7 +323,7 @@ def _describe(item: Any, raw: dict[str, Any]) -> str:
         location = location[2:]
         expected = _ENTRY_KEYS
         if len(location) >= 2 and location[0] == "schedules" and isinstance(location[1], int):
-            prefix += f": schedule {location[1] + 1}"
+            prefix += f": schedule {location[1]}"  # its position, as `schedule ls` shows it
             location = location[2:]
             expected = _SCHEDULE_KEYS
     key = ".".join(str(part) for part in location)
