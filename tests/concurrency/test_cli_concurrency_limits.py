@@ -33,6 +33,11 @@ def test_create_makes_tag_limits_and_global_ones(database_url: str) -> None:
     assert bad_name.exit_code == 2 and "without '/'" in bad_name.output
     bad_limit = invoke("create", "db2", "-1")
     assert bad_limit.exit_code == 2
+    tag_as_global = invoke("create", "--global", "tag:x", "2")
+    assert tag_as_global.exit_code == 2
+    assert "starts with 'tag:', which names a task tag's limit" in tag_as_global.output
+    assert "vivace concurrency-limit create x 2" in tag_as_global.output
+    assert store.read_limit(database_url, "tag:x") is None
 
 
 def test_ls_and_inspect_show_the_slots_in_use_and_who_holds_them(database_url: str) -> None:

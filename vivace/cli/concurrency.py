@@ -22,7 +22,16 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vivace.cli import _console, _database_url, _Failure, _table, _text, _time, cli
+from vivace.cli import (
+    _BadInput,
+    _console,
+    _database_url,
+    _Failure,
+    _table,
+    _text,
+    _time,
+    cli,
+)
 
 if TYPE_CHECKING:
     from vivace.store.concurrency import ConcurrencyLimitRecord
@@ -48,6 +57,13 @@ def concurrency_limit_create(name: str, limit: int, is_global: bool, inactive: b
     LIMIT slots of NAME held at once)."""
     from vivace.store.concurrency import TAG_PREFIX, create_limit, tag_limit_name
 
+    if is_global and name.startswith(TAG_PREFIX):
+        # It would silently become the limit of the task tag after the prefix.
+        raise _BadInput(
+            f"--global limit name {name!r} starts with {TAG_PREFIX!r}, which names a task tag's "
+            f"limit; expected a name without it, or `vivace concurrency-limit create "
+            f"{name[len(TAG_PREFIX) :]} {limit}` for the tag's limit"
+        )
     full_name = name if is_global or name.startswith(TAG_PREFIX) else tag_limit_name(name)
     record = create_limit(_database_url(), full_name, limit, active=not inactive)
     click.echo(f"Created concurrency limit {record.name!r}: {_describe(record)}.")
