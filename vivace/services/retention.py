@@ -11,9 +11,7 @@ loop comes after ``BACKLOG_PAUSE_SECONDS`` instead of the full interval.
 
 from __future__ import annotations
 
-import threading
-
-from vivace.services.base import Service
+from vivace.services.base import Backlog, Service
 from vivace.settings import Settings, get_settings
 
 LOOP_BUDGET_SECONDS = 5.0
@@ -23,7 +21,7 @@ BACKLOG_PAUSE_SECONDS = 10.0
 """Seconds between loops while expired runs remain (when the setting's interval is longer)."""
 
 # Whether the last loop in this process left expired runs behind.
-_backlog = threading.Event()
+_backlog = Backlog(BACKLOG_PAUSE_SECONDS)
 
 
 def _loop(url: str) -> str | None:
@@ -39,17 +37,12 @@ def _loop(url: str) -> str | None:
         batch_size=settings.retention_batch_size,
         time_budget=LOOP_BUDGET_SECONDS,
     )
-    if report.remaining:
-        _backlog.set()
-    else:
-        _backlog.clear()
+    _backlog.update(bool(report.remaining))
     return report.summary()
 
 
 def _interval(settings: Settings) -> float:
-    if _backlog.is_set():
-        return min(settings.retention_loop_seconds, BACKLOG_PAUSE_SECONDS)
-    return settings.retention_loop_seconds
+    return _backlog.interval(settings.retention_loop_seconds)
 
 
 SERVICE = Service(

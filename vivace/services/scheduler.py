@@ -15,9 +15,7 @@ due, the most overdue first, and while some are the next loop comes after
 
 from __future__ import annotations
 
-import threading
-
-from vivace.services.base import Service
+from vivace.services.base import Backlog, Service
 from vivace.settings import Settings
 
 LOOP_BUDGET_SECONDS = 0.5
@@ -27,7 +25,7 @@ BACKLOG_PAUSE_SECONDS = 0.5
 """Seconds between loops while due schedules remain: other writers get the database meanwhile."""
 
 # Whether the last loop in this process left due schedules behind.
-_backlog = threading.Event()
+_backlog = Backlog(BACKLOG_PAUSE_SECONDS)
 
 
 def _loop(url: str) -> str | None:
@@ -35,10 +33,7 @@ def _loop(url: str) -> str | None:
 
     created = run_scheduler_loop(url, time_budget=LOOP_BUDGET_SECONDS)
     left = has_due_schedules(url)
-    if left:
-        _backlog.set()
-    else:
-        _backlog.clear()
+    _backlog.update(left)
     if not created:
         return None
     more = "; more are due" if left else ""
@@ -46,9 +41,7 @@ def _loop(url: str) -> str | None:
 
 
 def _interval(settings: Settings) -> float:
-    if _backlog.is_set():
-        return min(settings.scheduler_loop_seconds, BACKLOG_PAUSE_SECONDS)
-    return settings.scheduler_loop_seconds
+    return _backlog.interval(settings.scheduler_loop_seconds)
 
 
 SERVICE = Service(
