@@ -223,3 +223,35 @@ def test_a_worker_registers_again_under_its_own_id(database_url: str, known: boo
     again = register_worker(database_url, "w2", "process", ["default", "other"], first.id)
 
     assert (again.id, again.name, again.queues) == (first.id, "w2", ["default", "other"])
+
+
+def test_a_worker_registering_a_queue_a_deploy_is_creating_at_once_succeeds(
+    database_url: str,
+) -> None:
+    from vivace.store.work_queues import ensure_work_queue, read_work_queues
+
+    engine = get_engine(database_url)
+    read_work_queues(engine)  # migrated before the two transactions start
+    created, release = threading.Event(), threading.Event()
+
+    def deploy_creating_the_queue() -> None:
+        with transaction(engine) as conn:
+            ensure_work_queue(conn, "fresh")
+            created.set()
+            release.wait(30)  # committed only once the worker is waiting on it
+
+    deploying = threading.Thread(target=deploy_creating_the_queue)
+    deploying.start()
+    assert created.wait(30)
+    registered: list[object] = []
+    worker = threading.Thread(
+        target=lambda: registered.append(register_worker(database_url, "w", "process", ["fresh"]))
+    )
+    worker.start()
+    worker.join(0.5)  # it waits for the deploy's uncommitted queue row (or the write lock)
+    release.set()
+    deploying.join(30)
+    worker.join(30)
+
+    assert len(registered) == 1
+    assert [queue.name for queue in read_work_queues(database_url)].count("fresh") == 1

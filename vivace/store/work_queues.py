@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from vivace._ids import uuid7
 from vivace.engine.states import StateType
@@ -121,20 +122,26 @@ def check_queue_name(name: str) -> str:
 
 
 def ensure_work_queue(conn: sa.Connection, name: str) -> None:
-    """Create the queue ``name`` (default priority, no limit, not paused) unless it exists."""
+    """Create the queue ``name`` (default priority, no limit, not paused) unless it exists.
+
+    One ``INSERT ... ON CONFLICT DO NOTHING``: a worker registering and a deploy creating the
+    same new queue at once (two transactions that each found no row) both succeed.
+    """
     queues = schema.work_queues
     check_queue_name(name)
-    if conn.execute(sa.select(queues.c.id).where(queues.c.name == name)).first() is None:
-        conn.execute(
-            sa.insert(queues).values(
-                id=uuid7(),
-                name=name,
-                priority=DEFAULT_PRIORITY,
-                concurrency_limit=None,
-                paused=False,
-                created=time.time(),
-            )
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    conn.execute(
+        insert(queues)
+        .values(
+            id=uuid7(),
+            name=name,
+            priority=DEFAULT_PRIORITY,
+            concurrency_limit=None,
+            paused=False,
+            created=time.time(),
         )
+        .on_conflict_do_nothing(index_elements=["name"])
+    )
 
 
 def update_work_queue(
