@@ -39,6 +39,11 @@ import sqlalchemy as sa
 
 from vivace.settings import Settings, reset_settings
 
+# A Ray driver replaces faulthandler's fatal-signal handlers with its own, which prints nothing
+# once Ray is shut down: a test process that crashed after any Ray test died without a word.
+# Without Ray's handlers a crash shows the stack of every thread (read by Ray at import).
+os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+
 POSTGRES_SERVER_URL = os.environ.get(
     "VIVACE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
