@@ -15,12 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from vivace._ids import uuid7
 from vivace.exceptions import BlockExistsError
 from vivace.store import schema
-from vivace.store.database import connect, ensure_schema, get_engine, transaction
+from vivace.store.database import (
+    conflict_insert,
+    connect,
+    ensure_schema,
+    get_engine,
+    transaction,
+)
 
 Bind = sa.Engine | str
 """An engine, or a database URL whose cached engine to use."""
@@ -64,8 +69,7 @@ def write_block(
         "created": now,
         "updated": now,
     }
-    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-    statement = insert(table).values(values)
+    statement = conflict_insert(engine.dialect.name, table).values(values)
     if overwrite:
         statement = statement.on_conflict_do_update(
             index_elements=[table.c.name],

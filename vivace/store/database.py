@@ -150,6 +150,15 @@ def connect(engine: sa.Engine) -> Iterator[sa.Connection]:
         yield conn
 
 
+def conflict_insert(dialect: str, table: sa.Table) -> Any:
+    """``INSERT INTO table`` in ``dialect``'s own flavour (``"sqlite"`` or ``"postgresql"``):
+    the generic insert has no ``on_conflict_do_nothing`` / ``on_conflict_do_update``; both
+    dialects' inserts have them, spelled alike."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql if dialect == "postgresql" else sqlite).insert(table)
+
+
 def masked_url(url: str | sa.URL) -> str:
     """The URL with its password replaced by ``***``, for messages and the CLI."""
     try:

@@ -39,13 +39,13 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
 from vivace._ids import uuid7
 from vivace.engine.states import StateType
 from vivace.exceptions import ConfigurationError
 from vivace.store import schema
-from vivace.store.database import ensure_schema, transaction
+from vivace.store.database import conflict_insert, ensure_schema, transaction
 from vivace.store.queries import Bind, _engine, _reading
 
 if TYPE_CHECKING:
@@ -404,9 +404,8 @@ def _insert_deliveries(
         }
         for row in rows
     ]
-    insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
     statement = (
-        insert(deliveries)
+        conflict_insert(engine.dialect.name, deliveries)
         .values(values)
         .on_conflict_do_nothing(index_elements=["policy_id", "flow_run_id", "state_seq"])
     )

@@ -55,7 +55,6 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from vivace._ids import uuid7
 from vivace.engine.states import StateType
@@ -63,7 +62,7 @@ from vivace.exceptions import ConfigurationError, ScheduleNotFoundError
 from vivace.schedules import Schedule, schedule_from_dict
 from vivace.settings import get_settings
 from vivace.store import schema
-from vivace.store.database import ensure_schema, transaction
+from vivace.store.database import conflict_insert, ensure_schema, transaction
 from vivace.store.queries import Bind, _engine, _reading
 from vivace.store.run_health import WAITING_NAMES
 
@@ -538,8 +537,7 @@ def _insert_new_runs(conn: sa.Connection, runs: list[dict[str, Any]]) -> list[uu
     if not runs:
         return []
     runs_table = schema.flow_runs
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = insert(runs_table).on_conflict_do_nothing(
+    statement = conflict_insert(conn.dialect.name, runs_table).on_conflict_do_nothing(
         index_elements=["schedule_id", "expected_start_time"]
     )
     conn.execute(statement, runs)

@@ -39,13 +39,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from vivace._ids import uuid7
 from vivace.engine.states import StateType
 from vivace.exceptions import ConfigurationError
 from vivace.store import schema
-from vivace.store.database import connect, ensure_schema, get_engine, transaction
+from vivace.store.database import (
+    conflict_insert,
+    connect,
+    ensure_schema,
+    get_engine,
+    transaction,
+)
 from vivace.store.records import FlowRunRecord
 
 Bind = sa.Engine | str
@@ -129,9 +134,8 @@ def ensure_work_queue(conn: sa.Connection, name: str) -> None:
     """
     queues = schema.work_queues
     check_queue_name(name)
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     conn.execute(
-        insert(queues)
+        conflict_insert(conn.dialect.name, queues)
         .values(
             id=uuid7(),
             name=name,

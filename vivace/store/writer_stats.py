@@ -18,12 +18,11 @@ import os
 import socket
 import time
 import uuid
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from vivace.store import schema
+from vivace.store.database import conflict_insert
 
 STALE_AFTER_SECONDS = 24 * 3600.0
 
@@ -47,7 +46,7 @@ class HealthReporter:
         self.pid = os.getpid()
         self.started = time.time()
         table = schema.writer_stats
-        insert: Any = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+        insert = conflict_insert(dialect, table)
         changing = ("queue_depth", "last_flush_seconds", "records_written", "flushes", "updated")
         self._upsert = insert.on_conflict_do_update(
             index_elements=[table.c.writer_id],
