@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -119,6 +121,7 @@ def test_a_failed_connect_is_undone_and_a_local_ray_works_after_it(
         def unreachable() -> int:
             return total.submit([1, 2]).result()
 
+        threads_before = set(threading.enumerate())
         state = unreachable(return_state=True)
 
     assert state.is_failed()
@@ -129,6 +132,17 @@ def test_a_failed_connect_is_undone_and_a_local_ray_works_after_it(
     from ray._private.client_mode_hook import client_mode_should_convert
 
     assert not client_mode_should_convert()  # the process is out of client mode
+
+    # Nothing keeps retrying the connect in the background (Ray leaves the gRPC channel of a
+    # connect that gave up open, polled by a thread of its own, unless the runner closes it).
+    def left_running() -> set[threading.Thread]:  # vivace's own (the writer) may start now
+        new = set(threading.enumerate()) - threads_before
+        return {thread for thread in new if not thread.name.startswith("vivace-")}
+
+    deadline = time.monotonic() + 5
+    while (left := left_running()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"threads left running by the failed connect: {left}"
 
     # A local Ray of the flow run's own, in the same process: its workers import this module.
     path = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)

@@ -221,8 +221,15 @@ class RayTaskRunner(OnDemandCompletion):
         try:
             ray.init(address=self.address or "local", **kwargs)
         except Exception as error:
-            # A failed Ray Client connect leaves the process in client mode; a failed local start
-            # may leave half a node. ray.shutdown() undoes either.
+            # A failed Ray Client connect leaves the process in client mode and its gRPC channel
+            # open; a failed local start may leave half a node. Undo all of them.
+            try:
+                _close_abandoned_client_channel(error)
+            except Exception as problem:
+                logger.warning(
+                    "could not close a failed Ray Client connect's channel: %s",
+                    describe_exception(problem),
+                )
             try:
                 ray.shutdown()
             except Exception as problem:
@@ -481,6 +488,27 @@ def _drop_final(database_url: str, unconfirmed: dict[uuid.UUID, set[uuid.UUID]])
                 pending.difference_update(found)
             if not pending:
                 del unconfirmed[flow_run_id]
+
+
+def _close_abandoned_client_channel(error: BaseException) -> None:
+    """Close the gRPC channel of a Ray Client connect that gave up.
+
+    Ray's client ``Worker`` raises from its constructor when the server does not answer in time,
+    before anything holds it, and leaves its channel open: subscribed to connectivity changes and
+    reconnecting in the background for the rest of the process. That ``Worker`` is ``self`` in a
+    frame of the error's traceback.
+    """
+    from ray.util.client.worker import Worker
+
+    trace = error.__traceback__
+    while trace is not None:
+        worker = trace.tb_frame.f_locals.get("self")
+        if isinstance(worker, Worker) and worker.channel is not None:
+            channel, worker.channel = worker.channel, None
+            channel.unsubscribe(worker._on_channel_state_change)
+            channel.close()
+            return
+        trace = trace.tb_next
 
 
 def _picklable_exceptions() -> None:
