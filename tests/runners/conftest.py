@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -26,6 +28,24 @@ def dask_cluster() -> Iterator[Any]:
         yield cluster
     finally:
         cluster.close()
+
+
+@pytest.fixture
+def threads_left() -> Callable[[], set[threading.Thread]]:
+    """Call it late in a test: the threads started since the test began that still run after up
+    to 5 s (vivace's own, such as the store's writer, aside)."""
+    before = set(threading.enumerate())
+
+    def left() -> set[threading.Thread]:
+        deadline = time.monotonic() + 5
+        while True:
+            new = set(threading.enumerate()) - before
+            new = {thread for thread in new if not thread.name.startswith("vivace-")}
+            if not new or time.monotonic() >= deadline:
+                return new
+            time.sleep(0.1)
+
+    return left
 
 
 RAY_TEST_INIT = {

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +230,30 @@ def test_a_client_given_as_address_is_used_and_left_open(cli_cluster: str) -> No
         assert on_client() == 20
         assert client.status == "running"
         assert client.submit(sum, [1, 2]).result() == 3
+
+
+def test_an_unreachable_scheduler_fails_the_flow_run_naming_it_and_leaves_no_thread(
+    threads_left: Callable[[], set[threading.Thread]],
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # a port that is bound but never listens
+        address = f"tcp://127.0.0.1:{sock.getsockname()[1]}"
+
+        @flow(task_runner=DaskTaskRunner(address=address, client_kwargs={"timeout": 1}))
+        def unreachable() -> int:
+            return double.submit(1).result()
+
+        state = unreachable(return_state=True)
+
+    assert state.is_failed()
+    assert f"DaskTaskRunner could not connect to the Dask scheduler at {address!r}" in (
+        state.message or ""
+    )
+
+    # distributed's client starts its event-loop thread before it connects, and leaves it
+    # running when the connect fails, unless the runner stops it.
+    left = threads_left()
+    assert not left, f"threads left running by the failed connect: {left}"
 
 
 # -- data stays on the cluster -------------------------------------------------------------------

@@ -12,9 +12,8 @@ from __future__ import annotations
 import os
 import socket
 import threading
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -104,7 +103,7 @@ def test_results_and_failures_travel_through_ray_client(ray_client: str, history
 
 
 def test_a_failed_connect_is_undone_and_a_local_ray_works_after_it(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, threads_left: Callable[[], set[threading.Thread]]
 ) -> None:
     """Nothing listens at the address: a clear error naming it, and no client state left over
     (Ray would otherwise stay in client mode and send the next local Ray astray)."""
@@ -121,7 +120,6 @@ def test_a_failed_connect_is_undone_and_a_local_ray_works_after_it(
         def unreachable() -> int:
             return total.submit([1, 2]).result()
 
-        threads_before = set(threading.enumerate())
         state = unreachable(return_state=True)
 
     assert state.is_failed()
@@ -135,13 +133,7 @@ def test_a_failed_connect_is_undone_and_a_local_ray_works_after_it(
 
     # Nothing keeps retrying the connect in the background (Ray leaves the gRPC channel of a
     # connect that gave up open, polled by a thread of its own, unless the runner closes it).
-    def left_running() -> set[threading.Thread]:  # vivace's own (the writer) may start now
-        new = set(threading.enumerate()) - threads_before
-        return {thread for thread in new if not thread.name.startswith("vivace-")}
-
-    deadline = time.monotonic() + 5
-    while (left := left_running()) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    left = threads_left()
     assert not left, f"threads left running by the failed connect: {left}"
 
     # A local Ray of the flow run's own, in the same process: its workers import this module.

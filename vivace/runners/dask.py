@@ -69,6 +69,7 @@ from vivace.exceptions import (
     ConfigurationError,
     CrashedRunError,
     MissingExtraError,
+    VivaceError,
 )
 from vivace.runners.cluster import ClusterTaskRunner, Flight
 
@@ -191,13 +192,13 @@ class DaskTaskRunner(ClusterTaskRunner["_Flight"]):
         if isinstance(self.address, distributed.Client):
             client, owns = self.address, False
         elif self.address is not None:
-            client, owns = distributed.Client(self.address, **client_kwargs), True
+            client, owns = _connect(distributed, self.address, client_kwargs), True
         else:
             cluster = self._start_cluster()
             try:
                 if self.adapt_kwargs is not None:
                     cluster.adapt(**self.adapt_kwargs)
-                client, owns = distributed.Client(cluster, **client_kwargs), True
+                client, owns = _connect(distributed, cluster, client_kwargs), True
             except BaseException:
                 cluster.close()
                 raise
@@ -462,6 +463,47 @@ class _Flight(Flight):
 
 
 _NO_OPTIONS: dict[str, Any] = {}
+
+
+def _connect(distributed: Any, address: Any, client_kwargs: dict[str, Any]) -> Any:
+    """``distributed.Client(address)``; a connect that fails names the address, and leaves no
+    thread behind."""
+    try:
+        return distributed.Client(address, **client_kwargs)
+    except Exception as error:
+        _stop_abandoned_client_loop(distributed, error)
+        if not isinstance(error, OSError):  # not the connect: bad client_kwargs, say
+            raise
+        where = address if isinstance(address, str) else type(address).__name__
+        raise VivaceError(
+            f"DaskTaskRunner could not connect to the Dask scheduler at {where!r}: "
+            f"{describe_exception(error)}"
+        ) from error
+
+
+def _stop_abandoned_client_loop(distributed: Any, error: BaseException) -> None:
+    """Stop the event-loop thread of a ``distributed.Client`` whose constructor failed.
+
+    The client starts a thread for its event loop before it connects, and a failed connect
+    leaves it running with nothing holding the client: a process that retries an unreachable
+    scheduler would gain a thread each time. The client is ``self`` in a frame of the error's
+    traceback.
+    """
+    trace = error.__traceback__
+    while trace is not None:
+        client = trace.tb_frame.f_locals.get("self")
+        if isinstance(client, distributed.Client):
+            loop_runner = getattr(client, "_loop_runner", None)
+            if loop_runner is not None:
+                try:
+                    loop_runner.stop()
+                except Exception as problem:
+                    logger.warning(
+                        "could not stop a failed Dask client's event loop: %s",
+                        describe_exception(problem),
+                    )
+            return
+        trace = trace.tb_next
 
 
 def _placement(options: dict[str, Any] | None) -> dict[str, Any]:
