@@ -15,6 +15,7 @@ import contextlib
 import gc
 import logging
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -32,7 +33,7 @@ import pytest
 
 from vivace import State, flow, get_run_logger, task
 from vivace.engine.context import current_context, current_flow_run_id
-from vivace.exceptions import ConfigurationError, CrashedRunError
+from vivace.exceptions import ConfigurationError, CrashedRunError, VivaceError
 
 ray = pytest.importorskip("ray")
 
@@ -195,6 +196,36 @@ def hog(path: str) -> None:
     # cannot even report the timeout; only killing its process stops it.
     re.match(r"(a+)+$", "a" * 40 + "b")
     Path(path).touch()
+
+
+BIG = 1_000_000  # bytes: far more than the driver fetches by the way (FETCH_LIMIT)
+
+
+@task
+def big_value() -> bytes:
+    return b"x" * BIG
+
+
+@task
+def huge_failure() -> None:
+    raise ValueError("y" * 300_000)
+
+
+class DriverShy:
+    """A value that unpickles anywhere but in the process that asked for it (the driver)."""
+
+    def __init__(self, home: int) -> None:
+        self.home = home
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if state["home"] == os.getpid():
+            raise RuntimeError("DriverShy does not unpickle in its home process")
+        self.__dict__.update(state)
+
+
+@task
+def shy(home: int) -> DriverShy:
+    return DriverShy(home)
 
 
 def _connect_and_count_nodes(address: str) -> int:
@@ -373,6 +404,90 @@ def pause(i: int) -> tuple[float, float]:
     started = time.time()
     time.sleep(0.05)
     return started, time.time()
+
+
+def test_a_big_value_stays_on_the_cluster_until_result_asks_for_it(ray_cluster: str) -> None:
+    """One return per run: waiting for a run, and the settling thread, tell COMPLETED from the
+    object's size without fetching a big value; ``result()`` fetches it."""
+
+    @flow(task_runner=RayTaskRunner(address=ray_cluster))
+    def big() -> list[Any]:
+        waited, settled = big_value.submit(), big_value.submit()
+        state = waited.wait()
+        deadline = time.monotonic() + 30
+        while not settled.done() and time.monotonic() < deadline:  # the settling thread's look
+            time.sleep(0.05)
+        seen = [state.type, settled.state.type]
+        seen += [future.handle.fetched() for future in (waited, settled)]
+        return [*seen, len(waited.result()), len(settled.result())]
+
+    assert big() == ["COMPLETED", "COMPLETED", False, False, BIG, BIG]
+
+
+def test_a_failure_too_big_to_travel_arrives_as_a_failure_naming_it(
+    ray_cluster: str, history: Any
+) -> None:
+    """A failure is kept small enough never to be taken for a value: a huge exception travels
+    as a VivaceError with its type, the start of its message and the end of its traceback."""
+
+    flow_run_ids = []
+
+    @flow(task_runner=RayTaskRunner(address=ray_cluster))
+    def failing() -> list[State]:
+        flow_run_ids.append(current_flow_run_id())
+        waited, settled = huge_failure.submit(), huge_failure.submit()
+        deadline = time.monotonic() + 30
+        while not settled.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return [waited.wait(), settled.state]
+
+    states = failing()
+    assert [state.type for state in states] == ["FAILED", "FAILED"]
+    for state in states:
+        with pytest.raises(
+            VivaceError, match=r"ValueError: y+\.\.\. \(the exception pickles to "
+        ) as raised:
+            state.result()
+        assert "too many to travel back from the Ray worker" in str(raised.value)
+        assert "Traceback on the worker" in "".join(raised.value.__notes__)
+        assert 'raise ValueError("y" * 300_000)' in "".join(raised.value.__notes__)
+    runs = history.task_runs(flow_run_ids[0])
+    assert len(runs) == 2 and {run.state_type for run in runs} == {"FAILED"}
+
+
+def test_a_failure_is_shrunk_below_the_limit_only_when_it_is_too_big() -> None:
+    from vivace.engine.remote import RemoteFailure, pack_error
+    from vivace.engine.states import StateType
+    from vivace.runners._ray_worker import FAILURE_LIMIT, MESSAGE_LIMIT, _within_limit
+
+    small = RemoteFailure(StateType.FAILED, "Failed", "boom", 0.0, pack_error(KeyError(1), "t"))
+    assert _within_limit(small) is small
+    try:
+        raise KeyError("k" * 200_000)
+    except KeyError as error:
+        packed = pack_error(error, "t")
+    big = RemoteFailure(StateType.FAILED, "Failed", "m" * 200_000, 0.0, packed)
+    shrunk = _within_limit(big)
+    assert len(pickle.dumps(shrunk)) < FAILURE_LIMIT
+    assert shrunk.message is not None and len(shrunk.message) == MESSAGE_LIMIT
+    assert shrunk.message.endswith("m...")
+    error = shrunk.unpack()
+    assert isinstance(error, VivaceError)
+    assert str(error).startswith("KeyError: 'kkk") and "too many to travel back" in str(error)
+    assert 'raise KeyError("k" * 200_000)' in "".join(error.__notes__)
+
+
+def test_a_value_the_driver_cannot_unpickle_completes_and_result_says_why(
+    ray_cluster: str,
+) -> None:
+    @flow(task_runner=RayTaskRunner(address=ray_cluster))
+    def shy_flow() -> str:
+        future = shy.submit(os.getpid())
+        with pytest.raises(VivaceError, match="could not fetch the result from the Ray cluster"):
+            future.result()
+        return str(future.state.type)
+
+    assert shy_flow() == "COMPLETED"
 
 
 def test_max_in_flight_bounds_the_ray_tasks_submitted_at_once(ray_cluster: str) -> None:

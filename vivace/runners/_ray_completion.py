@@ -13,6 +13,19 @@ CPU as submitting the task. So a run's end is learned by whoever needs it:
   ``ray.wait`` over the oldest ones and a rotating slice of the rest, one ``ray.get`` for those
   that ended).
 
+The Ray task of one run has one return, the run's value (or its small RemoteFailure), so looking
+must not fetch a big value to the driver: ``ray.wait`` is told not to fetch, and of the objects
+found ready, those of at most ``FETCH_LIMIT`` bytes are fetched (Ray keeps objects under 100 KiB
+in the driver's own memory anyway) while a bigger one is a completed run's value, left where it
+is (a failure never gets that big: :mod:`vivace.runners._ray_worker`). Through Ray Client, where
+the driver does not know objects' sizes, every run travels as a batch of one (two returns).
+
+A caller of ``future.result()`` fetches the run's outcome, its value included, with one blocking
+``ray.get``: any Ray call costs the driver's main thread 50-100 us of CPU once it wakes up from
+waiting (cold caches), so one call per run is the least it can cost; looking more often, or at
+more runs, costs more. A caller of ``wait()`` only waits (``ray.wait``) and then settles the run
+without fetching a big value.
+
 What a Ray task's outcome means for its runs (``_finished``) is the runner's business. Ray is
 imported only inside the methods, which run once the runner has found it installed.
 """
@@ -39,18 +52,32 @@ logger = logging.getLogger("vivace.runners.ray")  # the Ray runner's one logger
 
 HARVEST_EVERY = 0.05  # seconds between the settling thread's looks over the runs in flight
 HARVEST_WINDOW = 256  # Ray tasks one look covers, at most
+FETCH_LIMIT = 256 * 1024  # bytes: an ended run's bigger object is its value, not fetched
+LOOK_AT_MOST = 0.1  # seconds one look of a waiting caller lasts, at most (see _let_callers_leave)
+
+
+class _Unfetched:
+    """The result of a one-run Ray task that ended with a value too big to fetch by the way."""
+
+    def __repr__(self) -> str:
+        return "<a value left on the cluster>"
+
+
+UNFETCHED: Any = _Unfetched()
 
 
 class RayFlight(Flight):
-    """One Ray task in flight: its two returns (``outcome``, and ``ref``: the value)."""
+    """One Ray task in flight: ``outcome`` and ``ref`` (the values), one and the same for the Ray
+    task of one run (``single``), two returns for a batch's."""
 
-    __slots__ = ("outcome", "timed_out", "watched")
+    __slots__ = ("outcome", "single", "timed_out", "watched")
 
     def __init__(
         self, outcome: Any, value: Any, calls: list[TaskCall], futures: list[RemoteFuture]
     ) -> None:
         super().__init__(value, calls, futures)
         self.outcome = outcome
+        self.single = outcome is value
         self.timed_out = False
         self.watched = False  # Ray reports its end (see OnDemandCompletion._watch)
 
@@ -59,6 +86,7 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
     """The part of the Ray runner that learns when its Ray tasks end (see the module docs)."""
 
     _started: bool  # the runner's lifecycle: set by start(), cleared by stop()
+    _client_mode: bool  # connected through Ray Client: no object sizes on the driver
 
     def __init__(self, max_in_flight: int) -> None:
         super().__init__(max_in_flight)
@@ -66,6 +94,9 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
         # Ray tasks whose end Ray reported (watched ones), for the settling thread; None: stop.
         self._ended: queue.SimpleQueue[tuple[RayFlight, Any] | None] = queue.SimpleQueue()
         self._rotation = 0  # where the rotating slice of the runs in flight starts
+        # Callers of _await inside a look (Ray calls), which stop() lets come out before Ray goes.
+        self._callers = threading.Condition(threading.Lock())
+        self._inside = 0
 
     @abc.abstractmethod
     def _finished(self, flight: RayFlight, result: Any) -> None:
@@ -141,13 +172,12 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
 
         outcomes = [flight.outcome for flight in flights]
         if wait > 0:
-            ready, _ = ray.wait(outcomes, num_returns=1, timeout=wait)
+            ready, _ = ray.wait(outcomes, num_returns=1, timeout=wait, fetch_local=False)
             if not ready:
                 return
-        ready, _ = ray.wait(outcomes, num_returns=len(outcomes), timeout=0)
+        ready, _ = ray.wait(outcomes, num_returns=len(outcomes), timeout=0, fetch_local=False)
         if ready:
-            keys = {_ref_key(ref) for ref in ready}
-            self._collect([flight for flight in flights if _ref_key(flight.outcome) in keys])
+            self._collect(_among(flights, ready))
 
     def _window(self) -> list[RayFlight]:
         """The runs in flight that one look covers: the oldest, and a slice of the rest that
@@ -161,20 +191,34 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
         self._rotation += half
         return flights[:half] + flights[start : start + half]
 
-    def _collect(self, flights: list[RayFlight]) -> None:
-        """Settle these ended Ray tasks, fetching their outcomes in one round trip."""
-        with self._lock:
-            flights = [f for f in flights if self._in_flight.get(id(f)) is f]
-        if not flights:
-            return
+    def _collect(self, flights: list[RayFlight], sizes: list[int | None] | None = None) -> None:
+        """Settle these ended Ray tasks, fetching their outcomes in one round trip, except a
+        one-run Ray task's value of more than ``FETCH_LIMIT`` bytes (``sizes``: their objects'
+        sizes, if known already)."""
         import ray
 
-        try:
-            results = ray.get([flight.outcome for flight in flights])
-        except Exception:  # one of them failed on Ray's side: fetch them one by one
-            results = [_outcome_of(ray, flight) for flight in flights]
-        for flight, result in zip(flights, results, strict=True):
-            self._finished(flight, result)
+        if sizes is None:
+            single = any(flight.single for flight in flights)
+            sizes = _sizes(ray, flights) if single else [None] * len(flights)
+        with self._lock:
+            in_flight = self._in_flight
+            ended = [
+                (flight, size)
+                for flight, size in zip(flights, sizes, strict=True)
+                if in_flight.get(id(flight)) is flight
+            ]
+        fetched = [f for f, size in ended if not (f.single and size and size > FETCH_LIMIT)]
+        if fetched:
+            try:
+                results = ray.get([flight.outcome for flight in fetched])
+            except Exception:  # one of them failed on Ray's side: fetch them one by one
+                results = [_outcome_of(ray, flight) for flight in fetched]
+            for flight, result in zip(fetched, results, strict=True):
+                self._finished(flight, result)
+        if len(fetched) < len(ended):
+            for flight, size in ended:
+                if flight.single and size and size > FETCH_LIMIT:
+                    self._finished(flight, UNFETCHED)
 
     def _drain(self) -> None:
         """stop(wait=True): settle every Ray task still in flight (nobody waited for them)."""
@@ -186,20 +230,20 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
                 backlog = bool(self._backlog)
             if flights:
                 outcomes = [flight.outcome for flight in flights]
-                ray.wait(outcomes, num_returns=len(outcomes))
+                ray.wait(outcomes, num_returns=len(outcomes), fetch_local=False)
                 self._collect(flights)
             elif backlog:
                 self._send_backlog()
             else:
                 return
 
-    def _await(self, future: RayFuture, timeout: float | None) -> float | None:
-        """A caller waits for ``future``: fetch its run's outcome now. Returns what is left of
-        ``timeout``."""
+    def _await(self, future: RayFuture, timeout: float | None, fetch: bool = False) -> float | None:
+        """A caller waits for ``future``: look for its run's end now (``fetch``: it wants the
+        result). Returns what is left of ``timeout``."""
         deadline = None if timeout is None else time.monotonic() + timeout
         import ray
 
-        while not future.done() and self._started:
+        while not future.done():
             flight = future.handle
             if not isinstance(flight, RayFlight):
                 # Not sent yet, or to be sent again: have Ray report its end once it is sent.
@@ -208,16 +252,51 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
                     continue  # sent meanwhile
                 break
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            look = LOOK_AT_MOST if remaining is None else min(remaining, LOOK_AT_MOST)
+            with self._callers:
+                if not self._started:
+                    break
+                self._inside += 1
             try:
-                result = ray.get(flight.outcome, timeout=remaining)
+                ended = self._look(ray, flight, look, fetch)
+            finally:
+                with self._callers:
+                    self._inside -= 1
+                    self._callers.notify_all()
+            if not ended and remaining is not None and remaining <= look:
+                break  # timed out
+            if ended and future.handle is flight:
+                break  # another thread is settling it
+        return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+    def _let_callers_leave(self) -> None:
+        """stop(): before Ray goes, wait for the callers inside a look to come out (a Ray call
+        into a Ray that has shut down can crash the process); each look is short."""
+        deadline = time.monotonic() + 10 * LOOK_AT_MOST
+        with self._callers:
+            while self._inside and time.monotonic() < deadline:
+                self._callers.wait(LOOK_AT_MOST)
+
+    def _look(self, ray: Any, flight: RayFlight, timeout: float, fetch: bool) -> bool:
+        """Wait up to ``timeout`` seconds for ``flight`` to end, and settle it; False if it has
+        not ended in time. With ``fetch`` (the caller wants the result), one blocking ``ray.get``
+        brings the outcome, the value of a one-run task included: one Ray call per wake-up,
+        which costs less than anything that looks more than once. Without it, a value over
+        ``FETCH_LIMIT`` bytes stays where it is."""
+        if fetch or not flight.single:
+            try:
+                result = ray.get(flight.outcome, timeout=timeout)
             except ray.exceptions.GetTimeoutError:
-                break
+                return False
             except Exception as error:
                 result = error
             self._finished(flight, result)
-            if future.handle is flight:
-                break  # another thread is settling it
-        return None if deadline is None else max(0.0, deadline - time.monotonic())
+            return True
+        found, _ = ray.wait([flight.outcome], timeout=timeout, fetch_local=False)
+        if not found:
+            return False
+        self._collect([flight])
+        return True
 
 
 class RayFuture(RemoteFuture):
@@ -239,6 +318,13 @@ class RayFuture(RemoteFuture):
             timeout = owner._await(self, timeout)
         return super().wait(timeout)
 
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> Any:
+        if not self.done():
+            owner = self.owner
+            assert isinstance(owner, OnDemandCompletion)
+            timeout = owner._await(self, timeout, fetch=True)
+        return super().result(timeout, raise_on_failure)
+
     def add_done_callback(self, callback: DoneCallback) -> None:
         if not self.done():
             self.watched = True
@@ -251,6 +337,21 @@ class RayFuture(RemoteFuture):
 
 
 OnDemandCompletion._future_type = RayFuture
+
+
+def _among(flights: list[RayFlight], refs: list[Any]) -> list[RayFlight]:
+    """The flights whose outcome is one of ``refs``, in their order."""
+    keys = {_ref_key(ref) for ref in refs}
+    return [flight for flight in flights if _ref_key(flight.outcome) in keys]
+
+
+def _sizes(ray: Any, flights: list[RayFlight]) -> list[int | None]:
+    """The sizes of these Ray tasks' outcome objects, from the driver's own bookkeeping (no round
+    trip): None until the task has returned (and for one cancelled or lost, whose error object
+    Ray made on the driver)."""
+    locations = ray.experimental.get_local_object_locations([f.outcome for f in flights])
+    none: dict[str, Any] = {}
+    return [locations.get(flight.outcome, none).get("object_size") for flight in flights]
 
 
 def _ref_key(ref: Any) -> bytes:

@@ -33,8 +33,9 @@ def payload_of(value: Any) -> Any:
     a reference the worker cannot follow (anything defined in ``__main__``), or large buffers
     (which Ray moves without copying): then Ray gets the objects, as before.
     """
-    if _Pickler.__dict__.get("dispatch_table") is None:
+    if len(copyreg.dispatch_table) != _Pickler.copyreg_size:
         _Pickler.dispatch_table = _refusing_table()
+        _Pickler.copyreg_size = len(copyreg.dispatch_table)
     buffer = io.BytesIO()
     try:
         _Pickler(buffer, protocol=5).dump(value)
@@ -58,16 +59,15 @@ class _Pickler(pickle.Pickler):
     """The C pickler, refusing what Ray must track itself (object refs, actor handles)."""
 
     dispatch_table: dict[type, Any]
-
-
-class _RefusingTable(dict):  # type: ignore[type-arg]
-    """The pickler's dispatch table: refusals first, then copyreg's (as registered right now)."""
-
-    def __missing__(self, kind: type) -> Any:
-        return copyreg.dispatch_table[kind]
+    copyreg_size = -1  # len(copyreg.dispatch_table) when dispatch_table was made
 
 
 def _refusing_table() -> dict[type, Any]:
+    """The pickler's dispatch table: copyreg's, as registered now, and the refusals.
+
+    A plain dict (the C pickler looks a type up in it without calling Python), made again when
+    a registration changes the number of copyreg's entries.
+    """
     import ray
 
     refused: list[Any] = [ray.ObjectRef, ray.actor.ActorHandle]
@@ -77,4 +77,4 @@ def _refusing_table() -> dict[type, Any]:
         refused += [ClientObjectRef, ClientActorHandle]
     except ImportError:  # pragma: no cover - Ray without its client extra
         pass
-    return _RefusingTable(dict.fromkeys(refused, _refuse))
+    return {**copyreg.dispatch_table, **dict.fromkeys(refused, _refuse)}

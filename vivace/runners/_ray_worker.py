@@ -5,9 +5,13 @@ Ray pickles them by reference, so workers import them from this module. Nothing 
 
 - **One argument**: the run's call (or a batch's calls) with the database URL, as bytes the
   driver pickled (:mod:`vivace.runners._ray_payload`) or as objects Ray pickled itself.
-- **Two returns per Ray task**: a small *outcome* (completed; completed with a scalar value, which
-  Ray inlines in the reply anyway; or the failure) and the *value*, which stays on the cluster
-  until ``future.result()`` asks for it.
+- **One return per run**: the Ray task of one run returns the run's value, or a small
+  :class:`~vivace.engine.remote.RemoteFailure` if it did not complete, kept under
+  ``FAILURE_LIMIT`` bytes (the driver takes an ended run's object of more than
+  :data:`~vivace.runners._ray_completion.FETCH_LIMIT` bytes for a value without fetching it, see
+  :mod:`vivace.runners._ray_completion`). A batch's Ray task has **two returns**: a small
+  *outcome* (completed; completed with scalar values, which Ray inlines in the reply anyway; or
+  the failures) and the *values*, which stay on the cluster until ``future.result()`` asks.
 - **Records**: a worker does not write out its records before its Ray task returns (one
   transaction per Ray task would cost more than the task). When a run ends COMPLETED, the worker
   asks a helper thread of its process to flush its writer within ``FLUSH_SOON`` seconds, or as
@@ -25,6 +29,7 @@ import logging
 import pickle
 import threading
 import time
+import traceback
 from typing import Any
 
 from vivace.engine.remote import (
@@ -34,12 +39,18 @@ from vivace.engine.remote import (
     run_remote,
     run_remote_batch,
 )
+from vivace.engine.states import describe_exception
+from vivace.exceptions import VivaceError
 
 logger = logging.getLogger("vivace.runners.ray")  # the Ray runner's one logger
 
 FLUSH_TIMEOUT = 30.0  # seconds a worker may take to write out its records
 FLUSH_SOON = 0.05  # seconds after a completed run by which its worker writes out its records
 FLUSH_IDLE = 0.01  # seconds without a completed run after which a worker writes out at once
+FAILURE_LIMIT = 64 * 1024  # bytes a run's RemoteFailure pickles to, at most (roughly)
+MESSAGE_LIMIT = 4096  # characters of a failure's message (and of a too-big exception's)
+TRACEBACK_LIMIT = 16_384  # characters of a too-big exception's traceback text kept
+ERROR_LIMIT = FAILURE_LIMIT - 4 * MESSAGE_LIMIT  # bytes of a pickled exception (UTF-8 message)
 # Values Ray inlines in the task's reply anyway: they come back with the outcome.
 SMALL_TYPES = frozenset({int, float, complex, bool, type(None)})
 
@@ -49,16 +60,53 @@ DONE_SMALL = 1  # completed; the outcome carries the (scalar) value or values to
 NOT_DONE = 2  # some run did not complete: the outcome carries the RemoteFailure / PartialBatch
 
 
-def run_one(payload: Any, *remote_values: Any) -> tuple[Any, Any]:
-    """The Ray task of one run: its outcome and its value."""
+def run_one(payload: Any, *remote_values: Any) -> Any:
+    """The Ray task of one run: its value, or its RemoteFailure (kept small)."""
     database_url, call = _unpack(payload)
-    return _outcome(run_remote(call, *remote_values), database_url)
+    value = run_remote(call, *remote_values)
+    if type(value) is RemoteFailure:
+        # A failure is logged after its final state: written out before the driver hears of it.
+        flush_process_records(database_url, FLUSH_TIMEOUT)
+        return _within_limit(value)
+    _flush_soon(database_url)
+    return value
 
 
 def run_batch(payload: Any, *remote_values: Any) -> tuple[Any, Any]:
-    """The Ray task of a batch of runs (``task.map(batch_size=K)``): its outcome and its values."""
+    """The Ray task of a batch of runs (``task.map(batch_size=K)``, or one run through Ray
+    Client): its outcome and its values."""
     database_url, calls = _unpack(payload)
     return _outcome(run_remote_batch(calls, *remote_values), database_url)
+
+
+def _within_limit(failure: RemoteFailure) -> RemoteFailure:
+    """``failure`` as it travels back: under ``FAILURE_LIMIT`` bytes, so that the driver never
+    takes it for a value (a huge exception's type, the start of its message and the end of its
+    traceback are kept)."""
+    message, error = failure.message, failure.error
+    if message is not None and len(message) > MESSAGE_LIMIT:
+        message = message[: MESSAGE_LIMIT - 3] + "..."
+    if error is not None and len(error) > ERROR_LIMIT:
+        error = _smaller_error(failure.unpack(), len(error))
+    if message is failure.message and error is failure.error:
+        return failure
+    return RemoteFailure(failure.type, failure.name, message, failure.timestamp, error)
+
+
+def _smaller_error(original: BaseException, size: int) -> bytes:
+    """A pickled VivaceError standing in for an exception that pickles to ``size`` bytes."""
+    frames = "".join(traceback.format_tb(original.__traceback__))  # without the message
+    if len(frames) > TRACEBACK_LIMIT:
+        frames = "...\n" + frames[-TRACEBACK_LIMIT:]
+    described = describe_exception(original)
+    if len(described) > MESSAGE_LIMIT:
+        described = described[: MESSAGE_LIMIT - 3] + "..."
+    substitute = VivaceError(
+        f"{described} (the exception pickles to {size:,} bytes, too many to travel back from "
+        "the Ray worker: its type and message are here, and the end of its traceback)"
+    )
+    substitute.add_note(f"Traceback on the worker:\n{frames}")
+    return pickle.dumps(substitute, protocol=5)
 
 
 def _unpack(payload: Any) -> Any:

@@ -8,18 +8,19 @@ depend on Ray (dispatch, in-flight slots, cancellation, held results) lives in
 :mod:`vivace.runners.cluster`. This module is the adapter (start, stop, submit, what a Ray task's
 outcome means); its parts live in three private modules:
 
-- :mod:`vivace.runners._ray_worker`, what runs in the Ray worker. **Two returns per Ray task**: a
-  small *outcome* (completed; completed with a scalar value, which Ray inlines in the reply anyway;
-  or the failure) and the *value*, an ``ObjectRef`` that stays on the cluster until
-  ``future.result()`` asks for it. The worker writes out its records soon after its runs end.
+- :mod:`vivace.runners._ray_worker`, what runs in the Ray worker. **One return per run**: the
+  run's value, an ``ObjectRef`` that stays on the cluster until ``future.result()`` asks for it,
+  or its small failure. A batch's Ray task has two: a small *outcome* and the *values*. The
+  worker writes out its records soon after its runs end.
 - :mod:`vivace.runners._ray_payload`, **one argument**: the run's call (or a batch's calls)
   travels as bytes pickled on the driver by the C pickler, much cheaper than Ray's own
   serialization of a Python object; what only Ray may (or can) pickle goes to Ray as objects.
 - :mod:`vivace.runners._ray_completion`, **completion is learned when someone needs it**: a
-  caller of ``future.result()`` or ``wait()`` fetches that run's outcome itself, a done-callback
-  has Ray report that run's end, and a settling thread looks over the runs in flight every
-  ``HARVEST_EVERY`` seconds for the rest (having Ray report every task's end costs the driver
-  about as much CPU as submitting the task).
+  caller of ``future.result()`` or ``wait()`` looks for that run's end itself (and for the
+  runs in flight next to it), a done-callback has Ray report that run's end, and a settling
+  thread looks over the runs in flight every ``HARVEST_EVERY`` seconds for the rest (having Ray
+  report every task's end costs the driver about as much CPU as submitting the task). None of
+  them fetches a big value.
 
 What the runner does:
 
@@ -78,7 +79,7 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from vivace.engine.options import RAY_RUNNER_OPTIONS
-from vivace.engine.remote import RemoteSetup
+from vivace.engine.remote import RemoteFailure, RemoteSetup
 from vivace.engine.remote_driver import (
     RemoteFuture,
     RemoteValue,
@@ -94,7 +95,7 @@ from vivace.engine.states import (
 )
 from vivace.engine.timeouts import timeout_error
 from vivace.exceptions import ConfigurationError, MissingExtraError, VivaceError
-from vivace.runners._ray_completion import OnDemandCompletion, RayFlight, RayFuture
+from vivace.runners._ray_completion import UNFETCHED, OnDemandCompletion, RayFlight, RayFuture
 from vivace.runners._ray_payload import payload_of
 from vivace.runners._ray_worker import (
     DONE_SMALL,
@@ -129,11 +130,14 @@ _remote_functions: dict[str, Any] = {}
 
 
 def _remote(name: str) -> Any:
-    """The Ray remote function (made once per process): two returns, no retries by Ray."""
+    """The Ray remote function (made once per process): one return for a run, two for a batch
+    (its outcome and its values); no retries by Ray."""
     fn = _remote_functions.get(name)
     if fn is None:
-        target = run_batch if name == "batch" else run_one
-        fn = _ray().remote(num_returns=2, max_retries=0)(target)
+        if name == "batch":
+            fn = _ray().remote(num_returns=2, max_retries=0)(run_batch)
+        else:
+            fn = _ray().remote(num_returns=1, max_retries=0)(run_one)
         _remote_functions[name] = fn
     return fn
 
@@ -178,6 +182,9 @@ class RayTaskRunner(OnDemandCompletion):
         self.init_kwargs = init_kwargs
         self._started = False
         self._owns_ray = False  # this runner called ray.init, so it calls ray.shutdown
+        # Through Ray Client the driver does not know objects' sizes (_ray_completion): every
+        # run travels as a batch of one, its outcome apart from its value.
+        self._client_mode = False
         self._timers: list[threading.Timer] = []
         # Runs a worker reported COMPLETED, by flow run, not yet seen final in the database.
         self._unconfirmed: dict[uuid.UUID, set[uuid.UUID]] = {}
@@ -199,6 +206,7 @@ class RayTaskRunner(OnDemandCompletion):
             owns = True
         try:
             _picklable_exceptions()
+            self._client_mode = ray.util.client.ray.is_connected()
             self._setup = RemoteSetup()
             self._start_settling()
         except BaseException:
@@ -261,9 +269,11 @@ class RayTaskRunner(OnDemandCompletion):
                 timer.cancel()
             self._timers = []
         finally:
-            self._started = False
+            with self._callers:
+                self._started = False
             self._setup = None
             self._stop_settling()
+            self._let_callers_leave()
             if self._owns_ray:
                 self._owns_ray = False
                 ray.shutdown()
@@ -338,6 +348,8 @@ class RayTaskRunner(OnDemandCompletion):
             return
         handover, remote_calls = prepared
         task = calls[0].task
+        if self._client_mode and futures[0].item is None:
+            futures[0].item = 0  # a batch of one (see __init__)
         batch = futures[0].item is not None
         fn = _remote("batch" if batch else "one")
         options = _placement(task.runner_options)
@@ -345,7 +357,10 @@ class RayTaskRunner(OnDemandCompletion):
             fn = fn.options(**options)
         payload = payload_of((setup.database_url, remote_calls if batch else remote_calls[0]))
         try:
-            outcome, value = fn.remote(payload, *handover.remote)
+            if batch:
+                outcome, value = fn.remote(payload, *handover.remote)
+            else:
+                outcome = value = fn.remote(payload, *handover.remote)
         except Exception as problem:
             self._unsent(calls, futures, problem)
             return
@@ -401,6 +416,15 @@ class RayTaskRunner(OnDemandCompletion):
 
     def _settle(self, flight: RayFlight, result: Any) -> None:
         calls, futures = flight.calls, flight.futures
+        ray = _ray()
+        if flight.single and not isinstance(result, ray.exceptions.RayError):
+            self._settle_one(flight, result)
+            return
+        if flight.single and isinstance(result, ray.exceptions.RaySystemError):
+            # Ray could not bring the value here (it does not unpickle in this process): the run
+            # completed all the same, and future.result() raises the reason.
+            self._settle_one(flight, UNFETCHED)
+            return
         if isinstance(result, tuple):
             kind, payload = result
             value = RemoteValue(flight.ref, self._fetch)
@@ -413,7 +437,6 @@ class RayTaskRunner(OnDemandCompletion):
                 value.set(payload)
             self._settle_completed(futures, value)
             return
-        ray = _ray()
         error = result if isinstance(result, BaseException) else VivaceError(repr(result))
         for call, future in zip(calls, futures, strict=True):
             future.handle = None
@@ -437,6 +460,19 @@ class RayTaskRunner(OnDemandCompletion):
                 self._worker_died(call, future, describe_exception(error))
             else:
                 future.set_final_state(fail_on_driver(call, error))
+
+    def _settle_one(self, flight: RayFlight, result: Any) -> None:
+        """A one-run Ray task returned: ``result`` is the run's value, its RemoteFailure, or
+        UNFETCHED (the value stays on the cluster until ``future.result()``)."""
+        value = RemoteValue(flight.ref, self._fetch)
+        self._values.add(value)  # its ref is let go when the flow run ends
+        if type(result) is RemoteFailure:
+            self._settle_partial(flight, result, value)
+            return
+        self._to_confirm(flight.calls)
+        if result is not UNFETCHED:
+            value.set(result)
+        self._settle_completed(flight.futures, value)
 
     def _to_confirm(self, calls: list[TaskCall]) -> None:
         """Runs a worker completed: flush_records waits for them in the database."""
