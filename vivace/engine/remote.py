@@ -60,6 +60,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import cloudpickle
 
@@ -146,12 +147,12 @@ class RemoteSetup:
 
 
 def flow_info(call: TaskCall) -> tuple[Any, ...] | None:
-    """The flow run a call belongs to, as the worker needs it (ids and names)."""
+    """The flow run a call belongs to, as the worker needs it (ids as bytes, and names)."""
     scope = call.scope
     if scope is None:
         return None
     run = scope.flow_run
-    return (run.id, run.flow_id, run.flow_name, run.name, scope.log_prints)
+    return (run.id.bytes, run.flow_id.bytes, run.flow_name, run.name, scope.log_prints)
 
 
 class RemoteCall:
@@ -180,14 +181,17 @@ class RemoteCall:
         self.flow = flow
 
     def __reduce__(self) -> tuple[Any, ...]:
+        # Ids travel as bytes and the state type as its value: a worker unpickles them several
+        # times faster than UUID and enum objects, on every run.
         run = self.run
         state = run.state
+        flow_run_id, parent_id = run.flow_run_id, run.parent_task_run_id
         fields = (
-            run.id,
+            run.id.bytes,
             run.task_key,
             run.name,
-            run.flow_run_id,
-            run.parent_task_run_id,
+            None if flow_run_id is None else flow_run_id.bytes,
+            None if parent_id is None else parent_id.bytes,
             run.tags,
             run.task_inputs,
             run.created,
@@ -195,7 +199,7 @@ class RemoteCall:
             run.run_count,
             run.start_time,
             run.end_time,
-            state.type,
+            state.type.value,
             state.name,
             state.message,
             state.timestamp,
@@ -245,8 +249,17 @@ def _remote_call(
         timestamp,
         dynamic_key,
     ) = fields
-    state = State(type_, state_name, message, timestamp=timestamp)
-    run = TaskRun(id_, task_key, name, flow_run_id, parent_task_run_id, tags, task_inputs, state)
+    state = State(_STATE_TYPES[type_], state_name, message, timestamp=timestamp)
+    run = TaskRun(
+        UUID(bytes=id_),
+        task_key,
+        name,
+        None if flow_run_id is None else UUID(bytes=flow_run_id),
+        None if parent_task_run_id is None else UUID(bytes=parent_task_run_id),
+        tags,
+        task_inputs,
+        state,
+    )
     run.created = created
     run.state_seq = seq
     run.run_count = run_count
@@ -254,6 +267,9 @@ def _remote_call(
     run.end_time = end_time
     run.dynamic_key = dynamic_key
     return RemoteCall(spec, run, args, kwargs, upstreams, refs, log_prints, flow)
+
+
+_STATE_TYPES = {state_type.value: state_type for state_type in StateType}
 
 
 class _Slot:
@@ -638,8 +654,8 @@ def _scope(flow: tuple[Any, ...] | None, writer: BatchWriter) -> FlowRunScope | 
 
         flow_run_id, flow_id, flow_name, run_name, log_prints = flow
         run = FlowRun(
-            flow_run_id,
-            flow_id,
+            UUID(bytes=flow_run_id),
+            UUID(bytes=flow_id),
             flow_name,
             run_name,
             None,
