@@ -529,6 +529,45 @@ def test_a_failing_flow_cancels_its_outstanding_ray_tasks(ray_cluster: str, hist
     assert time.monotonic() - started < 25
     runs = history.task_runs(state.run_id)
     assert len(runs) == 4 and {r.state_type for r in runs} == {"CANCELLED"}
+    for run in runs:  # started or not, each run's history begins PENDING
+        types = [s.type for s in history.task_run_states(run.id)]
+        assert types[0] == "PENDING" and types[-1] == "CANCELLED"
+
+
+@task
+def hold(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def test_a_run_waiting_in_ray_shows_pending_before_it_starts(
+    ray_cluster: str, history: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker that starts a run records its PENDING state (with RUNNING, in one write); a
+    run still waiting after PENDING_GRACE seconds is recorded PENDING by the driver."""
+    import vivace.runners._ray_completion as completion
+
+    monkeypatch.setattr(completion, "PENDING_GRACE", 0.2)
+    seen: list[tuple[str, Any]] = []
+
+    @flow(task_runner=RayTaskRunner(address=ray_cluster))
+    def queued() -> float:
+        blockers = [hold.submit(4) for _ in range(2)]  # both of the cluster's CPUs
+        waiting = hold.submit(0)
+        deadline = time.monotonic() + 3
+        while not seen and time.monotonic() < deadline:
+            for run in history.task_runs(current_flow_run_id()):
+                if run.id == waiting.task_run.id:
+                    seen.append((run.state_type, run.start_time))
+            time.sleep(0.05)
+        return sum(f.result() for f in [*blockers, waiting])
+
+    state = queued(return_state=True)
+    assert state.result() == 8
+    assert seen == [("PENDING", None)]
+    for run in history.task_runs(state.run_id):
+        types = [(s.seq, s.type) for s in history.task_run_states(run.id)]
+        assert types == [(1, "PENDING"), (2, "RUNNING"), (3, "COMPLETED")]
 
 
 # -- configuration -------------------------------------------------------------------------------

@@ -158,7 +158,17 @@ def flow_info(call: TaskCall) -> tuple[Any, ...] | None:
 class RemoteCall:
     """One task run as it travels to a worker."""
 
-    __slots__ = ("args", "flow", "kwargs", "log_prints", "refs", "run", "spec", "upstreams")
+    __slots__ = (
+        "args",
+        "flow",
+        "kwargs",
+        "log_prints",
+        "pending",
+        "refs",
+        "run",
+        "spec",
+        "upstreams",
+    )
 
     def __init__(
         self,
@@ -170,6 +180,7 @@ class RemoteCall:
         refs: list[tuple[Any, ...]] | None,
         log_prints: bool,
         flow: tuple[Any, ...] | None,
+        pending: bool = False,
     ) -> None:
         self.spec = spec
         self.run = run
@@ -179,6 +190,7 @@ class RemoteCall:
         self.refs = refs  # (run id, run name, index of a cluster future or a State, batch item)
         self.log_prints = log_prints
         self.flow = flow
+        self.pending = pending  # the worker records the run's PENDING state (defers_pending)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Ids travel as bytes and the state type as its value: a worker unpickles them several
@@ -216,6 +228,7 @@ class RemoteCall:
                 self.refs,
                 self.log_prints,
                 self.flow,
+                self.pending,
             ),
         )
 
@@ -229,6 +242,7 @@ def _remote_call(
     refs: list[tuple[Any, ...]] | None,
     log_prints: bool,
     flow: tuple[Any, ...] | None,
+    pending: bool,
 ) -> RemoteCall:
     (
         id_,
@@ -266,7 +280,7 @@ def _remote_call(
     run.start_time = start_time
     run.end_time = end_time
     run.dynamic_key = dynamic_key
-    return RemoteCall(spec, run, args, kwargs, upstreams, refs, log_prints, flow)
+    return RemoteCall(spec, run, args, kwargs, upstreams, refs, log_prints, flow, pending)
 
 
 _STATE_TYPES = {state_type.value: state_type for state_type in StateType}
@@ -305,7 +319,15 @@ class Handover:
         upstreams = call.upstreams
         if upstreams is None:
             return RemoteCall(
-                spec, call.run, call.args, call.kwargs, None, None, call.log_prints, flow
+                spec,
+                call.run,
+                call.args,
+                call.kwargs,
+                None,
+                None,
+                call.log_prints,
+                flow,
+                call.pending_deferred,
             )
         # Upstreams whose values the run needs (those in its arguments, not only in wait_for).
         valued = {
@@ -330,7 +352,17 @@ class Handover:
             key: [slots[id(i)] if isinstance(i, VivaceFuture) else i for i in items]
             for key, items in upstreams.items()
         }
-        return RemoteCall(spec, call.run, args, kwargs, travelling, refs, call.log_prints, flow)
+        return RemoteCall(
+            spec,
+            call.run,
+            args,
+            kwargs,
+            travelling,
+            refs,
+            call.log_prints,
+            flow,
+            call.pending_deferred,
+        )
 
     def _ref(self, future: VivaceFuture, valued: bool) -> tuple[Any, ...]:
         run = future.task_run
@@ -512,6 +544,8 @@ def _run(remote: RemoteCall, remote_values: tuple[Any, ...]) -> Any:
         upstreams = {key: _restore(items, stubs) for key, items in (upstreams or {}).items()}
     if remote.log_prints:
         install_print_capture()
+    if remote.pending:  # recorded here, in the same write as its RUNNING state
+        writer.record_task_run(remote.run)
     call = TaskCall(
         task,
         remote.run,

@@ -144,8 +144,20 @@ def worker_span(task: Task[Any, Any]) -> int:
     return 2 * (task.retries + 1)
 
 
+def record_deferred_pending(call: TaskCall) -> None:
+    """Record the run's PENDING state now if its runner deferred it and it is not recorded yet.
+
+    Recording it twice (here and on a worker that started the run meanwhile) writes it once:
+    the store keeps one row per run and state number.
+    """
+    if call.pending_deferred:
+        call.pending_deferred = False
+        call.writer.record_task_run(call.run)
+
+
 def end_on_driver(call: TaskCall, state: State, error: BaseException | None = None) -> State:
     """Record a final state for a run whose worker could not (it never ran, or its worker died)."""
+    record_deferred_pending(call)
     call.run.state_seq += worker_span(call.task)
     engine = TaskRunEngine(call)
     engine.set_state(state)
@@ -165,6 +177,7 @@ def cancel_on_driver(call: TaskCall, reason: str) -> State:
 
 def worker_died(call: TaskCall, reason: str) -> float | None:
     """The run's worker died: CRASHED, or AwaitingRetry if retries remain (returns the delay)."""
+    record_deferred_pending(call)
     run, task = call.run, call.task
     run.state_seq += worker_span(task)
     run.run_count += 1  # at least the attempt that was running

@@ -90,6 +90,7 @@ class TaskCall:
         "args",
         "kwargs",
         "log_prints",
+        "pending_deferred",
         "reused",
         "run",
         "scope",
@@ -119,6 +120,8 @@ class TaskCall:
         self.log_prints = log_prints
         # The final state of a call completed in an earlier attempt: nothing to run.
         self.reused: State | None = None
+        # Its PENDING state is not recorded yet: its runner records it (TaskRunner.defers_pending).
+        self.pending_deferred = False
 
 
 class TaskRunEngine:

@@ -208,9 +208,11 @@ class Task(Generic[P, R]):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         wait_for: Iterable[Any] | None,
+        defer_pending: bool = False,
     ) -> TaskCall:
         """Create the task run (PENDING) and everything needed to execute it; in a later attempt
-        of the flow run, the call an earlier attempt completed, if it did."""
+        of the flow run, the call an earlier attempt completed, if it did. ``defer_pending``:
+        the flow's runner records the PENDING state (TaskRunner.defers_pending)."""
         scope = ctx.flow
         upstreams = self._upstreams(args, kwargs, wait_for)
         parent = ctx.task_run
@@ -241,7 +243,7 @@ class Task(Generic[P, R]):
                 call = reused_call(self, reused, scope, ctx.writer)
                 if call is not None:
                     return call
-        return self._new_call(ctx, args, kwargs, upstreams, dynamic_key)
+        return self._new_call(ctx, args, kwargs, upstreams, dynamic_key, defer_pending)
 
     def _upstreams(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], wait_for: Iterable[Any] | None
@@ -258,8 +260,9 @@ class Task(Generic[P, R]):
         kwargs: dict[str, Any],
         upstreams: dict[str, list[Any]] | None,
         dynamic_key: int | str,
+        defer_pending: bool = False,
     ) -> TaskCall:
-        """A new task run for the call, recorded PENDING."""
+        """A new task run for the call, recorded PENDING (by the runner: ``defer_pending``)."""
         scope = ctx.flow
         parent = ctx.task_run
         run = TaskRun(
@@ -275,11 +278,14 @@ class Task(Generic[P, R]):
             State(StateType.PENDING),
         )
         run.dynamic_key = dynamic_key
-        ctx.writer.record_task_run(run)
+        if not defer_pending:
+            ctx.writer.record_task_run(run)
         log_prints = ctx.log_prints if self.log_prints is None else self.log_prints
         if self.log_prints:  # the flow installs print capture only when it captures prints
             install_print_capture()
-        return TaskCall(self, run, args, kwargs, upstreams, scope, ctx.writer, log_prints)
+        call = TaskCall(self, run, args, kwargs, upstreams, scope, ctx.writer, log_prints)
+        call.pending_deferred = defer_pending
+        return call
 
     def _loaded_or_rerun(
         self,
@@ -334,7 +340,7 @@ class Task(Generic[P, R]):
         wait_for: Any = kwargs.pop("wait_for", None)
         ctx = self._flow_context(".submit()")
         assert ctx.flow is not None
-        call = self._prepare(ctx, args, kwargs, wait_for)
+        call = self._prepare(ctx, args, kwargs, wait_for, ctx.flow.task_runner.defers_pending)
         if call.reused is not None:
             return finished_future(call)
         if self.results is not None and ctx.flow.remote_cluster:
@@ -390,7 +396,8 @@ class Task(Generic[P, R]):
         futures: list[VivaceFuture] = []
         for start in range(0, len(calls), batch_size):
             batch = [
-                self._prepare(ctx, a, kw, wait_for) for a, kw in calls[start : start + batch_size]
+                self._prepare(ctx, a, kw, wait_for, runner.defers_pending)
+                for a, kw in calls[start : start + batch_size]
             ]
             to_run = [call for call in batch if call.reused is None]
             submitted = iter(runner.submit_batch(to_run) if to_run else ())

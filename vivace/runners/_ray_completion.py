@@ -33,13 +33,14 @@ imported only inside the methods, which run once the runner has found it install
 from __future__ import annotations
 
 import abc
+import collections
 import logging
 import queue
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from vivace.engine.remote_driver import RemoteFuture
+from vivace.engine.remote_driver import RemoteFuture, record_deferred_pending
 from vivace.engine.states import State, describe_exception
 from vivace.runners.cluster import ClusterTaskRunner, Flight
 
@@ -53,6 +54,7 @@ logger = logging.getLogger("vivace.runners.ray")  # the Ray runner's one logger
 HARVEST_EVERY = 0.05  # seconds between the settling thread's looks over the runs in flight
 HARVEST_WINDOW = 256  # Ray tasks one look covers, at most
 FETCH_LIMIT = 256 * 1024  # bytes: an ended run's bigger object is its value, not fetched
+PENDING_GRACE = 2.0  # seconds a sent run may wait to start before the driver records PENDING
 LOOK_AT_MOST = 0.1  # seconds one look of a waiting caller lasts, at most (see _let_callers_leave)
 
 
@@ -94,6 +96,9 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
         # Ray tasks whose end Ray reported (watched ones), for the settling thread; None: stop.
         self._ended: queue.SimpleQueue[tuple[RayFlight, Any] | None] = queue.SimpleQueue()
         self._rotation = 0  # where the rotating slice of the runs in flight starts
+        # Ray tasks whose runs' PENDING state waits to be recorded where they start, with the
+        # time after which the driver records it itself (see TaskRunner.defers_pending).
+        self._deferred: collections.deque[tuple[float, RayFlight]] = collections.deque()
         # Callers of _await inside a look (Ray calls), which stop() lets come out before Ray goes.
         self._callers = threading.Condition(threading.Lock())
         self._inside = 0
@@ -109,6 +114,7 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
         self._settler.start()
 
     def _stop_settling(self) -> None:
+        self._deferred.clear()  # every run has ended, and recorded its PENDING state
         self._ended.put(None)
         if self._settler is not None and self._settler is not threading.current_thread():
             self._settler.join(timeout=30)
@@ -144,6 +150,7 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
                 flight, result = item
                 self._finished(flight, result)
             if time.monotonic() >= next_look:
+                self._record_overdue_pending()
                 try:
                     self._harvest(wait=0.0)
                 except Exception as error:  # the settling thread must outlive a failed look
@@ -153,6 +160,20 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
                             describe_exception(error),
                         )
                 next_look = time.monotonic() + HARVEST_EVERY
+
+    def _defer_pending(self, flight: RayFlight) -> None:
+        """``flight`` was sent with its runs' PENDING state for its worker to record."""
+        self._deferred.append((time.monotonic() + PENDING_GRACE, flight))
+
+    def _record_overdue_pending(self) -> None:
+        """Record PENDING for the runs that have waited ``PENDING_GRACE`` seconds in Ray without
+        ending (a worker that starts one meanwhile records it too: the store keeps one row)."""
+        deferred, now = self._deferred, time.monotonic()
+        while deferred and deferred[0][0] <= now:
+            _, flight = deferred.popleft()
+            if self._in_flight.get(id(flight)) is flight:
+                for call in flight.calls:
+                    record_deferred_pending(call)
 
     def _watch(self, flight: RayFlight) -> None:
         """Have Ray report this task's end (someone is called back, or waits, when it ends)."""

@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 class TaskRunner(abc.ABC):
     """Executes task runs submitted by a flow run."""
 
+    # Whether a submitted run's PENDING state is recorded by the runner rather than at submission:
+    # where the run starts (its worker records it with its RUNNING state, one write instead of
+    # two), or by the driver once the run has waited long to start, or ends without starting.
+    defers_pending = False
+
     def duplicate(self) -> Self:
         """A fresh, unstarted runner with the same configuration (one per flow run)."""
         return copy.copy(self)

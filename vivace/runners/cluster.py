@@ -37,6 +37,7 @@ from vivace.engine.remote_driver import (
     cancel_on_driver,
     completed_outcomes,
     fail_on_driver,
+    record_deferred_pending,
     unsent_error,
     worker_died,
 )
@@ -163,6 +164,8 @@ class ClusterTaskRunner(TaskRunner, Generic[F]):
                     ):
                         waiting[id(item)] = item
         if waiting:
+            for call in calls:  # it waits here: PENDING shows now
+                record_deferred_pending(call)
             WhenAllDone(waiting.values(), lambda: self._send(calls, futures))
         else:
             self._send(calls, futures)
@@ -204,6 +207,8 @@ class ClusterTaskRunner(TaskRunner, Generic[F]):
         """Take an in-flight slot for ``calls``; False if they went to the backlog instead."""
         if self._take_slot():
             return True
+        for call in calls:  # it waits here: PENDING shows now
+            record_deferred_pending(call)
         with self._lock:
             self._backlog.append((calls, futures))
         return False

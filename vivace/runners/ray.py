@@ -155,6 +155,7 @@ class RayTaskRunner(OnDemandCompletion):
 
     _engine = "Ray"
     _logger = logger
+    defers_pending = True  # a run's worker records it with RUNNING: one write instead of two
 
     def __init__(
         self,
@@ -373,6 +374,8 @@ class RayTaskRunner(OnDemandCompletion):
             watched = watched or (isinstance(future, RayFuture) and future.watched)
         if watched:
             self._watch(flight)
+        if calls[0].pending_deferred:
+            self._defer_pending(flight)
         if task.timeout_seconds is not None:
             self._arm_backstop(flight)
 
