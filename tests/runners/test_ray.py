@@ -552,9 +552,9 @@ def test_a_run_waiting_in_ray_shows_pending_before_it_starts(
 
     @flow(task_runner=RayTaskRunner(address=ray_cluster))
     def queued() -> float:
-        blockers = [hold.submit(4) for _ in range(2)]  # both of the cluster's CPUs
+        blockers = [hold.submit(2.5) for _ in range(2)]  # both of the cluster's CPUs
         waiting = hold.submit(0)
-        deadline = time.monotonic() + 3
+        deadline = time.monotonic() + 2
         while not seen and time.monotonic() < deadline:
             for run in history.task_runs(current_flow_run_id()):
                 if run.id == waiting.task_run.id:
@@ -563,7 +563,7 @@ def test_a_run_waiting_in_ray_shows_pending_before_it_starts(
         return sum(f.result() for f in [*blockers, waiting])
 
     state = queued(return_state=True)
-    assert state.result() == 8
+    assert state.result() == 5
     assert seen == [("PENDING", None)]
     for run in history.task_runs(state.run_id):
         types = [(s.seq, s.type) for s in history.task_run_states(run.id)]

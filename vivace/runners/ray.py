@@ -35,11 +35,17 @@ What the runner does:
   states and logs are committed too. Runs the driver ended itself (cancelled, crashed, timed out)
   are recorded by the driver's writer, ahead of the flow run's final state. The wait is bounded
   (the writer's retry seconds plus ``FLUSH_MARGIN``): when a worker cannot reach the database,
-  its records go to its journal and the flow run ends with a warning.
+  its records go to its journal and the flow run ends with a warning. A run's PENDING state is
+  recorded by the worker that starts it, in the same write as its RUNNING state
+  (``defers_pending``); the driver records it for a run that has waited ``PENDING_GRACE``
+  seconds in Ray (:mod:`vivace.runners._ray_completion`), waits for upstreams or a free slot,
+  or ends without starting.
 - **Placement**: ``@task(runner_options={"num_cpus": .., "num_gpus": .., "memory": ..,
   "resources": {..}})`` goes to ``.options(...)``, so pending resource demand drives an
   autoscaling cluster.
-- **Failures**: the exception's type, message and traceback arrive intact at ``future.result()``.
+- **Failures**: the exception's type, message and traceback arrive intact at ``future.result()``
+  (an exception that pickles to more than about 48 KiB arrives as a VivaceError with its type,
+  the start of its message and the end of its traceback: see ``_ray_worker._within_limit``).
   Ray does not re-run tasks by itself (``max_retries=0``): a run whose worker process or node dies
   ends CRASHED, and is sent again if it has retries left.
 - **Timeouts**: the worker's engine ends the run FAILED [TimedOut] at the deadline, counted from
