@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -412,16 +413,20 @@ def test_a_big_value_stays_on_the_cluster_until_result_asks_for_it(ray_cluster: 
 
     @flow(task_runner=RayTaskRunner(address=ray_cluster))
     def big() -> list[Any]:
-        waited, settled = big_value.submit(), big_value.submit()
+        waited, settled, watched = big_value.submit(), big_value.submit(), big_value.submit()
+        called = threading.Event()
+        watched.add_done_callback(lambda _: called.set())  # Ray reports its end
         state = waited.wait()
         deadline = time.monotonic() + 30
         while not settled.done() and time.monotonic() < deadline:  # the settling thread's look
             time.sleep(0.05)
-        seen = [state.type, settled.state.type]
-        seen += [future.handle.fetched() for future in (waited, settled)]
-        return [*seen, len(waited.result()), len(settled.result())]
+        called.wait(30)
+        futures = (waited, settled, watched)
+        seen = [state.type, settled.state.type, watched.state.type]
+        seen += [future.handle.fetched() for future in futures]
+        return [*seen, *(len(future.result()) for future in futures)]
 
-    assert big() == ["COMPLETED", "COMPLETED", False, False, BIG, BIG]
+    assert big() == ["COMPLETED"] * 3 + [False] * 3 + [BIG] * 3
 
 
 def test_a_failure_too_big_to_travel_arrives_as_a_failure_naming_it(

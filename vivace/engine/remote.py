@@ -163,7 +163,7 @@ class RemoteCall:
         "flow",
         "kwargs",
         "log_prints",
-        "pending",
+        "record_pending",
         "refs",
         "run",
         "spec",
@@ -180,7 +180,7 @@ class RemoteCall:
         refs: list[tuple[Any, ...]] | None,
         log_prints: bool,
         flow: tuple[Any, ...] | None,
-        pending: bool = False,
+        record_pending: bool = False,
     ) -> None:
         self.spec = spec
         self.run = run
@@ -190,7 +190,7 @@ class RemoteCall:
         self.refs = refs  # (run id, run name, index of a cluster future or a State, batch item)
         self.log_prints = log_prints
         self.flow = flow
-        self.pending = pending  # the worker records the run's PENDING state (defers_pending)
+        self.record_pending = record_pending  # the worker records PENDING (defers_pending)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Ids travel as bytes and the state type as its value: a worker unpickles them several
@@ -228,7 +228,7 @@ class RemoteCall:
                 self.refs,
                 self.log_prints,
                 self.flow,
-                self.pending,
+                self.record_pending,
             ),
         )
 
@@ -242,7 +242,7 @@ def _remote_call(
     refs: list[tuple[Any, ...]] | None,
     log_prints: bool,
     flow: tuple[Any, ...] | None,
-    pending: bool,
+    record_pending: bool,
 ) -> RemoteCall:
     (
         id_,
@@ -280,7 +280,7 @@ def _remote_call(
     run.start_time = start_time
     run.end_time = end_time
     run.dynamic_key = dynamic_key
-    return RemoteCall(spec, run, args, kwargs, upstreams, refs, log_prints, flow, pending)
+    return RemoteCall(spec, run, args, kwargs, upstreams, refs, log_prints, flow, record_pending)
 
 
 _STATE_TYPES = {state_type.value: state_type for state_type in StateType}
@@ -327,7 +327,7 @@ class Handover:
                 None,
                 call.log_prints,
                 flow,
-                call.pending_deferred,
+                call.pending_deferred is not None,
             )
         # Upstreams whose values the run needs (those in its arguments, not only in wait_for).
         valued = {
@@ -361,7 +361,7 @@ class Handover:
             refs,
             call.log_prints,
             flow,
-            call.pending_deferred,
+            call.pending_deferred is not None,
         )
 
     def _ref(self, future: VivaceFuture, valued: bool) -> tuple[Any, ...]:
@@ -544,7 +544,7 @@ def _run(remote: RemoteCall, remote_values: tuple[Any, ...]) -> Any:
         upstreams = {key: _restore(items, stubs) for key, items in (upstreams or {}).items()}
     if remote.log_prints:
         install_print_capture()
-    if remote.pending:  # recorded here, in the same write as its RUNNING state
+    if remote.record_pending:  # recorded here, in the same write as its RUNNING state
         writer.record_task_run(remote.run)
     call = TaskCall(
         task,

@@ -147,12 +147,15 @@ def worker_span(task: Task[Any, Any]) -> int:
 def record_deferred_pending(call: TaskCall) -> None:
     """Record the run's PENDING state now if its runner deferred it and it is not recorded yet.
 
-    Recording it twice (here and on a worker that started the run meanwhile) writes it once:
-    the store keeps one row per run and state number.
+    The state recorded is the PENDING one the run was created in, whatever the run's state is
+    by now (another thread may be ending it). Recording it twice (here and on a worker that
+    started the run meanwhile) writes it once: the store keeps one row per run and state number.
     """
-    if call.pending_deferred:
-        call.pending_deferred = False
-        call.writer.record_task_run(call.run)
+    pending = call.pending_deferred
+    if pending is not None:
+        call.pending_deferred = None
+        seq, state = pending
+        call.writer.record_task_run_state(call.run, seq, state)
 
 
 def end_on_driver(call: TaskCall, state: State, error: BaseException | None = None) -> State:

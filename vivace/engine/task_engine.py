@@ -120,8 +120,9 @@ class TaskCall:
         self.log_prints = log_prints
         # The final state of a call completed in an earlier attempt: nothing to run.
         self.reused: State | None = None
-        # Its PENDING state is not recorded yet: its runner records it (TaskRunner.defers_pending).
-        self.pending_deferred = False
+        # The run's PENDING state (its number and the state), while not recorded yet: its runner
+        # records it (TaskRunner.defers_pending).
+        self.pending_deferred: tuple[int, State] | None = None
 
 
 class TaskRunEngine:

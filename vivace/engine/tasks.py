@@ -284,7 +284,8 @@ class Task(Generic[P, R]):
         if self.log_prints:  # the flow installs print capture only when it captures prints
             install_print_capture()
         call = TaskCall(self, run, args, kwargs, upstreams, scope, ctx.writer, log_prints)
-        call.pending_deferred = defer_pending
+        if defer_pending:
+            call.pending_deferred = (run.state_seq, run.state)
         return call
 
     def _loaded_or_rerun(

@@ -3,10 +3,11 @@
 Having Ray report every task's end (``ObjectRef._on_completed``) costs the driver about as much
 CPU as submitting the task. So a run's end is learned by whoever needs it:
 
-- a caller of ``future.result()`` or ``wait()`` (and the flow run's end, which waits for every
-  run) fetches that run's outcome itself, at once (:meth:`OnDemandCompletion._await`);
+- a caller of ``future.result()`` fetches that run's outcome itself, at once, and a caller of
+  ``wait()`` waits for its end (:meth:`OnDemandCompletion._await`); the flow run's end waits for
+  every run (:meth:`OnDemandCompletion._drain`);
 - a done-callback (``as_completed``, a downstream run of another runner) has Ray report that run's
-  end (:meth:`OnDemandCompletion._watch`);
+  end (:meth:`OnDemandCompletion._watch`; for one run, without fetching its value);
 - a sender that finds every in-flight slot taken looks for Ray tasks that ended;
 - everything else (``future.done()``, ``future.state``, a retry after a dead worker) is settled by
   a *settling thread* that looks over the runs in flight every ``HARVEST_EVERY`` seconds (one
@@ -15,15 +16,17 @@ CPU as submitting the task. So a run's end is learned by whoever needs it:
 
 The Ray task of one run has one return, the run's value (or its small RemoteFailure), so looking
 must not fetch a big value to the driver: ``ray.wait`` is told not to fetch, and of the objects
-found ready, those of at most ``FETCH_LIMIT`` bytes are fetched (Ray keeps objects under 100 KiB
-in the driver's own memory anyway) while a bigger one is a completed run's value, left where it
-is (a failure never gets that big: :mod:`vivace.runners._ray_worker`). Through Ray Client, where
-the driver does not know objects' sizes, every run travels as a batch of one (two returns).
+found ready, those of at most ``FETCH_LIMIT`` bytes are fetched (Ray returns objects under 100
+KiB inside the task's reply, so the driver holds them anyway) while a bigger one is a completed
+run's value, left where it is (a failure never gets that big: :mod:`vivace.runners._ray_worker`).
+Through Ray Client, where the driver does not know objects' sizes, every run travels as a batch
+of one (two returns).
 
-A caller of ``future.result()`` fetches the run's outcome, its value included, with one blocking
-``ray.get``: any Ray call costs the driver's main thread 50-100 us of CPU once it wakes up from
-waiting (cold caches), so one call per run is the least it can cost; looking more often, or at
-more runs, costs more. A caller of ``wait()`` only waits (``ray.wait``) and then settles the run
+A caller of ``future.result()`` fetches the run's outcome, its value included, with a blocking
+``ray.get`` (in turns of ``LOOK_AT_MOST`` seconds, so that stop() never shuts Ray down under
+it): any Ray call costs the driver's main thread 50-100 us of CPU once it wakes up from waiting
+(cold caches), so one call per run is the least it can cost; looking more often, or at more
+runs, costs more. A caller of ``wait()`` only waits (``ray.wait``) and then settles the run
 without fetching a big value.
 
 What a Ray task's outcome means for its runs (``_finished``) is the runner's business. Ray is
@@ -53,19 +56,31 @@ logger = logging.getLogger("vivace.runners.ray")  # the Ray runner's one logger
 
 HARVEST_EVERY = 0.05  # seconds between the settling thread's looks over the runs in flight
 HARVEST_WINDOW = 256  # Ray tasks one look covers, at most
-FETCH_LIMIT = 256 * 1024  # bytes: an ended run's bigger object is its value, not fetched
+# Bytes: an ended run's bigger object is its value, not fetched (Ray's default limit for objects
+# it returns inside the task's reply, which the driver holds anyway).
+FETCH_LIMIT = 100 * 1024
 PENDING_GRACE = 2.0  # seconds a sent run may wait to start before the driver records PENDING
 LOOK_AT_MOST = 0.1  # seconds one look of a waiting caller lasts, at most (see _let_callers_leave)
 
 
-class _Unfetched:
+class _LeftOnCluster:
     """The result of a one-run Ray task that ended with a value too big to fetch by the way."""
 
     def __repr__(self) -> str:
         return "<a value left on the cluster>"
 
 
-UNFETCHED: Any = _Unfetched()
+LEFT_ON_CLUSTER: Any = _LeftOnCluster()
+READY: Any = object()  # Ray reported that a watched one-run task's object exists
+
+
+class Raised:
+    """What fetching a Ray task's outcome raised (a task may return an exception as its value)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
 
 
 class RayFlight(Flight):
@@ -100,8 +115,8 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
         # time after which the driver records it itself (see TaskRunner.defers_pending).
         self._deferred: collections.deque[tuple[float, RayFlight]] = collections.deque()
         # Callers of _await inside a look (Ray calls), which stop() lets come out before Ray goes.
-        self._callers = threading.Condition(threading.Lock())
-        self._inside = 0
+        self._looking = threading.Condition(threading.Lock())
+        self._lookers = 0
 
     @abc.abstractmethod
     def _finished(self, flight: RayFlight, result: Any) -> None:
@@ -131,6 +146,10 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
         self._room.release()
         try:
             self._harvest(wait=HARVEST_EVERY)
+        except Exception as error:  # the sender waits on; the settling thread looks too
+            logger.warning(
+                "vivace could not look for ended Ray tasks: %s", describe_exception(error)
+            )
         finally:
             self._room.acquire()
 
@@ -148,7 +167,13 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
                 if item is None:
                     return
                 flight, result = item
-                self._finished(flight, result)
+                try:
+                    if result is READY:  # a one-run task: its object exists, maybe big
+                        self._collect([flight])
+                    else:
+                        self._finished(flight, result)
+                except Exception as error:  # the settling thread must outlive a failed one
+                    self._finished(flight, Raised(error))
             if time.monotonic() >= next_look:
                 self._record_overdue_pending()
                 try:
@@ -176,12 +201,24 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
                     record_deferred_pending(call)
 
     def _watch(self, flight: RayFlight) -> None:
-        """Have Ray report this task's end (someone is called back, or waits, when it ends)."""
+        """Have Ray report this task's end (someone is called back, or waits, when it ends).
+
+        A one-run task's object is its value: Ray reports only that it exists (``_on_ready``
+        fetches nothing), and the settling thread settles it as a look would."""
         if flight.watched:
             return
         flight.watched = True
         ended = self._ended
-        flight.outcome._on_completed(lambda result: ended.put((flight, result)))
+        if flight.single:
+            flight.outcome._on_ready(
+                lambda error: ended.put((flight, READY if error is None else Raised(error)))
+            )
+            return
+
+        def reported(result: Any) -> None:  # a batch's outcome is a tuple, or Ray's error
+            ended.put((flight, Raised(result) if isinstance(result, BaseException) else result))
+
+        flight.outcome._on_completed(reported)
 
     def _harvest(self, wait: float) -> None:
         """Settle the Ray tasks in the window that have ended, waiting up to ``wait`` seconds for
@@ -212,15 +249,13 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
         self._rotation += half
         return flights[:half] + flights[start : start + half]
 
-    def _collect(self, flights: list[RayFlight], sizes: list[int | None] | None = None) -> None:
+    def _collect(self, flights: list[RayFlight]) -> None:
         """Settle these ended Ray tasks, fetching their outcomes in one round trip, except a
-        one-run Ray task's value of more than ``FETCH_LIMIT`` bytes (``sizes``: their objects'
-        sizes, if known already)."""
+        one-run Ray task's value of more than ``FETCH_LIMIT`` bytes."""
         import ray
 
-        if sizes is None:
-            single = any(flight.single for flight in flights)
-            sizes = _sizes(ray, flights) if single else [None] * len(flights)
+        single = any(flight.single for flight in flights)  # never through Ray Client
+        sizes = _sizes(ray, flights) if single else [None] * len(flights)
         with self._lock:
             in_flight = self._in_flight
             ended = [
@@ -239,7 +274,7 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
         if len(fetched) < len(ended):
             for flight, size in ended:
                 if flight.single and size and size > FETCH_LIMIT:
-                    self._finished(flight, UNFETCHED)
+                    self._finished(flight, LEFT_ON_CLUSTER)
 
     def _drain(self) -> None:
         """stop(wait=True): settle every Ray task still in flight (nobody waited for them)."""
@@ -274,19 +309,22 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
                 break
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             look = LOOK_AT_MOST if remaining is None else min(remaining, LOOK_AT_MOST)
-            with self._callers:
+            with self._looking:
                 if not self._started:
                     break
-                self._inside += 1
+                self._lookers += 1
             try:
-                ended = self._look(ray, flight, look, fetch)
+                settled = self._look(ray, flight, look, fetch)
+            except Exception as error:  # Ray failed us (it went away): the run ends with it
+                self._finished(flight, Raised(error))
+                settled = True
             finally:
-                with self._callers:
-                    self._inside -= 1
-                    self._callers.notify_all()
-            if not ended and remaining is not None and remaining <= look:
+                with self._looking:
+                    self._lookers -= 1
+                    self._looking.notify_all()
+            if not settled and remaining is not None and remaining <= look:
                 break  # timed out
-            if ended and future.handle is flight:
+            if settled and future.handle is flight:
                 break  # another thread is settling it
         return None if deadline is None else max(0.0, deadline - time.monotonic())
 
@@ -294,9 +332,9 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
         """stop(): before Ray goes, wait for the callers inside a look to come out (a Ray call
         into a Ray that has shut down can crash the process); each look is short."""
         deadline = time.monotonic() + 10 * LOOK_AT_MOST
-        with self._callers:
-            while self._inside and time.monotonic() < deadline:
-                self._callers.wait(LOOK_AT_MOST)
+        with self._looking:
+            while self._lookers and time.monotonic() < deadline:
+                self._looking.wait(LOOK_AT_MOST)
 
     def _look(self, ray: Any, flight: RayFlight, timeout: float, fetch: bool) -> bool:
         """Wait up to ``timeout`` seconds for ``flight`` to end, and settle it; False if it has
@@ -310,7 +348,7 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
             except ray.exceptions.GetTimeoutError:
                 return False
             except Exception as error:
-                result = error
+                result = Raised(error)
             self._finished(flight, result)
             return True
         found, _ = ray.wait([flight.outcome], timeout=timeout, fetch_local=False)
@@ -321,8 +359,8 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
 
 
 class RayFuture(RemoteFuture):
-    """A Ray run's future: waiting on it fetches the run's outcome at once; a done-callback has
-    Ray report the run's end (``watched``)."""
+    """A Ray run's future: ``result()`` fetches the run's outcome at once, ``wait()`` waits for
+    its end; a done-callback has Ray report the run's end (``watched``)."""
 
     __slots__ = ("watched",)
 
@@ -385,4 +423,4 @@ def _outcome_of(ray: Any, flight: RayFlight) -> Any:
     try:
         return ray.get(flight.outcome)
     except Exception as error:
-        return error
+        return Raised(error)

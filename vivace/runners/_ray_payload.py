@@ -66,7 +66,8 @@ def _refusing_table() -> dict[type, Any]:
     """The pickler's dispatch table: copyreg's, as registered now, and the refusals.
 
     A plain dict (the C pickler looks a type up in it without calling Python), made again when
-    a registration changes the number of copyreg's entries.
+    a registration changes the number of copyreg's entries (a reducer registered again for a
+    type that had one is not seen: the payload then pickles with the earlier one).
     """
     import ray
 

@@ -48,9 +48,9 @@ FLUSH_TIMEOUT = 30.0  # seconds a worker may take to write out its records
 FLUSH_SOON = 0.05  # seconds after a completed run by which its worker writes out its records
 FLUSH_IDLE = 0.01  # seconds without a completed run after which a worker writes out at once
 FAILURE_LIMIT = 64 * 1024  # bytes a run's RemoteFailure pickles to, at most (roughly)
-MESSAGE_LIMIT = 4096  # characters of a failure's message (and of a too-big exception's)
-TRACEBACK_LIMIT = 16_384  # characters of a too-big exception's traceback text kept
-ERROR_LIMIT = FAILURE_LIMIT - 4 * MESSAGE_LIMIT  # bytes of a pickled exception (UTF-8 message)
+MESSAGE_LIMIT = 4096  # bytes (UTF-8) of a failure's message, and of a too-big exception's
+TRACEBACK_LIMIT = 16_384  # bytes of a too-big exception's traceback text kept
+ERROR_LIMIT = FAILURE_LIMIT - MESSAGE_LIMIT - 1024  # bytes of the pickled exception
 # Values Ray inlines in the task's reply anyway: they come back with the outcome.
 SMALL_TYPES = frozenset({int, float, complex, bool, type(None)})
 
@@ -84,8 +84,8 @@ def _within_limit(failure: RemoteFailure) -> RemoteFailure:
     takes it for a value (a huge exception's type, the start of its message and the end of its
     traceback are kept)."""
     message, error = failure.message, failure.error
-    if message is not None and len(message) > MESSAGE_LIMIT:
-        message = message[: MESSAGE_LIMIT - 3] + "..."
+    if message is not None:
+        message = _cut(message, MESSAGE_LIMIT)
     if error is not None and len(error) > ERROR_LIMIT:
         error = _smaller_error(failure.unpack(), len(error))
     if message is failure.message and error is failure.error:
@@ -96,17 +96,26 @@ def _within_limit(failure: RemoteFailure) -> RemoteFailure:
 def _smaller_error(original: BaseException, size: int) -> bytes:
     """A pickled VivaceError standing in for an exception that pickles to ``size`` bytes."""
     frames = "".join(traceback.format_tb(original.__traceback__))  # without the message
-    if len(frames) > TRACEBACK_LIMIT:
-        frames = "...\n" + frames[-TRACEBACK_LIMIT:]
-    described = describe_exception(original)
-    if len(described) > MESSAGE_LIMIT:
-        described = described[: MESSAGE_LIMIT - 3] + "..."
+    encoded = frames.encode("utf-8", "replace")
+    if len(encoded) > TRACEBACK_LIMIT:
+        frames = "...\n" + encoded[-TRACEBACK_LIMIT:].decode("utf-8", "ignore")
     substitute = VivaceError(
-        f"{described} (the exception pickles to {size:,} bytes, too many to travel back from "
-        "the Ray worker: its type and message are here, and the end of its traceback)"
+        f"{_cut(describe_exception(original), MESSAGE_LIMIT)} (the exception pickles to "
+        f"{size:,} bytes, too many to travel back from the Ray worker: its type and message "
+        "are here, and the end of its traceback)"
     )
     substitute.add_note(f"Traceback on the worker:\n{frames}")
     return pickle.dumps(substitute, protocol=5)
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` within ``limit`` bytes of UTF-8, ending in "..." where it was cut."""
+    if len(text) <= limit // 4:  # even four bytes a character fit
+        return text
+    encoded = text.encode("utf-8", "replace")
+    if len(encoded) <= limit:
+        return text
+    return encoded[: limit - 3].decode("utf-8", "ignore") + "..."
 
 
 def _unpack(payload: Any) -> Any:

@@ -16,11 +16,11 @@ outcome means); its parts live in three private modules:
   travels as bytes pickled on the driver by the C pickler, much cheaper than Ray's own
   serialization of a Python object; what only Ray may (or can) pickle goes to Ray as objects.
 - :mod:`vivace.runners._ray_completion`, **completion is learned when someone needs it**: a
-  caller of ``future.result()`` or ``wait()`` looks for that run's end itself (and for the
-  runs in flight next to it), a done-callback has Ray report that run's end, and a settling
-  thread looks over the runs in flight every ``HARVEST_EVERY`` seconds for the rest (having Ray
-  report every task's end costs the driver about as much CPU as submitting the task). None of
-  them fetches a big value.
+  caller of ``future.result()`` fetches that run's value itself, a caller of ``wait()`` waits
+  for its end, a done-callback has Ray report that run's end, and a settling thread looks over
+  the runs in flight every ``HARVEST_EVERY`` seconds for the rest (having Ray report every
+  task's end costs the driver about as much CPU as submitting the task). Only ``result()``
+  brings a value over ``FETCH_LIMIT`` bytes to the driver.
 
 What the runner does:
 
@@ -44,7 +44,7 @@ What the runner does:
   "resources": {..}})`` goes to ``.options(...)``, so pending resource demand drives an
   autoscaling cluster.
 - **Failures**: the exception's type, message and traceback arrive intact at ``future.result()``
-  (an exception that pickles to more than about 48 KiB arrives as a VivaceError with its type,
+  (an exception that pickles to more than about 59 KiB arrives as a VivaceError with its type,
   the start of its message and the end of its traceback: see ``_ray_worker._within_limit``).
   Ray does not re-run tasks by itself (``max_retries=0``): a run whose worker process or node dies
   ends CRASHED, and is sent again if it has retries left.
@@ -101,7 +101,13 @@ from vivace.engine.states import (
 )
 from vivace.engine.timeouts import timeout_error
 from vivace.exceptions import ConfigurationError, MissingExtraError, VivaceError
-from vivace.runners._ray_completion import UNFETCHED, OnDemandCompletion, RayFlight, RayFuture
+from vivace.runners._ray_completion import (
+    LEFT_ON_CLUSTER,
+    OnDemandCompletion,
+    Raised,
+    RayFlight,
+    RayFuture,
+)
 from vivace.runners._ray_payload import payload_of
 from vivace.runners._ray_worker import (
     DONE_SMALL,
@@ -276,7 +282,7 @@ class RayTaskRunner(OnDemandCompletion):
                 timer.cancel()
             self._timers = []
         finally:
-            with self._callers:
+            with self._looking:
                 self._started = False
             self._setup = None
             self._stop_settling()
@@ -380,7 +386,7 @@ class RayTaskRunner(OnDemandCompletion):
             watched = watched or (isinstance(future, RayFuture) and future.watched)
         if watched:
             self._watch(flight)
-        if calls[0].pending_deferred:
+        if calls[0].pending_deferred is not None:
             self._defer_pending(flight)
         if task.timeout_seconds is not None:
             self._arm_backstop(flight)
@@ -424,17 +430,21 @@ class RayTaskRunner(OnDemandCompletion):
         self._send_backlog()
 
     def _settle(self, flight: RayFlight, result: Any) -> None:
+        """``result``: what fetching the Ray task's outcome gave (a batch's outcome tuple, a
+        run's value or RemoteFailure, LEFT_ON_CLUSTER), or Raised(what it raised)."""
         calls, futures = flight.calls, flight.futures
         ray = _ray()
-        if flight.single and not isinstance(result, ray.exceptions.RayError):
+        if isinstance(result, Raised):
+            error = result.error
+            if flight.single and _unpicklable_here(ray, error):
+                # The run completed; its value does not unpickle in this process: it stays on
+                # the cluster, and future.result() raises the reason.
+                self._settle_one(flight, LEFT_ON_CLUSTER)
+                return
+        elif flight.single:
             self._settle_one(flight, result)
             return
-        if flight.single and isinstance(result, ray.exceptions.RaySystemError):
-            # Ray could not bring the value here (it does not unpickle in this process): the run
-            # completed all the same, and future.result() raises the reason.
-            self._settle_one(flight, UNFETCHED)
-            return
-        if isinstance(result, tuple):
+        elif isinstance(result, tuple):
             kind, payload = result
             value = RemoteValue(flight.ref, self._fetch)
             self._values.add(value)  # its ref is let go when the flow run ends
@@ -446,7 +456,8 @@ class RayTaskRunner(OnDemandCompletion):
                 value.set(payload)
             self._settle_completed(futures, value)
             return
-        error = result if isinstance(result, BaseException) else VivaceError(repr(result))
+        else:
+            error = VivaceError(f"a Ray task of vivace's returned {result!r}, not an outcome")
         for call, future in zip(calls, futures, strict=True):
             future.handle = None
             if flight.timed_out:
@@ -472,14 +483,14 @@ class RayTaskRunner(OnDemandCompletion):
 
     def _settle_one(self, flight: RayFlight, result: Any) -> None:
         """A one-run Ray task returned: ``result`` is the run's value, its RemoteFailure, or
-        UNFETCHED (the value stays on the cluster until ``future.result()``)."""
+        LEFT_ON_CLUSTER (the value stays there until ``future.result()``)."""
         value = RemoteValue(flight.ref, self._fetch)
         self._values.add(value)  # its ref is let go when the flow run ends
         if type(result) is RemoteFailure:
             self._settle_partial(flight, result, value)
             return
         self._to_confirm(flight.calls)
-        if result is not UNFETCHED:
+        if result is not LEFT_ON_CLUSTER:
             value.set(result)
         self._settle_completed(flight.futures, value)
 
@@ -533,6 +544,16 @@ def _drop_final(database_url: str, unconfirmed: dict[uuid.UUID, set[uuid.UUID]])
                 pending.difference_update(found)
             if not pending:
                 del unconfirmed[flow_run_id]
+
+
+def _unpicklable_here(ray: Any, error: BaseException) -> bool:
+    """Whether ``error`` is Ray failing to unpickle an object in this process (and not another
+    system error: a worker that could not start, a Ray that is gone)."""
+    return (
+        isinstance(error, ray.exceptions.RaySystemError)
+        and isinstance(error.client_exc, BaseException)
+        and bool(error.traceback_str)
+    )
 
 
 def _close_abandoned_client_channel(error: BaseException) -> None:

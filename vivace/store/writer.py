@@ -52,7 +52,7 @@ import sqlalchemy as sa
 
 from vivace._ids import uuid7
 from vivace.engine.runs import FlowRun, TaskRun
-from vivace.engine.states import FINAL_TYPES
+from vivace.engine.states import FINAL_TYPES, State
 from vivace.exceptions import StoreUnavailableError
 from vivace.store import database, schema
 from vivace.store.journal import Journal
@@ -174,6 +174,12 @@ class BatchWriter:
                 state.timestamp,
                 state.message,
             )
+        )
+
+    def record_task_run_state(self, run: TaskRun, seq: int, state: State) -> None:
+        """Record ``state`` as the run's state number ``seq``: one it was in before now."""
+        self._put(
+            (TASK_RUN_STATE, run, seq, state.type, state.name, state.timestamp, state.message)
         )
 
     def record_log(
