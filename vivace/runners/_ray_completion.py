@@ -103,7 +103,6 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
     """The part of the Ray runner that learns when its Ray tasks end (see the module docs)."""
 
     _started: bool  # the runner's lifecycle: set by start(), cleared by stop()
-    _client_mode: bool  # connected through Ray Client: no object sizes on the driver
 
     def __init__(self, max_in_flight: int) -> None:
         super().__init__(max_in_flight)
@@ -263,7 +262,8 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
                 for flight, size in zip(flights, sizes, strict=True)
                 if in_flight.get(id(flight)) is flight
             ]
-        fetched = [f for f, size in ended if not (f.single and size and size > FETCH_LIMIT)]
+        left = [f for f, size in ended if f.single and size is not None and size > FETCH_LIMIT]
+        fetched = [f for f, _ in ended if f not in left]
         if fetched:
             try:
                 results = ray.get([flight.outcome for flight in fetched])
@@ -271,10 +271,8 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
                 results = [_outcome_of(ray, flight) for flight in fetched]
             for flight, result in zip(fetched, results, strict=True):
                 self._finished(flight, result)
-        if len(fetched) < len(ended):
-            for flight, size in ended:
-                if flight.single and size and size > FETCH_LIMIT:
-                    self._finished(flight, LEFT_ON_CLUSTER)
+        for flight in left:
+            self._finished(flight, LEFT_ON_CLUSTER)
 
     def _drain(self) -> None:
         """stop(wait=True): settle every Ray task still in flight (nobody waited for them)."""

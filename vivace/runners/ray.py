@@ -433,10 +433,9 @@ class RayTaskRunner(OnDemandCompletion):
         """``result``: what fetching the Ray task's outcome gave (a batch's outcome tuple, a
         run's value or RemoteFailure, LEFT_ON_CLUSTER), or Raised(what it raised)."""
         calls, futures = flight.calls, flight.futures
-        ray = _ray()
         if isinstance(result, Raised):
             error = result.error
-            if flight.single and _unpicklable_here(ray, error):
+            if flight.single and _unpicklable_here(_ray(), error):
                 # The run completed; its value does not unpickle in this process: it stays on
                 # the cluster, and future.result() raises the reason.
                 self._settle_one(flight, LEFT_ON_CLUSTER)
@@ -458,6 +457,7 @@ class RayTaskRunner(OnDemandCompletion):
             return
         else:
             error = VivaceError(f"a Ray task of vivace's returned {result!r}, not an outcome")
+        ray = _ray()
         for call, future in zip(calls, futures, strict=True):
             future.handle = None
             if flight.timed_out:
