@@ -36,6 +36,14 @@ def uuid7() -> uuid.UUID:
     return made
 
 
+def id_from_bytes(value: bytes) -> uuid.UUID:
+    """The UUID of 16 bytes that vivace itself made (``UUID(bytes=...)`` without its checks)."""
+    made = _new_uuid(uuid.UUID)
+    _set(made, "int", int.from_bytes(value, "big"))
+    _set(made, "is_safe", uuid.SafeUUID.unknown)
+    return made
+
+
 def parse_id(value: str | uuid.UUID, what: str = "run id") -> uuid.UUID:
     """Parse a user-given id, with an error that names what was expected."""
     if isinstance(value, uuid.UUID):

@@ -236,6 +236,51 @@ def test_a_postgres_outage_is_journaled_and_replayed(
     assert [log.message for log in history.logs(task_run_id=run.id)] == ["after the outage"]
 
 
+def test_a_postgres_connection_lost_in_mid_batch_is_dropped_and_the_batch_written_again(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, history: Any
+) -> None:
+    _configure(monkeypatch, database_url=postgres_url, recorder_retry_seconds=30)
+    writer = get_writer()
+    first = _task_run()
+    writer.record_task_run(first)
+    assert writer.flush(TIMEOUT)
+    locker = sa.create_engine(postgres_url, poolclass=sa.NullPool)
+    run = _task_run()
+    try:
+        with locker.connect() as conn:
+            # The writer's next batch waits on this lock inside its transaction ...
+            conn.exec_driver_sql("LOCK TABLE task_runs IN EXCLUSIVE MODE")
+            _advance(writer, run, StateType.RUNNING, StateType.COMPLETED)
+            writer._wake.set()
+            pid = _writer_backend_waiting_on_a_lock(conn)
+            # ... and loses its connection there.
+            conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+            conn.commit()
+    finally:
+        locker.dispose()
+    assert writer.flush(TIMEOUT)
+
+    assert history.task_run(run.id).state_type == "COMPLETED"
+    assert [s.type for s in history.task_run_states(run.id)] == ["RUNNING", "COMPLETED"]
+    assert history.task_run(first.id) is not None
+    assert writer.rows_journaled == 0
+    assert writer.rows_rejected == 0
+    assert _journal_files() == []
+
+
+def _writer_backend_waiting_on_a_lock(conn: sa.Connection) -> int:
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        pid = conn.exec_driver_sql(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'vivace' "
+            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        ).scalar()
+        if pid is not None:
+            return int(pid)
+        time.sleep(0.02)
+    raise AssertionError("the writer's batch never waited on the table lock")
+
+
 def test_the_writer_is_one_per_process_and_url(database_url: str) -> None:
     assert get_writer() is get_writer()
     assert writer_module._writers[database_url] is get_writer()

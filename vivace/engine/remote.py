@@ -60,10 +60,10 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from uuid import UUID
 
 import cloudpickle
 
+from vivace._ids import id_from_bytes
 from vivace.engine.context import FlowRunScope, describe
 from vivace.engine.futures import VivaceFuture
 from vivace.engine.inputs import WAIT_FOR_KEY
@@ -265,11 +265,11 @@ def _remote_call(
     ) = fields
     state = State(_STATE_TYPES[type_], state_name, message, timestamp=timestamp)
     run = TaskRun(
-        UUID(bytes=id_),
+        id_from_bytes(id_),
         task_key,
         name,
-        None if flow_run_id is None else UUID(bytes=flow_run_id),
-        None if parent_task_run_id is None else UUID(bytes=parent_task_run_id),
+        None if flow_run_id is None else id_from_bytes(flow_run_id),
+        None if parent_task_run_id is None else id_from_bytes(parent_task_run_id),
         tags,
         task_inputs,
         state,
@@ -688,8 +688,8 @@ def _scope(flow: tuple[Any, ...] | None, writer: BatchWriter) -> FlowRunScope | 
 
         flow_run_id, flow_id, flow_name, run_name, log_prints = flow
         run = FlowRun(
-            UUID(bytes=flow_run_id),
-            UUID(bytes=flow_id),
+            id_from_bytes(flow_run_id),
+            id_from_bytes(flow_id),
             flow_name,
             run_name,
             None,

@@ -14,12 +14,13 @@ Ray pickles them by reference, so workers import them from this module. Nothing 
   the failures) and the *values*, which stay on the cluster until ``future.result()`` asks.
 - **Records**: a worker does not write out its records before its Ray task returns (one
   transaction per Ray task would cost more than the task). When a run ends COMPLETED, the worker
-  asks a helper thread of its process to flush its writer within ``FLUSH_SOON`` seconds, or as
-  soon as no run has completed there for ``FLUSH_IDLE`` seconds, whatever
-  ``VIVACE_RECORDER_FLUSH_INTERVAL`` says (one transaction per burst of runs, off the task's
-  path); a run that did not complete is flushed before its Ray task returns, since its failure is
-  logged after its final state. Ray gives no way to run code on every worker process, so the
-  driver waits for these records in the database instead
+  asks a helper thread of its process to flush its writer as soon as no run has completed there
+  for ``FLUSH_IDLE`` seconds (the last runs of a flow run: the driver waits for them), and within
+  ``FLUSH_SOON`` seconds at the latest, whatever ``VIVACE_RECORDER_FLUSH_INTERVAL`` says (while
+  runs keep completing, the writer's own interval comes first: one transaction per interval, off
+  the task's path); a run that did not complete is flushed before its Ray task returns, since
+  its failure is logged after its final state. Ray gives no way to run code on every worker
+  process, so the driver waits for these records in the database instead
   (:meth:`~vivace.runners.ray.RayTaskRunner.flush_records`).
 """
 
@@ -45,7 +46,10 @@ from vivace.exceptions import VivaceError
 logger = logging.getLogger("vivace.runners.ray")  # the Ray runner's one logger
 
 FLUSH_TIMEOUT = 30.0  # seconds a worker may take to write out its records
-FLUSH_SOON = 0.05  # seconds after a completed run by which its worker writes out its records
+# Seconds after a completed run by which its worker writes out its records, at the latest: while
+# runs keep completing, the writer's own interval (0.1 s by default) sets the pace; at 0.05 s a
+# busy worker wrote one small transaction per ~10 runs, and its writer cost more than its runs.
+FLUSH_SOON = 0.25
 FLUSH_IDLE = 0.01  # seconds without a completed run after which a worker writes out at once
 FAILURE_LIMIT = 64 * 1024  # bytes a run's RemoteFailure pickles to, at most (roughly)
 MESSAGE_LIMIT = 4096  # bytes (UTF-8) of a failure's message, and of a too-big exception's

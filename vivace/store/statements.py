@@ -85,11 +85,11 @@ class Statement:
         # Declared lengths of the text columns, used only to repair a row the database refused.
         self.lengths = tuple(getattr(table.c[name].type, "length", None) for name in columns)
 
-    def execute(self, connection: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+    def execute(self, driver_connection: Any, rows: list[tuple[Any, ...]]) -> None:
+        """Write ``rows`` on the database driver's own connection (``bulk_transaction``)."""
         if not self.postgres:
-            connection.exec_driver_sql(self._sql, rows)
+            driver_connection.executemany(self._sql, rows)
             return
-        driver_connection: Any = connection.connection.driver_connection
         with driver_connection.cursor() as cursor:
             # Every time, not once per connection: a rolled-back transaction drops the table
             # it created, and the check costs well under a millisecond per batch.

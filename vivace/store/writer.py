@@ -470,7 +470,7 @@ class BatchWriter:
 
     def _execute(self, batch: Batch) -> None:
         statements = self._sql.by_name
-        with database.transaction(self._engine) as connection:
+        with database.bulk_transaction(self._engine) as connection:
             for name, rows in batch:
                 statements[name].execute(connection, rows)
         self.batches_written += 1
