@@ -114,7 +114,7 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
         # time after which the driver records it itself (see TaskRunner.defers_pending).
         self._deferred: collections.deque[tuple[float, RayFlight]] = collections.deque()
         # Callers of _await inside a look (Ray calls), which stop() lets come out before Ray goes.
-        self._looking = threading.Condition(threading.Lock())
+        self._looking = threading.Lock()
         self._lookers = 0
 
     @abc.abstractmethod
@@ -140,7 +140,7 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
     def _wait_for_room(self) -> None:
         """Every in-flight slot is taken: look for Ray tasks that ended (lock held on entry)."""
         if not self._in_flight:  # the slots belong to sends under way: they land soon
-            self._room.wait(HARVEST_EVERY)
+            self._wait_on_room(HARVEST_EVERY)
             return
         self._room.release()
         try:
@@ -319,7 +319,6 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
             finally:
                 with self._looking:
                     self._lookers -= 1
-                    self._looking.notify_all()
             if not settled and remaining is not None and remaining <= look:
                 break  # timed out
             if settled and future.handle is flight:
@@ -330,9 +329,9 @@ class OnDemandCompletion(ClusterTaskRunner[RayFlight]):
         """stop(): before Ray goes, wait for the callers inside a look to come out (a Ray call
         into a Ray that has shut down can crash the process); each look is short."""
         deadline = time.monotonic() + 10 * LOOK_AT_MOST
-        with self._looking:
-            while self._lookers and time.monotonic() < deadline:
-                self._looking.wait(LOOK_AT_MOST)
+        # Polled: a notification from every look would cost each result() for this one wait.
+        while self._lookers and time.monotonic() < deadline:
+            time.sleep(0.002)
 
     def _look(self, ray: Any, flight: RayFlight, timeout: float, fetch: bool) -> bool:
         """Wait up to ``timeout`` seconds for ``flight`` to end, and settle it; False if it has

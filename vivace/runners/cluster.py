@@ -85,6 +85,7 @@ class ClusterTaskRunner(TaskRunner, Generic[F]):
         self._setup: RemoteSetup | None = None
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)
+        self._room_waiters = 0  # threads in _wait_on_room: a landing notifies only then
         self._in_flight: dict[Any, F] = {}
         self._taken = 0  # in-flight slots taken (a slot is taken just before the task is sent)
         self._backlog: collections.deque[tuple[list[TaskCall], list[RemoteFuture]]] = (
@@ -240,7 +241,16 @@ class ClusterTaskRunner(TaskRunner, Generic[F]):
 
     def _wait_for_room(self) -> None:
         """Called with the lock held while every slot is taken: wait until one may be free."""
-        self._room.wait()
+        self._wait_on_room()
+
+    def _wait_on_room(self, timeout: float | None = None) -> None:
+        """Wait on ``_room`` (its lock held), counted: a run landing, once per run, notifies only
+        when someone waits (a notification costs the result path a few µs)."""
+        self._room_waiters += 1
+        try:
+            self._room.wait(timeout)
+        finally:
+            self._room_waiters -= 1
 
     def _give_slot(self) -> None:
         with self._room:
@@ -253,7 +263,8 @@ class ClusterTaskRunner(TaskRunner, Generic[F]):
             flight = self._in_flight.pop(key, None)
             if flight is not None:
                 self._taken -= 1
-                self._room.notify_all()
+                if self._room_waiters:
+                    self._room.notify_all()
         return flight
 
     def _send_backlog(self) -> None:
@@ -318,7 +329,7 @@ class ClusterTaskRunner(TaskRunner, Generic[F]):
         if wait:
             with self._room:
                 while self._in_flight or self._backlog:
-                    self._room.wait()
+                    self._wait_on_room()
         self._cancel_outstanding(reason)
         if wait:
             self._fetch_held_results()
