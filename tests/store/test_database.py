@@ -1,9 +1,10 @@
-"""Engines, the transaction helper, and the errors for URLs that are wrong or cannot be used."""
+"""Engines, the transaction helpers, and the errors for URLs that are wrong or cannot be used."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -12,6 +13,7 @@ from vivace._ids import uuid7
 from vivace.exceptions import ConfigurationError, StoreUnavailableError
 from vivace.store import schema
 from vivace.store.database import (
+    bulk_transaction,
     connect,
     dispose_engines,
     ensure_schema,
@@ -196,3 +198,105 @@ def test_lost_postgres_connection_is_store_unavailable(postgres_url: str) -> Non
 
     with connect(engine) as conn:  # the pool recovers by itself
         assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+
+
+# -- the writer's transaction on the driver's own connection ------------------------------------
+
+
+def _insert_flow(driver_connection: Any, name: str, dialect: str) -> None:
+    flow_id = uuid7()
+    if dialect == "postgresql":
+        with driver_connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO flows (id, name, created) VALUES (%s, %s, to_timestamp(0))",
+                (flow_id, name),
+            )
+    else:
+        driver_connection.execute(
+            "INSERT INTO flows (id, name, created) VALUES (?, ?, 0.0)", (flow_id.bytes, name)
+        )
+
+
+def test_bulk_transaction_commits_on_success_and_rolls_back_on_error(database_url: str) -> None:
+    engine = get_engine(database_url)
+    ensure_schema(engine)
+    dialect = engine.dialect.name
+
+    with bulk_transaction(engine) as driver_connection:
+        _insert_flow(driver_connection, "kept", dialect)
+    with pytest.raises(RuntimeError), bulk_transaction(engine) as driver_connection:
+        _insert_flow(driver_connection, "dropped", dialect)
+        raise RuntimeError("undo")
+
+    assert _flow_names(engine) == ["kept"]
+    with connect(engine) as conn:  # the connection went back to the pool outside a transaction
+        assert conn.exec_driver_sql("SELECT 1").scalar() == 1
+
+
+def test_bulk_transaction_sql_errors_stay_sql_errors(database_url: str) -> None:
+    engine = get_engine(database_url)
+
+    with (
+        pytest.raises(sa.exc.DBAPIError, match="no_such_table") as raised,
+        bulk_transaction(engine) as driver_connection,
+    ):
+        driver_connection.cursor().execute("SELECT * FROM no_such_table")
+
+    assert not isinstance(raised.value, StoreUnavailableError)
+    assert not raised.value.connection_invalidated
+
+
+@pytest.mark.parametrize("helper", [transaction, bulk_transaction], ids=["sa", "bulk"])
+def test_a_sqlite_file_that_cannot_be_opened_is_store_unavailable(
+    vivace_home: Path, helper: Any
+) -> None:
+    vivace_home.mkdir()
+    (vivace_home / "vivace.db").mkdir()  # a folder where the database file should be
+    engine = get_engine(_sqlite_url(vivace_home))
+
+    with pytest.raises(StoreUnavailableError, match="unable to open database"), helper(engine):
+        pass  # pragma: no cover - never reached
+
+
+def test_bulk_transaction_on_an_unreachable_database_is_store_unavailable() -> None:
+    engine = get_engine(UNREACHABLE_POSTGRES)
+
+    with pytest.raises(StoreUnavailableError, match="refused") as raised, bulk_transaction(engine):
+        pass  # pragma: no cover - never reached
+
+    assert "s3cret" not in str(raised.value)
+
+
+def test_bulk_transaction_on_sqlite_locked_past_the_busy_timeout_is_store_unavailable(
+    vivace_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VIVACE_SQLITE_BUSY_TIMEOUT", "0.01")
+    engine = get_engine(_sqlite_url(vivace_home))
+    ensure_schema(engine)
+    other = sqlite3.connect(vivace_home / "vivace.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+
+    with pytest.raises(StoreUnavailableError, match="database is locked"), bulk_transaction(engine):
+        pass  # pragma: no cover - never reached
+
+    other.execute("ROLLBACK")
+    other.close()
+    with bulk_transaction(engine) as driver_connection:  # and usable once the lock is gone
+        _insert_flow(driver_connection, "after", "sqlite")
+    assert _flow_names(engine) == ["after"]
+
+
+def test_bulk_transaction_drops_a_lost_postgres_connection(postgres_url: str) -> None:
+    engine = get_engine(postgres_url)
+
+    with (
+        pytest.raises(StoreUnavailableError, match="terminat"),
+        bulk_transaction(engine) as driver_connection,
+    ):
+        pid = driver_connection.execute("SELECT pg_backend_pid()").fetchone()[0]
+        with connect(engine) as killer:
+            killer.execute(sa.select(sa.func.pg_terminate_backend(pid)))
+        driver_connection.execute("SELECT 1")
+
+    with bulk_transaction(engine) as driver_connection:  # a new connection, not the dead one
+        assert driver_connection.execute("SELECT pg_backend_pid()").fetchone()[0] != pid

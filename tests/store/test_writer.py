@@ -236,7 +236,7 @@ def test_a_postgres_outage_is_journaled_and_replayed(
     assert [log.message for log in history.logs(task_run_id=run.id)] == ["after the outage"]
 
 
-def test_a_postgres_connection_lost_in_mid_batch_is_dropped_and_the_batch_written_again(
+def test_a_batch_whose_postgres_connection_is_lost_mid_transaction_is_written_again(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch, history: Any
 ) -> None:
     _configure(monkeypatch, database_url=postgres_url, recorder_retry_seconds=30)
@@ -253,8 +253,8 @@ def test_a_postgres_connection_lost_in_mid_batch_is_dropped_and_the_batch_writte
             _advance(writer, run, StateType.RUNNING, StateType.COMPLETED)
             writer._wake.set()
             pid = _writer_backend_waiting_on_a_lock(conn)
-            # ... and loses its connection there.
-            conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+            # ... and loses its connection there: that attempt cannot have committed.
+            assert conn.exec_driver_sql(f"SELECT pg_terminate_backend({pid})").scalar() is True
             conn.commit()
     finally:
         locker.dispose()
@@ -272,8 +272,9 @@ def _writer_backend_waiting_on_a_lock(conn: sa.Connection) -> int:
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
         pid = conn.exec_driver_sql(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'vivace' "
-            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'vivace' AND wait_event_type = 'Lock' "
+            "AND pid <> pg_backend_pid()"
         ).scalar()
         if pid is not None:
             return int(pid)

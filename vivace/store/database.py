@@ -1,4 +1,4 @@
-"""Engines, schema migrations and the one transaction helper every write goes through.
+"""Engines, schema migrations and the transaction helpers every write goes through.
 
 ``get_engine(url)`` gives one engine per URL per process, tuned for the backend: SQLite in WAL mode
 with a busy timeout (several processes write to the same file), PostgreSQL with a small pool (writes
@@ -6,7 +6,8 @@ are batched, so a handful of connections is enough). ``ensure_schema(engine)`` b
 to the latest migration the first time the process uses it, under a lock shared with other
 processes starting at the same moment (Dask or Ray workers). ``transaction(engine)`` and
 ``connect(engine)`` turn "the database cannot be reached or used" into ``StoreUnavailableError``,
-which the batched writer retries and then journals to disk.
+and so does ``bulk_transaction(engine)``, the batched writer's transaction on the driver's own
+connection; the writer retries such errors and then journals its batch to disk.
 
 Example::
 
@@ -146,15 +147,21 @@ def transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
 @contextlib.contextmanager
 def bulk_transaction(engine: sa.Engine) -> Iterator[Any]:
     """A write transaction on the database driver's own connection (``sqlite3`` or psycopg),
-    for the batched writer's bulk statements, with the errors ``transaction`` raises.
+    for the batched writer's bulk statements. Errors as from ``transaction``: an unusable
+    database is ``StoreUnavailableError``, any other driver error a SQLAlchemy ``DBAPIError``.
 
     SQLAlchemy's connection and transaction objects cost the writer ~80 µs a transaction in a
     tight loop, several times that on a busy Dask or Ray worker, and the writer needs none of
     what they add. The connection still comes from, and goes back to, the engine's pool.
     """
+    dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
     with _translate_errors(engine):
-        pooled = engine.raw_connection()
-        dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        try:
+            # The pool hands out the driver's errors unwrapped (a file that cannot be opened,
+            # a refused connection): wrapped here as engine.connect() would.
+            pooled = engine.raw_connection()
+        except dbapi_error as error:
+            raise sa.exc.DBAPIError.instance(None, None, error, dbapi_error) from error
         try:
             driver_connection: Any = pooled.driver_connection
             try:
@@ -169,7 +176,7 @@ def bulk_transaction(engine: sa.Engine) -> Iterator[Any]:
                     raise
                 driver_error: Any = error
                 lost = engine.dialect.is_disconnect(driver_error, pooled.dbapi_connection, None)
-                if lost:
+                if lost:  # this connection only; pool_pre_ping finds any other dead one
                     pooled.invalidate(error)
                 raise sa.exc.DBAPIError.instance(
                     None, None, error, dbapi_error, connection_invalidated=lost

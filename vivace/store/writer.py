@@ -80,8 +80,8 @@ def is_transient(error: BaseException) -> bool:
         return True
     if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
         return True
-    # psycopg's own errors, raised by the COPY path outside SQLAlchemy: OperationalError covers
-    # lost connections, deadlocks and serialization failures.
+    # psycopg's own errors, should one arrive unwrapped (bulk_transaction wraps them):
+    # OperationalError covers lost connections, deadlocks and serialization failures.
     return any(
         kind.__name__ == "OperationalError" and kind.__module__.startswith("psycopg")
         for kind in type(error).__mro__
