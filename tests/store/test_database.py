@@ -171,8 +171,9 @@ def test_sqlite_transaction_takes_the_write_lock_up_front(vivace_home: Path) -> 
     other.close()
 
 
+@pytest.mark.parametrize("helper", [transaction, bulk_transaction], ids=["sa", "bulk"])
 def test_sqlite_locked_past_the_busy_timeout_is_store_unavailable(
-    vivace_home: Path, monkeypatch: pytest.MonkeyPatch
+    vivace_home: Path, monkeypatch: pytest.MonkeyPatch, helper: Any
 ) -> None:
     monkeypatch.setenv("VIVACE_SQLITE_BUSY_TIMEOUT", "0.01")
     engine = get_engine(_sqlite_url(vivace_home))
@@ -180,7 +181,7 @@ def test_sqlite_locked_past_the_busy_timeout_is_store_unavailable(
     other = sqlite3.connect(vivace_home / "vivace.db", isolation_level=None)
     other.execute("BEGIN IMMEDIATE")
 
-    with pytest.raises(StoreUnavailableError, match="database is locked"), transaction(engine):
+    with pytest.raises(StoreUnavailableError, match="database is locked"), helper(engine):
         pass  # pragma: no cover - never reached
 
     other.execute("ROLLBACK")
@@ -265,25 +266,6 @@ def test_bulk_transaction_on_an_unreachable_database_is_store_unavailable() -> N
         pass  # pragma: no cover - never reached
 
     assert "s3cret" not in str(raised.value)
-
-
-def test_bulk_transaction_on_sqlite_locked_past_the_busy_timeout_is_store_unavailable(
-    vivace_home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("VIVACE_SQLITE_BUSY_TIMEOUT", "0.01")
-    engine = get_engine(_sqlite_url(vivace_home))
-    ensure_schema(engine)
-    other = sqlite3.connect(vivace_home / "vivace.db", isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
-
-    with pytest.raises(StoreUnavailableError, match="database is locked"), bulk_transaction(engine):
-        pass  # pragma: no cover - never reached
-
-    other.execute("ROLLBACK")
-    other.close()
-    with bulk_transaction(engine) as driver_connection:  # and usable once the lock is gone
-        _insert_flow(driver_connection, "after", "sqlite")
-    assert _flow_names(engine) == ["after"]
 
 
 def test_bulk_transaction_drops_a_lost_postgres_connection(postgres_url: str) -> None:
