@@ -78,14 +78,8 @@ def is_transient(error: BaseException) -> bool:
     """
     if isinstance(error, (StoreUnavailableError, sa.exc.OperationalError, OSError)):
         return True
-    if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
-        return True
-    # psycopg's own errors, should one arrive unwrapped (bulk_transaction wraps them):
-    # OperationalError covers lost connections, deadlocks and serialization failures.
-    return any(
-        kind.__name__ == "OperationalError" and kind.__module__.startswith("psycopg")
-        for kind in type(error).__mro__
-    )
+    # Driver errors arrive wrapped (database.bulk_transaction, database.transaction).
+    return isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated
 
 
 class BatchWriter:
