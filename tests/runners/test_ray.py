@@ -355,6 +355,85 @@ def test_runner_options_place_a_task_where_its_resource_is(ray_cluster: str) -> 
     assert resources.get("special") == 1.0 and resources.get("CPU") == 0.5
 
 
+# -- sending Ray tasks (vivace.runners._ray_submit) ----------------------------------------------
+
+
+def _count_ray_preambles(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the functions whose ``.remote()`` preamble runs, one entry per call."""
+    from ray.remote_function import RemoteFunction
+
+    calls: list[str] = []
+    preamble = RemoteFunction._remote
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(self._function_name.rsplit(".", 1)[-1])
+        return preamble(self, *args, **kwargs)
+
+    monkeypatch.setattr(RemoteFunction, "_remote", counted)
+    return calls
+
+
+def test_ray_resolves_a_flow_runs_task_options_once(
+    ray_cluster: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray's per-call preamble runs for the first Ray task of a flow run; the next ones go
+    through the closure Ray built then, their upstream values included (ObjectRefs)."""
+    calls = _count_ray_preambles(monkeypatch)
+
+    @flow(task_runner=RayTaskRunner(address=ray_cluster))
+    def pipeline(n: int) -> tuple[int, list[int]]:
+        futures = greet.map(range(n))
+        return total.submit(futures).result(), chunk.map([1, 2], batch_size=2)[1].result()
+
+    assert pipeline(12) == (66, [0, 1])
+    assert pipeline(3) == (3, [0, 1])
+    # Per flow run: one preamble of the one-run function, one of the batch function.
+    assert sorted(calls) == ["run_batch", "run_batch", "run_one", "run_one"]
+
+
+def test_a_task_launch_hook_sees_every_ray_task(
+    ray_cluster: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ray calls its task-launch hook in the preamble: with a hook set, every task pays it."""
+    import ray.remote_function
+
+    launched: list[str] = []
+    monkeypatch.setattr(
+        ray.remote_function,
+        "_task_launch_hook",
+        lambda descriptor, resources, strategy: launched.append(descriptor.function_name),
+    )
+
+    @flow(task_runner=RayTaskRunner(address=ray_cluster))
+    def pipeline(n: int) -> list[int]:
+        return [f.result() for f in greet.map(range(n))]
+
+    assert pipeline(5) == [0, 1, 2, 3, 4]
+    assert launched == ["run_one"] * 5
+
+
+def _double(x: int, *rest: Any) -> int:
+    return 2 * x
+
+
+def test_a_submitter_learns_again_when_ray_is_started_again(ray_cluster: str) -> None:
+    """The kept closure belongs to one connection: after a new ``ray.init`` the next task goes
+    through ``.remote()`` again (which exports the function to the new job) and is kept anew."""
+    from vivace.runners._ray_submit import Submitter, keep_invocation
+
+    function: Any = _double
+    function.__ray_invocation_decorator__ = keep_invocation
+    submitter = Submitter(ray.remote(num_returns=1, max_retries=0)(function))
+    for round_ in range(2):
+        ray.init(address=ray_cluster, log_to_driver=False)
+        try:
+            refs = [submitter.remote(i) for i in range(4)]
+            assert ray.get(refs) == [0, 2, 4, 6], f"connection {round_}"
+            assert submitter._invocation is not None
+        finally:
+            ray.shutdown()
+
+
 def test_a_dead_worker_crashes_its_run_which_retries_if_it_can(
     ray_cluster: str, tmp_path: Path, history: Any
 ) -> None:

@@ -6,7 +6,7 @@ there, and the worker process writes states and logs straight to the database th
 batched writer, configured from the flow's settings, which travel with the task. What does not
 depend on Ray (dispatch, in-flight slots, cancellation, held results) lives in
 :mod:`vivace.runners.cluster`. This module is the adapter (start, stop, submit, what a Ray task's
-outcome means); its parts live in three private modules:
+outcome means); its parts live in four private modules:
 
 - :mod:`vivace.runners._ray_worker`, what runs in the Ray worker. **One return per run**: the
   run's value, an ``ObjectRef`` that stays on the cluster until ``future.result()`` asks for it,
@@ -15,6 +15,9 @@ outcome means); its parts live in three private modules:
 - :mod:`vivace.runners._ray_payload`, **one argument**: the run's call (or a batch's calls)
   travels as bytes pickled on the driver by the C pickler, much cheaper than Ray's own
   serialization of a Python object; what only Ray may (or can) pickle goes to Ray as objects.
+- :mod:`vivace.runners._ray_submit`, **Ray's preamble once per flow run**: ``.remote()`` resolves
+  the task's options again on every call; the runner sends its first Ray task with ``.remote()``
+  and the next ones through the closure Ray built for it (Ray still sends every task).
 - :mod:`vivace.runners._ray_completion`, **completion is learned when someone needs it**: a
   caller of ``future.result()`` fetches that run's value itself, a caller of ``wait()`` waits
   for its end, a done-callback has Ray report that run's end, and a settling thread looks over
@@ -109,6 +112,7 @@ from vivace.runners._ray_completion import (
     RayFuture,
 )
 from vivace.runners._ray_payload import payload_of
+from vivace.runners._ray_submit import Submitter, keep_invocation
 from vivace.runners._ray_worker import (
     DONE_SMALL,
     FLUSH_IDLE,
@@ -146,10 +150,10 @@ def _remote(name: str) -> Any:
     (its outcome and its values); no retries by Ray."""
     fn = _remote_functions.get(name)
     if fn is None:
-        if name == "batch":
-            fn = _ray().remote(num_returns=2, max_retries=0)(run_batch)
-        else:
-            fn = _ray().remote(num_returns=1, max_retries=0)(run_one)
+        function: Any = run_batch if name == "batch" else run_one
+        # Ray reads it when it makes the remote function (see vivace.runners._ray_submit).
+        function.__ray_invocation_decorator__ = keep_invocation
+        fn = _ray().remote(num_returns=2 if name == "batch" else 1, max_retries=0)(function)
         _remote_functions[name] = fn
     return fn
 
@@ -202,6 +206,8 @@ class RayTaskRunner(OnDemandCompletion):
         # Runs a worker reported COMPLETED, by flow run, not yet seen final in the database.
         self._unconfirmed: dict[uuid.UUID, set[uuid.UUID]] = {}
         self._last_completed = 0.0  # time.monotonic() when the driver last learned of one
+        # Per flow run: Ray's submission without its per-call preamble (_ray_submit).
+        self._submitters: dict[str, Submitter] = {}
 
     def duplicate(self) -> RayTaskRunner:
         return RayTaskRunner(self.address, self.init_kwargs, self.max_in_flight)
@@ -221,6 +227,7 @@ class RayTaskRunner(OnDemandCompletion):
             _picklable_exceptions()
             self._client_mode = ray.util.client.ray.is_connected()
             self._setup = RemoteSetup()
+            self._submitters = {name: Submitter(_remote(name)) for name in ("one", "batch")}
             self._start_settling()
         except BaseException:
             if owns:
@@ -285,6 +292,7 @@ class RayTaskRunner(OnDemandCompletion):
             with self._looking:
                 self._started = False
             self._setup = None
+            self._submitters = {}
             self._stop_settling()
             self._let_callers_leave()
             if self._owns_ray:
@@ -364,10 +372,9 @@ class RayTaskRunner(OnDemandCompletion):
         if self._client_mode and futures[0].item is None:
             futures[0].item = 0  # a batch of one (see __init__)
         batch = futures[0].item is not None
-        fn = _remote("batch" if batch else "one")
+        kind = "batch" if batch else "one"
         options = _placement(task.runner_options)
-        if options:
-            fn = fn.options(**options)
+        fn = _remote(kind).options(**options) if options else self._submitters[kind]
         payload = payload_of((setup.database_url, remote_calls if batch else remote_calls[0]))
         try:
             if batch:
