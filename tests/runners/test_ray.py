@@ -39,6 +39,7 @@ from vivace.exceptions import ConfigurationError, CrashedRunError, VivaceError
 ray = pytest.importorskip("ray")
 
 from vivace.runners import ConcurrentTaskRunner, RayTaskRunner  # noqa: E402
+from vivace.runners._ray_worker import ENCODED  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RAY_CLI = str(Path(sys.executable).parent / "ray")
@@ -353,6 +354,74 @@ def test_runner_options_place_a_task_where_its_resource_is(ray_cluster: str) -> 
 
     resources = placed()
     assert resources.get("special") == 1.0 and resources.get("CPU") == 0.5
+
+
+# -- small values travel as bytes (vivace.runners._ray_worker.encode_value) ----------------------
+
+SMALL_VALUES = [
+    0,
+    -(2**70),
+    1.5,
+    2j,
+    True,
+    None,
+    "",
+    "short text",
+    "x" * 5000,  # longer than ENCODED_STR_LIMIT: travels as Ray serializes it
+    b"plain bytes",
+    ENCODED + b"bytes that look encoded",
+    ENCODED,
+]
+
+
+@task
+def echo(value: Any) -> Any:
+    return value
+
+
+@task
+def described(value: Any) -> tuple[str, Any]:
+    return type(value).__name__, value
+
+
+def test_values_come_back_as_they_were_returned_and_reach_downstream_runs_so(
+    ray_cluster: str,
+) -> None:
+    """Small values go through the cluster encoded as bytes: whatever the task returned comes
+    back from result() as it was, bytes that look encoded included, and a downstream run gets
+    the same, from a one-run upstream and from a batch's."""
+
+    @flow(task_runner=RayTaskRunner(address=ray_cluster))
+    def round_trip() -> tuple[list[Any], list[Any], list[Any]]:
+        singles = [echo.submit(value) for value in SMALL_VALUES]
+        batched = echo.map(SMALL_VALUES, batch_size=4)
+        from_single = [described.submit(future) for future in singles]
+        from_batch = [described.submit(future) for future in batched]
+        return (
+            [future.result() for future in singles],
+            [future.result() for future in from_single],
+            [future.result() for future in from_batch],
+        )
+
+    results, from_single, from_batch = round_trip()
+    expected = [(type(value).__name__, value) for value in SMALL_VALUES]
+    assert results == SMALL_VALUES
+    assert [type(value) for value in results] == [type(value) for value in SMALL_VALUES]
+    assert from_single == expected
+    assert from_batch == expected
+
+
+def test_only_small_values_and_bytes_that_look_encoded_are_encoded() -> None:
+    from vivace.runners._ray_worker import decode_value, encode_value
+
+    for value in SMALL_VALUES:
+        travelling = encode_value(value)
+        assert decode_value(travelling) == value and type(decode_value(travelling)) is type(value)
+    assert encode_value(b"plain bytes") == b"plain bytes"  # as it is: Ray passes bytes through
+    assert encode_value("x" * 5000) == "x" * 5000
+    assert type(encode_value(7)) is bytes and encode_value(7).startswith(ENCODED)
+    big = [1, 2, 3]
+    assert encode_value(big) is big and decode_value(big) is big
 
 
 # -- sending Ray tasks (vivace.runners._ray_submit) ----------------------------------------------

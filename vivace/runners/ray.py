@@ -118,6 +118,7 @@ from vivace.runners._ray_worker import (
     FLUSH_IDLE,
     FLUSH_SOON,
     NOT_DONE,
+    decode_value,
     run_batch,
     run_one,
 )
@@ -340,7 +341,7 @@ class RayTaskRunner(OnDemandCompletion):
             )
 
     def _gather(self, refs: list[Any]) -> list[Any]:
-        return list(_ray().get(refs))
+        return [decode_value(value) for value in _ray().get(refs)]
 
     def _cancel_native(self, flights: list[RayFlight]) -> None:
         ray = _ray()
@@ -498,7 +499,7 @@ class RayTaskRunner(OnDemandCompletion):
             return
         self._to_confirm(flight.calls)
         if result is not LEFT_ON_CLUSTER:
-            value.set(result)
+            value.set(decode_value(result))
         self._settle_completed(flight.futures, value)
 
     def _to_confirm(self, calls: list[TaskCall]) -> None:
@@ -514,7 +515,7 @@ class RayTaskRunner(OnDemandCompletion):
         if value.ref is None:
             raise self._released_error()
         try:
-            return _ray().get(value.ref)
+            return decode_value(_ray().get(value.ref))
         except Exception as error:
             raise self._fetch_error(error) from error
 
