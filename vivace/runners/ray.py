@@ -375,7 +375,10 @@ class RayTaskRunner(OnDemandCompletion):
         batch = futures[0].item is not None
         kind = "batch" if batch else "one"
         options = _placement(task.runner_options)
-        fn = _remote(kind).options(**options) if options else self._submitters[kind]
+        if options:
+            fn = _remote(kind).options(**options)
+        else:  # stop() drops the submitters: a send racing it goes the plain way
+            fn = self._submitters.get(kind) or _remote(kind)
         payload = payload_of((setup.database_url, remote_calls if batch else remote_calls[0]))
         try:
             if batch:
