@@ -411,17 +411,40 @@ def test_values_come_back_as_they_were_returned_and_reach_downstream_runs_so(
     assert from_batch == expected
 
 
-def test_only_small_values_and_bytes_that_look_encoded_are_encoded() -> None:
-    from vivace.runners._ray_worker import decode_value, encode_value
+class TaggedBytes(bytes):
+    """A bytes subclass: Ray hands it back as plain bytes."""
 
-    for value in SMALL_VALUES:
+
+def test_only_small_values_and_bytes_that_look_encoded_are_encoded() -> None:
+    from vivace.runners._ray_worker import ENCODED_STR_LIMIT, decode_value, encode_value
+
+    for value in [*SMALL_VALUES, TaggedBytes(ENCODED + b"!")]:
         travelling = encode_value(value)
         assert decode_value(travelling) == value and type(decode_value(travelling)) is type(value)
     assert encode_value(b"plain bytes") == b"plain bytes"  # as it is: Ray passes bytes through
-    assert encode_value("x" * 5000) == "x" * 5000
+    assert encode_value(TaggedBytes(b"plain")) == b"plain"
     assert type(encode_value(7)) is bytes and encode_value(7).startswith(ENCODED)
+    assert encode_value("x" * ENCODED_STR_LIMIT).startswith(ENCODED)
+    longer = "x" * (ENCODED_STR_LIMIT + 1)
+    assert encode_value(longer) is longer
     big = [1, 2, 3]
     assert encode_value(big) is big and decode_value(big) is big
+
+
+def test_a_big_value_that_looks_encoded_comes_back_as_it_was(ray_cluster: str) -> None:
+    """Over FETCH_LIMIT, a run's value stays on the cluster until result() fetches it, or until
+    the flow run's end fetches what its futures still hold: both decode it."""
+    value = ENCODED + b"x" * 200_000
+
+    @flow(task_runner=RayTaskRunner(address=ray_cluster))
+    def big() -> tuple[bytes, Any]:
+        waited = echo.submit(value)
+        waited.wait()  # settled without its value, which stays on the cluster
+        return waited.result(), echo.submit(value)
+
+    fetched, held = big()
+    assert fetched == value
+    assert held.result() == value
 
 
 # -- sending Ray tasks (vivace.runners._ray_submit) ----------------------------------------------
@@ -493,14 +516,17 @@ def test_a_submitter_learns_again_when_ray_is_started_again(ray_cluster: str) ->
     function: Any = _double
     function.__ray_invocation_decorator__ = keep_invocation
     submitter = Submitter(ray.remote(num_returns=1, max_retries=0)(function))
+    kept: list[Any] = []
     for round_ in range(2):
         ray.init(address=ray_cluster, log_to_driver=False)
         try:
             refs = [submitter.remote(i) for i in range(4)]
-            assert ray.get(refs) == [0, 2, 4, 6], f"connection {round_}"
-            assert submitter._invocation is not None
+            # A task of a function the new job never exported would wait forever.
+            assert ray.get(refs, timeout=60) == [0, 2, 4, 6], f"connection {round_}"
+            kept.append(submitter._invocation)
         finally:
             ray.shutdown()
+    assert kept[0] is not None and kept[1] is not None and kept[1] is not kept[0]
 
 
 def test_a_dead_worker_crashes_its_run_which_retries_if_it_can(

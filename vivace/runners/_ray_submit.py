@@ -9,12 +9,20 @@ flattens the arguments and hands the task to the core worker. Ray applies the fu
 A :class:`Submitter` sends its first task with ``.remote()``, keeps the closure Ray built for it,
 and calls that closure for the next tasks: Ray itself still checks, builds and sends every one.
 
-What the preamble resolves does not change within a flow run, except in three cases, where a
-Submitter calls ``.remote()`` every time: Ray traces tasks (each call opens a span) or has a
-task-launch hook; Ray Client (``.remote()`` goes to the client, and no closure is built); and
-Ray was shut down or started again since the closure was kept (the closure is dropped, and
-``.remote()`` raises Ray's own error, or learns again). Runs with placement options go through
-``.options(...).remote()`` (see the runner).
+What the preamble resolves does not change within a flow run, with these exceptions:
+
+- Ray traces tasks (each call opens a span) or has a task-launch hook: every task goes through
+  ``.remote()``. Checked when the flow run sends its first task: tracing or a hook set up later
+  in the flow run is not seen.
+- Ray Client: ``.remote()`` goes to the client, which builds no closure; every task goes through
+  ``.remote()``.
+- Ray was shut down or started again since the closure was kept: the closure is dropped and the
+  next task goes through ``.remote()`` (which, as Ray's own auto-init does, starts a Ray if none
+  runs), then its closure is kept.
+- The placement-group context (a flow run inside a Ray task of a placement group that captures
+  its child tasks) is the one the first send saw, on whichever thread sent it.
+
+Runs with placement options go through ``.options(...).remote()`` (see the runner).
 
 Ray is imported only inside the methods, which run once the runner has found it installed.
 """
@@ -40,14 +48,14 @@ def keep_invocation(invocation: Any) -> Any:
 class Submitter:
     """Sends the Ray tasks of one remote function (with its default options) for one flow run."""
 
-    __slots__ = ("_core_worker", "_invocation", "_plain", "_remote_function", "_worker")
+    __slots__ = ("_always_remote", "_core_worker", "_invocation", "_remote_function", "_worker")
 
     def __init__(self, remote_function: Any) -> None:
         self._remote_function = remote_function
         self._invocation: Any = None
         self._worker: Any = None
         self._core_worker: Any = None  # the core worker the kept closure was built with
-        self._plain = False  # .remote() every time (see the module documentation)
+        self._always_remote = False  # .remote() every time (see the module documentation)
 
     def remote(self, *args: Any) -> Any:
         """``remote_function.remote(*args)``: the task's object ref (a list of them for several
@@ -58,7 +66,7 @@ class Submitter:
             if worker.connected and getattr(worker, "core_worker", None) is self._core_worker:
                 return invocation(args, {})
             self._invocation = None  # Ray went away, or was started again: learn again
-        if self._plain:
+        if self._always_remote:
             return self._remote_function.remote(*args)
         return self._learn(args)
 
@@ -66,7 +74,7 @@ class Submitter:
         import ray
 
         if not _may_keep():
-            self._plain = True
+            self._always_remote = True
             return self._remote_function.remote(*args)
         worker = ray._private.worker.global_worker
         slot: list[Any] = []
@@ -76,7 +84,7 @@ class Submitter:
         finally:
             _learning.slot = None
         if not slot:  # Ray Client: the call went to the client, which builds no closure
-            self._plain = True
+            self._always_remote = True
             return refs
         self._worker = worker
         self._core_worker = getattr(worker, "core_worker", None)
@@ -86,7 +94,8 @@ class Submitter:
 
 def _may_keep() -> bool:
     """Whether Ray does nothing per ``.remote()`` call that the kept closure would skip: no
-    tracing, no task-launch hook. Unknown (another Ray than the one vivace pins) means no."""
+    tracing, no task-launch hook. A Ray whose private names differ (not the version vivace
+    pins) means no."""
     try:
         from ray import remote_function
         from ray.util.tracing.tracing_helper import _is_tracing_enabled

@@ -106,7 +106,9 @@ def encode_value(value: Any) -> Any:
     if (
         kind in SMALL_TYPES
         or (kind is str and len(value) <= ENCODED_STR_LIMIT)
-        or (kind is bytes and value.startswith(ENCODED))
+        # Ray hands any bytes (a subclass too) back as plain bytes: those with the prefix are
+        # encoded, so that decode_value never mistakes them for an encoded value.
+        or (isinstance(value, bytes) and value.startswith(ENCODED))
     ):
         return ENCODED + pickle.dumps(value, protocol=5)
     return value

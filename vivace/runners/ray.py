@@ -377,8 +377,12 @@ class RayTaskRunner(OnDemandCompletion):
         options = _placement(task.runner_options)
         if options:
             fn = _remote(kind).options(**options)
-        else:  # stop() drops the submitters: a send racing it goes the plain way
-            fn = self._submitters.get(kind) or _remote(kind)
+        else:
+            fn = self._submitters.get(kind)
+            if fn is None:  # stop() has dropped them: this send raced it (Ray may be gone)
+                self._give_slot()
+                self._cancel_unsent(calls, futures)
+                return
         payload = payload_of((setup.database_url, remote_calls if batch else remote_calls[0]))
         try:
             if batch:
