@@ -193,6 +193,7 @@ def test_twenty_flow_runs_leave_nothing_on_the_scheduler(cli_cluster: str) -> No
     assert after["tasks"] == 0
     assert after["clients"] == before["clients"]
     assert after["task_groups"] <= before["task_groups"] + 1
+    assert after["value_topics"] == 0  # the topics small values rode back on, and their events
 
 
 def _scheduler_footprint(dask_scheduler: Any) -> dict[str, int]:
@@ -200,6 +201,9 @@ def _scheduler_footprint(dask_scheduler: Any) -> dict[str, int]:
         "tasks": len(dask_scheduler.tasks),
         "clients": len(dask_scheduler.clients),
         "task_groups": len(dask_scheduler.task_groups),
+        "value_topics": sum(
+            topic.startswith("vivace-values-") for topic in dask_scheduler._broker._topics
+        ),
     }
 
 
@@ -276,6 +280,51 @@ def test_the_driver_fetches_a_result_only_when_asked(dask_cluster: Any) -> None:
         return [seen_before, len(_unpickled_here)]
 
     assert pipeline() == [0, 1]
+
+
+# Numbers, booleans, None and strings up to 1,024 characters that msgpack carries unchanged.
+RIDING = [0, -5, 2**64 - 1, -(2**63), 1.5, float("inf"), True, False, None, "", "é☃" * 512]
+# Everything else is fetched on result(): too big for msgpack, too long, no UTF-8 form (a lone
+# surrogate, which must not break the worker's stream to the scheduler), not of a plain type.
+FETCHED = [2**64, -(2**63) - 1, "x" * 1_025, "\ud800", 1 + 2j, b"bytes", [1], StateType.FAILED]
+
+
+@task
+def identity(value: Any) -> Any:
+    return value
+
+
+def test_small_values_ride_back_with_their_runs_and_others_are_fetched(
+    dask_cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fetches: list[Any] = []
+    fetch = DaskTaskRunner._fetch
+
+    def counted(self: DaskTaskRunner, value: Any) -> Any:
+        fetches.append(value)
+        return fetch(self, value)
+
+    monkeypatch.setattr(DaskTaskRunner, "_fetch", counted)
+
+    @flow(task_runner=DaskTaskRunner(address=dask_cluster.scheduler_address))
+    def returning(values: list[Any]) -> list[Any]:
+        futures = [identity.submit(value) for value in values]
+        for future in futures:
+            future.wait()
+        results = [future.result() for future in futures]
+        results.append(identity.submit(futures[0]).result())  # a downstream gets it too
+        return results
+
+    riding = returning(RIDING)
+    assert riding == [*RIDING, RIDING[0]]
+    assert [type(value) for value in riding[:-1]] == [type(value) for value in RIDING]
+    assert fetches == []  # no value was gathered: each came with its run's completion
+
+    fetched = returning(FETCHED)
+    assert fetched == [*FETCHED, FETCHED[0]]
+    assert [type(value) for value in fetched[:-1]] == [type(value) for value in FETCHED]
+    assert fetches  # gathered on result()
+    assert returning([7, "after"]) == [7, "after", 7]  # the workers' streams still work
 
 
 def test_results_held_past_the_flow_run_are_fetched_before_it_lets_the_cluster_go(

@@ -45,6 +45,7 @@ import collections
 import importlib
 import logging
 import threading
+import uuid
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +72,7 @@ from vivace.exceptions import (
     MissingExtraError,
     VivaceError,
 )
+from vivace.runners._dask_worker import TOPIC_PREFIX, VALUE_EVENT, drop_topic, run_riding
 from vivace.runners.cluster import ClusterTaskRunner, Flight
 
 if TYPE_CHECKING:
@@ -166,6 +168,8 @@ class DaskTaskRunner(ClusterTaskRunner["_Flight"]):
         self._resends: dict[Any, int] = {}
         self._sent = 0
         self._closing = False  # stop() has begun: nothing more is sent
+        self._topic: str | None = None  # where small values ride back (see _dask_worker)
+        self._arrived: dict[str, Any] = {}  # values that rode back, by cluster task, not settled
 
     def duplicate(self) -> DaskTaskRunner:
         return DaskTaskRunner(
@@ -206,6 +210,9 @@ class DaskTaskRunner(ClusterTaskRunner["_Flight"]):
         self._setup = RemoteSetup()
         self._closing = False
         self._client, self._owns_client = client, owns
+        if owns:  # a client of the caller's would keep the handler (see _dask_worker)
+            self._topic = f"{TOPIC_PREFIX}{uuid.uuid4().hex}"
+            client.subscribe_topic(self._topic, self._value_arrived)
 
     def _start_cluster(self) -> Any:
         import dask
@@ -230,7 +237,11 @@ class DaskTaskRunner(ClusterTaskRunner["_Flight"]):
             )
             self._small.clear()
             self._resends.clear()
+            self._arrived.clear()
+            if self._topic is not None and self._cluster is None:
+                self._drop_topic(client, self._topic)
         finally:
+            self._topic = None
             self._client = None
             self._setup = None
             cluster, self._cluster = self._cluster, None
@@ -240,6 +251,21 @@ class DaskTaskRunner(ClusterTaskRunner["_Flight"]):
             finally:
                 if cluster is not None:
                     cluster.close()
+
+    @staticmethod
+    def _drop_topic(client: Any, topic: str) -> None:
+        """Have the long-lived scheduler forget the flow run's value topic and its events."""
+        try:
+            dropped = client.run_on_scheduler(drop_topic, topic)
+        except Exception as error:
+            dropped = describe_exception(error)
+        if dropped is not True:
+            logger.warning(
+                "the Dask scheduler keeps the last events of topic %r (small task results, at "
+                "most distributed.admin.low-level-log-length of them): dropping it failed: %s",
+                topic,
+                dropped,
+            )
 
     def flush_records(self) -> None:
         """Have every worker write out the records it buffered for this flow run's database."""
@@ -300,6 +326,16 @@ class DaskTaskRunner(ClusterTaskRunner["_Flight"]):
                 remote = client.submit(
                     run_remote_batch,
                     remote_calls,
+                    *handover.remote,
+                    key=key,
+                    pure=False,
+                    **options,
+                )
+            elif self._topic is not None:
+                remote = client.submit(
+                    run_riding,
+                    self._topic,
+                    remote_calls[0],
                     *handover.remote,
                     key=key,
                     pure=False,
@@ -367,7 +403,10 @@ class DaskTaskRunner(ClusterTaskRunner["_Flight"]):
                 return
             value = RemoteValue(remote, self._fetch)
             self._values.add(value)
-            if kind in SMALL_TYPES or kind is None:
+            arrived = self._arrived.pop(remote.key, _MISSING)
+            if arrived is not _MISSING:
+                value.set(arrived)
+            elif kind in SMALL_TYPES or kind is None:
                 self._small.append(weakref.ref(value))
             self._settle_completed(futures, value)
             return
@@ -390,6 +429,12 @@ class DaskTaskRunner(ClusterTaskRunner["_Flight"]):
         for call, future in zip(calls, futures, strict=True):  # cancelled from outside
             future.handle = None
             future.set_final_state(cancel_on_driver(call, "cancelled on the Dask cluster"))
+
+    def _value_arrived(self, event: tuple[float, Any]) -> None:
+        """A small value rode back ahead of its run's completion (on the client's event loop)."""
+        message = event[1]
+        if type(message) is tuple and len(message) == 3 and message[0] == VALUE_EVENT:
+            self._arrived[message[1]] = message[2]
 
     def _fetch(self, value: RemoteValue) -> Any:
         """Fetch ``value``, with up to READ_AHEAD small results that completed after it.
@@ -463,6 +508,7 @@ class _Flight(Flight):
 
 
 _NO_OPTIONS: dict[str, Any] = {}
+_MISSING = object()
 
 
 def _connect(distributed: Any, address: Any, client_kwargs: dict[str, Any]) -> Any:
