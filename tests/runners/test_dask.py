@@ -233,6 +233,8 @@ def test_a_client_given_as_address_is_used_and_left_open(cli_cluster: str) -> No
 
         assert on_client() == 20
         assert client.status == "running"
+        # Values are fetched: vivace subscribes no handler to the caller's client.
+        assert not [t for t in client._event_handlers if t.startswith("vivace-values-")]
         assert client.submit(sum, [1, 2]).result() == 3
 
 
@@ -325,6 +327,29 @@ def test_small_values_ride_back_with_their_runs_and_others_are_fetched(
     assert [type(value) for value in fetched[:-1]] == [type(value) for value in FETCHED]
     assert fetches  # gathered on result()
     assert returning([7, "after"]) == [7, "after", 7]  # the workers' streams still work
+
+
+def test_a_flow_run_drops_value_topics_no_client_listens_to_and_keeps_the_others(
+    dask_cluster: Any,
+) -> None:
+    from distributed import Client
+
+    with Client(dask_cluster.scheduler_address, timeout=TIMEOUT) as client:
+        client.log_event("vivace-values-orphaned", ("vivace-value", "gone-1", 1))
+        client.subscribe_topic("vivace-values-listened", lambda event: None)
+        client.log_event("vivace-values-listened", ("vivace-value", "live-1", 2))
+
+        @flow(task_runner=DaskTaskRunner(address=dask_cluster.scheduler_address))
+        def small() -> int:
+            return double.submit(4).result()
+
+        assert small() == 8
+        topics = client.run_on_scheduler(_value_topics)
+    assert topics == ["vivace-values-listened"]
+
+
+def _value_topics(dask_scheduler: Any) -> list[str]:
+    return [t for t in dask_scheduler._broker._topics if t.startswith("vivace-values-")]
 
 
 def test_results_held_past_the_flow_run_are_fetched_before_it_lets_the_cluster_go(
@@ -543,6 +568,17 @@ def test_a_timed_out_flow_cancels_its_outstanding_runs(dask_cluster: Any, histor
         while client.run_on_scheduler(_count_tasks) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert client.run_on_scheduler(_count_tasks) == 0
+        # The cancelled runs that were executing end on their workers after the flow run
+        # dropped its value topic: their values are not sent, so the topic does not come back.
+        while any(client.run(_running_tasks).values()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(client.run(_running_tasks).values())
+        time.sleep(0.5)  # what a worker would have sent reaches the scheduler
+        assert client.run_on_scheduler(_scheduler_footprint)["value_topics"] == 0
+
+
+def _running_tasks(dask_worker: Any) -> int:
+    return len(dask_worker.active_threads)
 
 
 def test_backpressure_bounds_the_cluster_tasks_in_flight(dask_cluster: Any) -> None:

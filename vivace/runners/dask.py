@@ -12,7 +12,11 @@ what it has buffered (:meth:`DaskTaskRunner.flush_records`). What does not depen
   lists, tuples, sets and dicts) is handed to ``client.submit`` as its ``distributed.Future``, so
   Dask orders the runs and moves the data worker to worker. The driver learns that a run completed
   from the result's type, which the scheduler reports without the value, and fetches the value only
-  on ``future.result()``; ``future.state`` never fetches anything.
+  on ``future.result()``; ``future.state`` never fetches anything. A small value (a number, a
+  boolean, None, a string up to 1,024 characters) rides back to the driver with its run's
+  completion instead, as a Dask event (:mod:`vivace.runners._dask_worker`), so a ``result()``
+  that waited for its run costs no gather; this needs a client vivace made itself, so with a
+  ``distributed.Client`` given as ``address`` every value is fetched.
 - **Failures**: the exception's type, message and traceback arrive intact at ``future.result()``. A
   run whose worker dies ends CRASHED, and is submitted again if it has retries left. On the
   temporary cluster vivace starts, the scheduler's ``allowed-failures`` is 0, so Dask itself does
@@ -237,26 +241,31 @@ class DaskTaskRunner(ClusterTaskRunner["_Flight"]):
             )
             self._small.clear()
             self._resends.clear()
-            self._arrived.clear()
-            if self._topic is not None and self._cluster is None:
-                self._drop_topic(client, self._topic)
         finally:
-            self._topic = None
+            self._arrived.clear()
+            topic, self._topic = self._topic, None
             self._client = None
             self._setup = None
             cluster, self._cluster = self._cluster, None
             try:
-                if self._owns_client:
-                    client.close()
+                if topic is not None and cluster is None:  # a temporary cluster takes it along
+                    self._drop_topic(client, topic)
             finally:
-                if cluster is not None:
-                    cluster.close()
+                try:
+                    if self._owns_client:
+                        client.close()
+                finally:
+                    if cluster is not None:
+                        cluster.close()
 
     @staticmethod
     def _drop_topic(client: Any, topic: str) -> None:
         """Have the long-lived scheduler forget the flow run's value topic and its events."""
         try:
             dropped = client.run_on_scheduler(drop_topic, topic)
+        except OSError as error:  # the scheduler is gone, and its topics with it
+            logger.debug("could not drop topic %r: %s", topic, describe_exception(error))
+            return
         except Exception as error:
             dropped = describe_exception(error)
         if dropped is not True:
@@ -404,7 +413,9 @@ class DaskTaskRunner(ClusterTaskRunner["_Flight"]):
             value = RemoteValue(remote, self._fetch)
             self._values.add(value)
             arrived = self._arrived.pop(remote.key, _MISSING)
-            if arrived is not _MISSING:
+            # A value of another type came from an earlier attempt of this cluster task (its
+            # worker died before reporting the end; Dask ran it again): fetch this one's.
+            if arrived is not _MISSING and type(arrived) is kind:
                 value.set(arrived)
             elif kind in SMALL_TYPES or kind is None:
                 self._small.append(weakref.ref(value))
