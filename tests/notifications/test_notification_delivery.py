@@ -368,6 +368,62 @@ def test_a_state_that_lands_late_is_still_sent_and_older_history_is_not(
     assert body["flow_run"]["id"] == str(run_id) != str(before)
 
 
+def test_a_state_written_long_after_it_was_entered_is_still_sent(
+    database_url: str, receiver: Receiver
+) -> None:
+    """A writer that waited out a database outage writes states entered long before: they are
+    new when they land, whatever the look-back window."""
+    policy = webhook_policy(database_url, receiver.url, states=("Failed",))
+    two_hours_ago = time.time() - 7200
+    engine = get_engine(database_url)
+    with transaction(engine) as conn:  # the policy has been active for two hours
+        table = schema.notification_policies
+        conn.execute(
+            sa.update(table)
+            .where(table.c.id == policy.id)
+            .values(created=two_hours_ago, updated=two_hours_ago)
+        )
+    assert notify(database_url) == LoopReport()  # the service's cursor is at now
+    before_writing = time.time()
+    state = nightly_etl(return_state=True)
+    get_writer().flush()
+    states = schema.flow_run_states
+    with transaction(engine) as conn:  # entered an hour ago, as the outage began
+        conn.execute(
+            sa.update(states)
+            .where(states.c.flow_run_id == state.run_id)
+            .values(timestamp=two_hours_ago + 3600)
+        )
+
+    assert notify(database_url) == LoopReport(queued=1, delivered=1)
+
+    (body,) = receiver.bodies()
+    assert body["flow_run"]["id"] == str(state.run_id)
+    with transaction(engine) as conn:  # the flow's writer stamped its rows as it wrote them
+        recorded = conn.execute(
+            sa.select(states.c.recorded).where(states.c.flow_run_id == state.run_id)
+        ).scalars()
+        assert all(when.timestamp() >= before_writing - 1 for when in recorded)
+
+
+def test_a_state_written_before_states_were_stamped_is_read_by_its_own_time(
+    database_url: str, receiver: Receiver
+) -> None:
+    """Rows from before revision 0007 (or from a process still running an older vivace) have
+    no ``recorded`` time: the look-back finds them by the time they were entered."""
+    webhook_policy(database_url, receiver.url, states=("Crashed",))
+    nightly = deployment(database_url)
+    recent = ended_run(database_url, nightly)
+    states = schema.flow_run_states
+    with transaction(get_engine(database_url)) as conn:
+        conn.execute(sa.update(states).values(recorded=None))
+
+    assert notify(database_url) == LoopReport(queued=1, delivered=1)
+
+    (body,) = receiver.bodies()
+    assert body["flow_run"]["id"] == str(recent)
+
+
 def test_after_a_long_stop_it_reads_on_from_its_cursor_in_batches(
     database_url: str, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:

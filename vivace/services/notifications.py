@@ -2,12 +2,15 @@
 
 Every ``VIVACE_NOTIFICATIONS_LOOP_SECONDS`` (2 s) one loop does two things:
 
-1. **Match.** It reads the flow-run states entered since its cursor (``flow_run_states``, by the
-   index on their time) that an active policy asks for, and creates one pending delivery per
-   policy and state (:func:`vivace.store.notifications.enqueue_deliveries`). States reach the
-   database in batches from the processes that run flows, so a state may land after later
-   ones were read: each loop reads again the last ``LOOKBACK_SECONDS`` (5 min), and the unique
-   (policy, run, state) index of the deliveries keeps every notification single. The cursor,
+1. **Match.** It reads the flow-run states written since its cursor (``flow_run_states``, by the
+   index on the time each row was written, ``recorded``) that an active policy asks for, and
+   creates one pending delivery per policy and state
+   (:func:`vivace.store.notifications.enqueue_deliveries`). By the time written, not the time
+   entered: a state whose writer waited out a database outage lands with an old time of its
+   own, and is still new. States reach the database in batches from the processes that run
+   flows, and a batch's transaction may commit after a later one: each loop reads again what
+   was written in the last ``LOOKBACK_SECONDS`` (5 min), and the unique (policy, run, state)
+   index of the deliveries keeps every notification single. The cursor,
    kept in ``service_state``, only matters after the service was stopped for longer than that:
    it then reads on from where it stopped, ``BATCH_SIZE`` states per policy per loop.
 2. **Send.** It claims the due pending deliveries, ``SENDERS`` at a time, and sends each round

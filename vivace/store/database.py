@@ -37,7 +37,7 @@ from vivace.store import schema
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
 
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 """The newest migration in ``migrations/versions``; a test pins it to Alembic's head."""
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")

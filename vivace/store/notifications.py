@@ -314,32 +314,37 @@ def delete_notification_policy(bind: Bind, name: str) -> bool:
 def enqueue_deliveries(
     bind: Bind, *, since: float, batch_size: int = 500, now: float | None = None
 ) -> EnqueueResult:
-    """Create a pending delivery, due at ``now``, for each flow-run state entered at or after
+    """Create a pending delivery, due at ``now``, for each flow-run state written at or after
     ``since`` that an active policy asks for and that has none yet (at most ``batch_size`` per
-    policy, oldest states first). A policy only notifies of states entered while it is active:
-    since it was created or last resumed (its ``updated`` time)."""
+    policy, in the order they were written). A policy only notifies of states entered while it
+    is active: since it was created or last resumed (its ``updated`` time).
+
+    "Written" is the row's ``recorded`` time, so a state that lands long after it was entered
+    (its writer waited out a database outage) is still new when it lands; a row from before
+    revision 0007 has none and is read by the time the state was entered."""
     now = time.time() if now is None else now
     engine = _engine(bind)
     ensure_schema(engine)
     created = 0
     read_until: float | None = None
     for policy in read_notification_policies(engine, active_only=True):
-        lower = max(since, policy.updated.timestamp())
+        query = _new_states(engine.dialect.name, policy, since, batch_size)
         with _reading(engine) as conn:
-            rows = conn.execute(_new_states(engine.dialect.name, policy, lower, batch_size)).all()
+            rows = conn.execute(query).all()
         if not rows:
             continue
         if len(rows) == batch_size:
-            last = rows[-1].timestamp.timestamp()
+            last = rows[-1].landed.timestamp()
             read_until = last if read_until is None else min(read_until, last)
         created += _insert_deliveries(engine, policy.id, rows, now)
     return EnqueueResult(created, read_until)
 
 
 def _new_states(
-    dialect: str, policy: NotificationPolicyRecord, lower: float, limit: int
+    dialect: str, policy: NotificationPolicyRecord, since: float, limit: int
 ) -> sa.Select[Any]:
-    """The states at or after ``lower`` that ``policy`` matches and has no delivery for yet."""
+    """The states written at or after ``since``, and entered since ``policy`` is active, that it
+    matches and has no delivery for yet; ``landed``: when the row was written."""
     states, runs = schema.flow_run_states, schema.flow_runs
     deliveries, deployments = schema.notification_deliveries, schema.deployments
     types = [TYPE_NAMES[name].value for name in policy.states if name in TYPE_NAMES]
@@ -354,11 +359,29 @@ def _new_states(
         deliveries.c.flow_run_id == states.c.flow_run_id,
         deliveries.c.state_seq == states.c.seq,
     )
+    landed = sa.func.coalesce(states.c.recorded, states.c.timestamp)
+    # Two ranges, each answered by its own index: rows stamped when written (0007), and the
+    # rows from before, by their state's time.
+    written_since = sa.or_(
+        states.c.recorded >= since,
+        sa.and_(states.c.recorded.is_(None), states.c.timestamp >= since),
+    )
     query = (
-        sa.select(states.c.flow_run_id, states.c.seq, states.c.name, states.c.timestamp)
+        sa.select(
+            states.c.flow_run_id,
+            states.c.seq,
+            states.c.name,
+            states.c.timestamp,
+            landed.label("landed"),
+        )
         .select_from(states.join(runs, runs.c.id == states.c.flow_run_id))
-        .where(states.c.timestamp >= lower, sa.or_(*matches), ~known)
-        .order_by(states.c.timestamp, states.c.flow_run_id, states.c.seq)
+        .where(
+            written_since,
+            states.c.timestamp >= policy.updated.timestamp(),
+            sa.or_(*matches),
+            ~known,
+        )
+        .order_by(landed, states.c.flow_run_id, states.c.seq)
         .limit(limit)
     )
     if policy.flow_names is not None:

@@ -10,6 +10,7 @@ compact, ordered by run, and idempotent when a journal is replayed twice.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -126,8 +127,13 @@ flow_run_states = sa.Table(
     sa.Column("name", sa.String(64), nullable=False),
     sa.Column("timestamp", Timestamp, nullable=False),
     sa.Column("message", sa.Text, nullable=True),
-    # What the notification service reads: flow-run states entered since its cursor (0006).
+    # When the row was written (revision 0007): a state can land long after it was entered (a
+    # writer that waited out a database outage); the notification service reads by this time.
+    # The writer stamps its batches; other inserts get the default. NULL: written before 0007.
+    sa.Column("recorded", Timestamp, nullable=True, default=time.time),
+    # Legacy rows (no ``recorded``): the notification service reads them by this time (0006).
     sa.Index("ix_flow_run_states_timestamp", "timestamp"),
+    sa.Index("ix_flow_run_states_recorded", "recorded"),
     # Small rows under a composite key: on SQLite one B-tree instead of a table plus an index.
     sqlite_with_rowid=False,
 )

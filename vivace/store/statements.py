@@ -9,6 +9,7 @@ serves both backends (``ON CONFLICT`` is SQLite 3.24+ and PostgreSQL).
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -52,9 +53,21 @@ class Statement:
     idempotent, which a plain COPY into the table would not be).
     """
 
-    __slots__ = ("_copy", "_merge", "_sql", "_stage", "lengths", "postgres")
+    __slots__ = ("_copy", "_merge", "_sql", "_stage", "lengths", "postgres", "stamped")
 
-    def __init__(self, table: sa.Table, columns: Sequence[str], tail: str, dialect: str) -> None:
+    def __init__(
+        self,
+        table: sa.Table,
+        columns: Sequence[str],
+        tail: str,
+        dialect: str,
+        stamped: str | None = None,
+    ) -> None:
+        # ``stamped``: a last column that each row gets when it is written (the time, in Unix
+        # seconds), so a batch replayed from the journal is stamped when it lands.
+        self.stamped = stamped is not None
+        if stamped is not None:
+            columns = (*columns, stamped)
         names = ", ".join(columns)
         self.postgres = dialect == "postgresql"
         marker = "%s" if self.postgres else "?"
@@ -87,6 +100,9 @@ class Statement:
 
     def execute(self, driver_connection: Any, rows: list[tuple[Any, ...]]) -> None:
         """Write ``rows`` on the database driver's own connection (``bulk_transaction``)."""
+        if self.stamped:
+            now = time.time()
+            rows = [(*row, now) for row in rows]
         if not self.postgres:
             driver_connection.executemany(self._sql, rows)
             return
@@ -117,8 +133,10 @@ def _replace(table: sa.Table, columns: Sequence[str], key: str, dialect: str) ->
     return Statement(table, columns, f"ON CONFLICT ({key}) DO UPDATE SET {updates}", dialect)
 
 
-def _insert_ignore(table: sa.Table, columns: Sequence[str], dialect: str) -> Statement:
-    return Statement(table, columns, "ON CONFLICT DO NOTHING", dialect)
+def _insert_ignore(
+    table: sa.Table, columns: Sequence[str], dialect: str, stamped: str | None = None
+) -> Statement:
+    return Statement(table, columns, "ON CONFLICT DO NOTHING", dialect, stamped)
 
 
 class Statements:
@@ -134,7 +152,7 @@ class Statements:
                 schema.task_runs, TASK_RUN_COLUMNS[:BARE_TASK_RUN_WIDTH], dialect
             ),
             "flow_run_states": _insert_ignore(
-                schema.flow_run_states, ("flow_run_id", *STATE_COLUMNS), dialect
+                schema.flow_run_states, ("flow_run_id", *STATE_COLUMNS), dialect, "recorded"
             ),
             "task_run_states": _insert_ignore(
                 schema.task_run_states, ("task_run_id", *STATE_COLUMNS), dialect
