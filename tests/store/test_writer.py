@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from vivace._ids import uuid7
-from vivace.engine.runs import TaskRun, apply_state
+from vivace.engine.runs import FlowRun, TaskRun, apply_state
 from vivace.engine.states import State, StateType
 from vivace.settings import get_settings, reset_settings
 from vivace.store import writer as writer_module
@@ -168,6 +168,39 @@ def test_an_unreachable_database_is_journaled_then_replayed_when_it_is_back(
         "RUNNING",
         "COMPLETED",
     ]
+
+
+def test_flow_run_states_replayed_from_the_journal_are_stamped_when_they_land(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The notification service reads new states by when they were written (``recorded``): a
+    state journaled through an outage is new when the replay writes it, not when it began."""
+    _configure(monkeypatch, recorder_retry_seconds=0.2, sqlite_busy_timeout=0.05)
+    writer = get_writer()
+    blocker = sqlite3.connect(_sqlite_path(), isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    running = State(StateType.RUNNING)
+    run = FlowRun(uuid7(), uuid7(), "etl", "brave", None, None, None, None, running)
+    writer.record_flow_run(run)
+    apply_state(run, State(StateType.FAILED))
+    writer.record_flow_run(run)
+    assert writer.flush(TIMEOUT)
+    assert len(_journal_files()) == 1
+    time.sleep(0.3)  # the outage goes on
+    blocker.execute("COMMIT")
+    blocker.close()
+    back = time.time()
+    writer._unreachable_until = 0.0
+    writer.record_log(None, None, "tests", 20, "after the outage", time.time())
+    assert writer.flush(TIMEOUT)
+
+    assert _journal_files() == []
+    states = sa.table("flow_run_states", sa.column("timestamp"), sa.column("recorded"))
+    with sa.create_engine(get_settings().resolved_database_url).connect() as conn:
+        rows = conn.execute(sa.select(states.c.timestamp, states.c.recorded)).all()
+    assert len(rows) == 2
+    for entered, recorded in rows:
+        assert entered < back <= recorded
 
 
 def test_a_journal_left_behind_is_replayed_by_the_next_writer_and_twice_counts_once(
