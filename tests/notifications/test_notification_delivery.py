@@ -30,6 +30,7 @@ from vivace.store.notifications import (
     set_notification_policy_active,
 )
 from vivace.store.service_state import read_service_data, update_service_data
+from vivace.store.types import Timestamp, UUIDType
 from vivace.store.writer import get_writer
 
 
@@ -406,22 +407,35 @@ def test_a_state_written_long_after_it_was_entered_is_still_sent(
         assert all(when.timestamp() >= before_writing - 1 for when in recorded)
 
 
-def test_a_state_written_before_states_were_stamped_is_read_by_its_own_time(
+def test_a_state_written_by_an_older_vivace_is_stamped_by_the_database_and_sent(
     database_url: str, receiver: Receiver
 ) -> None:
-    """Rows from before revision 0007 (or from a process still running an older vivace) have
-    no ``recorded`` time: the look-back finds them by the time they were entered."""
+    """A process started before the upgrade writes states without ``recorded``: the database
+    stamps them (a default on PostgreSQL, a trigger on SQLite), and they are sent."""
     webhook_policy(database_url, receiver.url, states=("Crashed",))
     nightly = deployment(database_url)
-    recent = ended_run(database_url, nightly)
+    run_id = ended_run(database_url, nightly)
     states = schema.flow_run_states
+    older = sa.table(  # the columns an older vivace writes
+        "flow_run_states",
+        sa.column("flow_run_id", UUIDType),
+        sa.column("seq"),
+        sa.column("type"),
+        sa.column("name"),
+        sa.column("timestamp", Timestamp),
+        sa.column("message"),
+    )
+    crashed = (states.c.flow_run_id == run_id) & (states.c.type == "CRASHED")
     with transaction(get_engine(database_url)) as conn:
-        conn.execute(sa.update(states).values(recorded=None))
+        row = conn.execute(sa.select(*(states.c[c.name] for c in older.c)).where(crashed)).one()
+        conn.execute(sa.delete(states).where(crashed))
+        conn.execute(sa.insert(older).values(**row._asdict()))
+        recorded = conn.execute(sa.select(states.c.recorded).where(crashed)).scalar_one()
 
+    assert recorded.timestamp() == pytest.approx(time.time(), abs=5)
     assert notify(database_url) == LoopReport(queued=1, delivered=1)
-
     (body,) = receiver.bodies()
-    assert body["flow_run"]["id"] == str(recent)
+    assert body["flow_run"]["id"] == str(run_id)
 
 
 def test_after_a_long_stop_it_reads_on_from_its_cursor_in_batches(

@@ -6,6 +6,9 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import time
+import uuid
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -29,6 +32,7 @@ from vivace.store.database import (
     transaction,
     upgrade_database,
 )
+from vivace.store.types import Timestamp, UUIDType
 
 VIVACE_TABLES = {
     "flows",
@@ -150,6 +154,51 @@ def test_two_processes_migrate_the_same_database_at_once(database_url: str) -> N
     assert [process.exitcode for process in processes] == [0, 0]
     assert _revision(database_url) == HEAD_REVISION
     assert _tables(database_url) == VIVACE_TABLES | {"alembic_version"}
+
+
+def test_states_get_the_time_they_were_written_from_0007_on(database_url: str) -> None:
+    """0007: the states the notification service may still read (entered within its look-back)
+    get their own time as ``recorded``, older ones none; a row inserted without the column, as a
+    process running an older vivace does, gets the database's time."""
+    engine = get_engine(database_url)
+    with transaction(engine) as conn:
+        command.upgrade(alembic_config(conn), "0006")
+    now = time.time()
+    recent, old = uuid7(), uuid7()
+    # The columns an older vivace writes: no ``recorded``.
+    states = sa.table(
+        "flow_run_states",
+        sa.column("flow_run_id", UUIDType),
+        sa.column("seq"),
+        sa.column("type"),
+        sa.column("name"),
+        sa.column("timestamp", Timestamp),
+    )
+
+    def row(run_id: uuid.UUID, entered: float) -> dict[str, Any]:
+        return {
+            "flow_run_id": run_id,
+            "seq": 1,
+            "type": "FAILED",
+            "name": "Failed",
+            "timestamp": entered,
+        }
+
+    with transaction(engine) as conn:
+        conn.execute(sa.insert(states), [row(recent, now - 60), row(old, now - 3600)])
+
+    with transaction(engine) as conn:
+        command.upgrade(alembic_config(conn), "head")
+    later = uuid7()
+    with transaction(engine) as conn:
+        conn.execute(sa.insert(states), [row(later, now - 7200)])  # an older vivace's writer
+
+    table = schema.flow_run_states
+    with connect(engine) as conn:
+        recorded = dict(conn.execute(sa.select(table.c.flow_run_id, table.c.recorded)).all())
+    assert recorded[recent].timestamp() == pytest.approx(now - 60)
+    assert recorded[old] is None  # never read again: behind the look-back
+    assert recorded[later].timestamp() == pytest.approx(time.time(), abs=5)
 
 
 def test_downgrade_removes_every_table(database_url: str) -> None:

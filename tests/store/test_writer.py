@@ -187,9 +187,9 @@ def test_flow_run_states_replayed_from_the_journal_are_stamped_when_they_land(
     assert writer.flush(TIMEOUT)
     assert len(_journal_files()) == 1
     time.sleep(0.3)  # the outage goes on
+    back = time.time()
     blocker.execute("COMMIT")
     blocker.close()
-    back = time.time()
     writer._unreachable_until = 0.0
     writer.record_log(None, None, "tests", 20, "after the outage", time.time())
     assert writer.flush(TIMEOUT)

@@ -129,10 +129,9 @@ flow_run_states = sa.Table(
     sa.Column("message", sa.Text, nullable=True),
     # When the row was written (revision 0007): a state can land long after it was entered (a
     # writer that waited out a database outage); the notification service reads by this time.
-    # The writer stamps its batches; other inserts get the default. NULL: written before 0007.
+    # The writer stamps its batches, other inserts get this default, and a row inserted without
+    # it gets the database's time (0007). NULL: older than anything the service reads.
     sa.Column("recorded", Timestamp, nullable=True, default=time.time),
-    # Legacy rows (no ``recorded``): the notification service reads them by this time (0006).
-    sa.Index("ix_flow_run_states_timestamp", "timestamp"),
     sa.Index("ix_flow_run_states_recorded", "recorded"),
     # Small rows under a composite key: on SQLite one B-tree instead of a table plus an index.
     sqlite_with_rowid=False,
