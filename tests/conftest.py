@@ -267,6 +267,22 @@ def serve(database_url: str) -> Iterator[str]:
         thread.join(timeout=10)
 
 
+def states_as_an_older_vivace_writes_them() -> sa.TableClause:
+    """``flow_run_states`` with the columns a process running vivace before revision 0007
+    writes: no ``recorded``."""
+    from vivace.store.types import Timestamp, UUIDType
+
+    return sa.table(
+        "flow_run_states",
+        sa.column("flow_run_id", UUIDType),
+        sa.column("seq"),
+        sa.column("type"),
+        sa.column("name"),
+        sa.column("timestamp", Timestamp),
+        sa.column("message"),
+    )
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

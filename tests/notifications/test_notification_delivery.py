@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import free_port
+from tests.conftest import free_port, states_as_an_older_vivace_writes_them
 from tests.notifications.conftest import Receiver
 from tests.notifications.notify_helpers import deployment, ended_run, later, webhook_policy
 from vivace import flow
@@ -30,7 +30,6 @@ from vivace.store.notifications import (
     set_notification_policy_active,
 )
 from vivace.store.service_state import read_service_data, update_service_data
-from vivace.store.types import Timestamp, UUIDType
 from vivace.store.writer import get_writer
 
 
@@ -416,15 +415,7 @@ def test_a_state_written_by_an_older_vivace_is_stamped_by_the_database_and_sent(
     nightly = deployment(database_url)
     run_id = ended_run(database_url, nightly)
     states = schema.flow_run_states
-    older = sa.table(  # the columns an older vivace writes
-        "flow_run_states",
-        sa.column("flow_run_id", UUIDType),
-        sa.column("seq"),
-        sa.column("type"),
-        sa.column("name"),
-        sa.column("timestamp", Timestamp),
-        sa.column("message"),
-    )
+    older = states_as_an_older_vivace_writes_them()
     crashed = (states.c.flow_run_id == run_id) & (states.c.type == "CRASHED")
     with transaction(get_engine(database_url)) as conn:
         row = conn.execute(sa.select(*(states.c[c.name] for c in older.c)).where(crashed)).one()

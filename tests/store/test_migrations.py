@@ -17,6 +17,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
+from tests.conftest import states_as_an_older_vivace_writes_them
 from vivace._ids import uuid7
 from vivace.exceptions import StoreError
 from vivace.store import schema
@@ -32,7 +33,6 @@ from vivace.store.database import (
     transaction,
     upgrade_database,
 )
-from vivace.store.types import Timestamp, UUIDType
 
 VIVACE_TABLES = {
     "flows",
@@ -165,15 +165,7 @@ def test_states_get_the_time_they_were_written_from_0007_on(database_url: str) -
         command.upgrade(alembic_config(conn), "0006")
     now = time.time()
     recent, old = uuid7(), uuid7()
-    # The columns an older vivace writes: no ``recorded``.
-    states = sa.table(
-        "flow_run_states",
-        sa.column("flow_run_id", UUIDType),
-        sa.column("seq"),
-        sa.column("type"),
-        sa.column("name"),
-        sa.column("timestamp", Timestamp),
-    )
+    states = states_as_an_older_vivace_writes_them()
 
     def row(run_id: uuid.UUID, entered: float) -> dict[str, Any]:
         return {
