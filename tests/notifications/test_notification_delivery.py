@@ -400,10 +400,12 @@ def test_a_state_written_long_after_it_was_entered_is_still_sent(
     (body,) = receiver.bodies()
     assert body["flow_run"]["id"] == str(state.run_id)
     with transaction(engine) as conn:  # the flow's writer stamped its rows as it wrote them
-        recorded = conn.execute(
-            sa.select(states.c.recorded).where(states.c.flow_run_id == state.run_id)
-        ).scalars()
-        assert all(when.timestamp() >= before_writing - 1 for when in recorded)
+        recorded = (
+            conn.execute(sa.select(states.c.recorded).where(states.c.flow_run_id == state.run_id))
+            .scalars()
+            .all()
+        )
+    assert recorded and all(when.timestamp() >= before_writing - 1 for when in recorded)
 
 
 def test_a_state_written_by_an_older_vivace_is_stamped_by_the_database_and_sent(

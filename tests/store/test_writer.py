@@ -21,6 +21,7 @@ from vivace.engine.runs import FlowRun, TaskRun, apply_state
 from vivace.engine.states import State, StateType
 from vivace.settings import get_settings, reset_settings
 from vivace.store import writer as writer_module
+from vivace.store.database import get_engine
 from vivace.store.writer import BatchWriter, get_writer, shutdown_writers
 
 TIMEOUT = 10
@@ -196,7 +197,7 @@ def test_flow_run_states_replayed_from_the_journal_are_stamped_when_they_land(
 
     assert _journal_files() == []
     states = sa.table("flow_run_states", sa.column("timestamp"), sa.column("recorded"))
-    with sa.create_engine(get_settings().resolved_database_url).connect() as conn:
+    with get_engine(get_settings().resolved_database_url).connect() as conn:
         rows = conn.execute(sa.select(states.c.timestamp, states.c.recorded)).all()
     assert len(rows) == 2
     for entered, recorded in rows:
